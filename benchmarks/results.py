@@ -1,0 +1,138 @@
+"""Result rows: one metric value with everything needed to trust it.
+
+A run directory holds ``results.jsonl`` (one JSON object per line, append-only), ``results.csv``
+(the same rows, flat), ``config.json`` (the resolved run config) and optionally ``per_item/*.npy``
+(per-item scores, e.g. 0/1 correctness, in the dataset's item order, so two encoders evaluated on
+the same items can be compared with a paired bootstrap).
+
+Reports and the regression gate read only these files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+RESULTS_FILE = "results.jsonl"
+CSV_FILE = "results.csv"
+CONFIG_FILE = "config.json"
+
+STATUS_OK = "ok"
+STATUS_SKIPPED = "skipped"
+STATUS_FAILED = "failed"
+
+
+def package_version() -> str:
+    """Version of this suite as installed (``0+unknown`` when run from an uninstalled tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vision-encoder-eval")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class ResultRow:
+    """One metric of one encoder on one (suite, task, dataset).
+
+    ``value`` is in the metric's natural unit (accuracies in percent, 0..100). ``ci_low``/``ci_high``
+    bound a 95% bootstrap confidence interval where one is defined. ``per_item`` is a path relative to
+    the run directory of a ``.npy`` vector of per-item scores whose mean (x100 for accuracies) is
+    ``value``. Rows with ``status`` ``skipped`` or ``failed`` carry ``value=None`` and a ``reason``.
+    """
+
+    encoder: str
+    suite: str
+    task: str
+    dataset: str
+    metric: str
+    value: float | None
+    higher_is_better: bool = True
+    role: str = ""
+    base: str = ""
+    weights_hash: str = ""
+    checkpoint: str = ""
+    dataset_fingerprint: str = ""
+    n: int = 0
+    ci_low: float | None = None
+    ci_high: float | None = None
+    config_hash: str = ""
+    seed: int = 0
+    version: str = field(default_factory=package_version)
+    time: str = field(default_factory=utc_now)
+    status: str = STATUS_OK
+    reason: str = ""
+    per_item: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What the regression gate compares across runs: (suite, task, dataset, metric)."""
+        return (self.suite, self.task, self.dataset, self.metric)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ResultRow":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"result row has unknown fields {sorted(unknown)}; written by a newer version?")
+        return cls(**data)
+
+
+def append_rows(run_dir: str | os.PathLike, rows: Iterable[ResultRow]) -> None:
+    """Append rows to ``run_dir/results.jsonl`` (flushed and fsynced, so a crash loses nothing written)."""
+    path = Path(run_dir) / RESULTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row.to_dict(), sort_keys=True, allow_nan=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_rows(run_dir: str | os.PathLike) -> list[ResultRow]:
+    """All rows of a run directory (or of a ``results.jsonl`` path)."""
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no results file; is this a run directory written by benchmarks.run?")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(ResultRow.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, TypeError, ValueError) as err:
+                raise ValueError(f"{path}:{line_no}: not a valid result row ({err})") from err
+    return rows
+
+
+def read_frame(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """The rows of a run as a DataFrame, one column per field (``extra`` stays a dict column)."""
+    return pd.DataFrame([row.to_dict() for row in read_rows(run_dir)])
+
+
+def write_csv(run_dir: str | os.PathLike) -> Path:
+    """Rewrite ``results.csv`` from ``results.jsonl`` (``extra`` JSON-encoded)."""
+    frame = read_frame(run_dir)
+    if "extra" in frame:
+        frame["extra"] = frame["extra"].map(lambda value: json.dumps(value, sort_keys=True))
+    path = Path(run_dir) / CSV_FILE
+    frame.to_csv(path, index=False)
+    return path

@@ -1,0 +1,13 @@
+"""Checkpoints -> Encoders: a registry of families, safe readers, layout remapping, strict loading."""
+from .base import Encoder, EncoderOutput, LayerTokens, PreprocessConfig, weights_hash
+from .checkpoint import CheckpointError, read_checkpoint, save_encoder_checkpoint
+from .family import FAMILIES, EncoderFamily, register_family
+from .layouts import RemapReport
+from .loader import EncoderSpec, load_encoder, parse_arch
+from .manifest import ManifestError, load_manifest
+
+__all__ = [
+    "CheckpointError", "Encoder", "EncoderFamily", "EncoderOutput", "EncoderSpec", "FAMILIES", "LayerTokens",
+    "ManifestError", "PreprocessConfig", "RemapReport", "load_encoder", "load_manifest", "parse_arch",
+    "read_checkpoint", "register_family", "save_encoder_checkpoint", "weights_hash",
+]

@@ -1,0 +1,216 @@
+"""Reading checkpoint files into plain state dicts, safely (no code ever runs from a checkpoint).
+
+Formats: ``.pt/.pth/.bin/.ckpt`` (``torch.load(weights_only=True)``, no pickle fallback),
+``.safetensors``, Hugging Face model directories (single file or sharded with an index json), and the
+project's own encoder checkpoint (weights plus an embedded encoder spec), in ``.pt`` or ``.safetensors``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+PROJECT_FORMAT = "vision-encoder-eval/encoder@1"
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+SAFETENSORS_SUFFIX = ".safetensors"
+# Containers that training scripts wrap a state dict in.
+NESTED_STATE_KEYS = ("state_dict", "model", "module", "model_state_dict", "params")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: the message names the file, what is wrong and the fix."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, fix: str = "") -> None:
+        self.path = str(path)
+        self.problem = problem
+        self.fix = fix
+        message = f"{self.path}: {problem}"
+        if fix:
+            message += f"\n  fix: {fix}"
+        super().__init__(message)
+
+
+@dataclass
+class RawCheckpoint:
+    """Tensors read from disk, before any key remapping.
+
+    ``format`` is one of ``torch``, ``safetensors``, ``hf-dir``, ``hf-dir-sharded``, ``project``;
+    ``spec`` is the embedded encoder spec of a project checkpoint (else None); ``hf_config`` the parsed
+    ``config.json`` of an HF directory.
+    """
+
+    path: Path
+    format: str
+    state_dict: dict[str, torch.Tensor]
+    spec: dict[str, Any] | None = None
+    hf_config: dict[str, Any] | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def read_checkpoint(path: str | os.PathLike) -> RawCheckpoint:
+    """Read ``path`` (file or HF directory) into tensors; raises CheckpointError with the fix on any problem."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(path, "no such file or directory", "check the path (relative paths are taken from the current directory or the manifest's folder)")
+    if path.is_dir():
+        raw = _read_hf_dir(path)
+    elif path.suffix == SAFETENSORS_SUFFIX:
+        raw = _read_safetensors(path)
+    elif path.suffix in TORCH_SUFFIXES:
+        raw = _read_torch(path)
+    else:
+        raise CheckpointError(
+            path,
+            f"unknown checkpoint extension {path.suffix!r}",
+            f"use one of {', '.join(TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,))} or a Hugging Face model directory",
+        )
+    if not raw.state_dict:
+        raise CheckpointError(path, "the checkpoint holds no tensors (empty state dict)", "save model.state_dict() of a built model")
+    return raw
+
+
+def _read_torch(path: Path) -> RawCheckpoint:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            path,
+            "refusing to load: the file contains pickled Python objects beyond tensors and plain containers, "
+            f"and unpickling them could execute code ({str(err).splitlines()[0][:200]})",
+            "re-save only the weights: torch.save(model.state_dict(), path), or convert to .safetensors",
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        raise CheckpointError(
+            path,
+            f"the file is truncated or corrupt and cannot be read by torch.load ({type(err).__name__}: {str(err)[:200]})",
+            "copy or download the checkpoint again and compare its size/checksum with the source",
+        ) from None
+    return _unwrap_torch_object(path, obj)
+
+
+def _is_zip(path: Path) -> bool:
+    return zipfile.is_zipfile(path)
+
+
+def _unwrap_torch_object(path: Path, obj: Any) -> RawCheckpoint:
+    if isinstance(obj, Mapping) and obj.get("format") == PROJECT_FORMAT:
+        spec = obj.get("spec")
+        state = obj.get("state_dict")
+        if not isinstance(spec, Mapping) or not isinstance(state, Mapping):
+            raise CheckpointError(path, "project checkpoint without 'spec' or 'state_dict'", "re-save with encoders.save_encoder_checkpoint")
+        return RawCheckpoint(path, "project", _tensor_dict(path, state), spec=dict(spec), files=[path])
+    if isinstance(obj, torch.nn.Module):  # unreachable with weights_only=True; kept for clarity of intent
+        raise CheckpointError(path, "holds a whole pickled module", "save model.state_dict() instead")
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(path, f"holds a {type(obj).__name__}, not a state dict", "save model.state_dict()")
+    for key in NESTED_STATE_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return RawCheckpoint(path, "torch", _tensor_dict(path, inner), files=[path])
+    return RawCheckpoint(path, "torch", _tensor_dict(path, obj), files=[path])
+
+
+def _tensor_dict(path: Path, mapping: Mapping) -> dict[str, torch.Tensor]:
+    tensors = {str(k): v for k, v in mapping.items() if isinstance(v, torch.Tensor)}
+    others = [str(k) for k, v in mapping.items() if not isinstance(v, torch.Tensor)]
+    if others and not tensors:
+        raise CheckpointError(path, f"no tensors found; top-level keys are {others[:8]}", "point at a file that holds a state dict")
+    return tensors
+
+
+def _read_safetensors(path: Path) -> RawCheckpoint:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            path,
+            f"not a readable safetensors file ({str(err)[:200]})",
+            "copy or download the checkpoint again; safetensors files must be complete to be read",
+        ) from None
+    if metadata.get("format") == PROJECT_FORMAT:
+        try:
+            spec = json.loads(metadata["spec"])
+        except (KeyError, json.JSONDecodeError) as err:
+            raise CheckpointError(path, f"project checkpoint with an unreadable spec ({err})", "re-save with encoders.save_encoder_checkpoint") from None
+        return RawCheckpoint(path, "project", state, spec=spec, files=[path])
+    return RawCheckpoint(path, "safetensors", state, files=[path])
+
+
+def _read_hf_dir(path: Path) -> RawCheckpoint:
+    config_path = path / "config.json"
+    if not config_path.exists():
+        raise CheckpointError(
+            path,
+            "directory has no config.json, so it is not a Hugging Face model directory",
+            "point --encoder at the folder that holds config.json and the model weights (save_pretrained writes both)",
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(config_path, f"config.json is not valid JSON ({err})", "restore the file from the model's source") from None
+    for index_name, reader in (("model.safetensors.index.json", _read_safetensors), ("pytorch_model.bin.index.json", _read_torch)):
+        index_path = path / index_name
+        if index_path.exists():
+            return _read_sharded(path, index_path, reader, config)
+    for file_name, reader in (("model.safetensors", _read_safetensors), ("pytorch_model.bin", _read_torch)):
+        weights = path / file_name
+        if weights.exists():
+            raw = reader(weights)
+            return RawCheckpoint(path, "hf-dir", raw.state_dict, hf_config=config, files=[weights])
+    raise CheckpointError(
+        path,
+        "no weights: expected model.safetensors, pytorch_model.bin or a sharded *.index.json",
+        "copy the weight files next to config.json",
+    )
+
+
+def _read_sharded(path: Path, index_path: Path, reader, config: dict) -> RawCheckpoint:
+    try:
+        weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise CheckpointError(index_path, f"shard index is unreadable ({err})", "restore the index json from the model's source") from None
+    state: dict[str, torch.Tensor] = {}
+    shards = sorted(set(weight_map.values()))
+    for shard in shards:
+        shard_path = path / shard
+        if not shard_path.exists():
+            raise CheckpointError(shard_path, "shard listed in the index is missing", f"copy all {len(shards)} shards named in {index_path.name}")
+        state.update(reader(shard_path).state_dict)
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise CheckpointError(index_path, f"{len(missing)} tensors named in the index are in no shard (first: {missing[:3]})", "re-copy the shards")
+    return RawCheckpoint(path, "hf-dir-sharded", state, hf_config=config, files=[path / s for s in shards])
+
+
+def save_encoder_checkpoint(state_dict: Mapping[str, torch.Tensor], spec: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write the project's own encoder checkpoint: weights plus the spec that rebuilds the model.
+
+    ``spec`` needs at least ``family`` and ``arch`` (plus ``options`` if the architecture takes any), so
+    that ``--encoder path`` works without ``--arch``. The suffix picks the container: ``.safetensors``
+    stores the spec as JSON metadata, ``.pt`` as a plain dict. Written atomically (temp file + rename).
+    """
+    path = Path(path)
+    missing = [key for key in ("family", "arch") if key not in spec]
+    if missing:
+        raise ValueError(f"encoder spec is missing {missing}; it needs family and arch")
+    tensors = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == SAFETENSORS_SUFFIX:
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(tmp), metadata={"format": PROJECT_FORMAT, "spec": json.dumps(dict(spec), sort_keys=True)})
+    else:
+        torch.save({"format": PROJECT_FORMAT, "spec": dict(spec), "state_dict": tensors}, tmp)
+    os.replace(tmp, path)
+    return path

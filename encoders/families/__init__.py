@@ -1,0 +1,2 @@
+"""Built-in encoder families; importing this package registers them."""
+from . import hf_family, open_clip_family, timm_family, torchvision_family  # noqa: F401

@@ -1,0 +1,199 @@
+"""The one public way to turn a checkpoint into an :class:`Encoder`, strictly.
+
+Strict by default: every tensor the model expects must come from the checkpoint with the right shape,
+and every tensor of the checkpoint must be used (or be dropped by a recognised layout rule, which is
+recorded). Anything else is a :class:`CheckpointError` that lists the keys and the likely cause.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from . import families  # noqa: F401  (registers the built-in families)
+from .base import Encoder, weights_hash
+from .checkpoint import CheckpointError, RawCheckpoint, read_checkpoint
+from .family import FAMILIES, EncoderFamily
+from .layouts import KeyDiff, NoVisionTowerError, RemapReport, diff_keys, extract_vision_tower, strip_wrappers
+
+DEFAULT_FAMILY = "timm"
+SHOWN_KEYS = 5
+
+
+@dataclass
+class EncoderSpec:
+    """What to load: ``checkpoint`` path, ``family`` + ``arch`` (optional when the checkpoint embeds its
+    spec or is an HF directory), architecture ``options`` (e.g. ``img_size``), and lineage metadata:
+    ``role`` (original, sft, pivot or any word) and ``base`` (name of the original it derives from)."""
+
+    checkpoint: str
+    name: str = ""
+    family: str = ""
+    arch: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    role: str = ""
+    base: str = ""
+    allow_partial: bool = False
+
+    def display_name(self) -> str:
+        return self.name or Path(self.checkpoint).stem
+
+
+def parse_arch(arch: str, family: str = "") -> tuple[str, str]:
+    """``'open_clip:ViT-B-32'`` -> ('open_clip', 'ViT-B-32'); a bare name is ``family`` or timm's."""
+    if ":" in arch and arch.split(":", 1)[0] in FAMILIES:
+        prefix, name = arch.split(":", 1)
+        if family and family != prefix:
+            raise ValueError(f"--arch {arch!r} names family {prefix!r} but family {family!r} was given")
+        return prefix, name
+    return family or DEFAULT_FAMILY, arch
+
+
+def load_encoder(spec: EncoderSpec | str | os.PathLike, *, device: str | torch.device = "cpu", **overrides: Any) -> Encoder:
+    """Load an encoder from ``spec`` (or a checkpoint path plus keyword fields of EncoderSpec).
+
+    Raises CheckpointError (naming the file and the fix) for unreadable files, unknown architectures,
+    key mismatches (unless ``allow_partial``) and non-finite weights.
+    """
+    if not isinstance(spec, EncoderSpec):
+        spec = EncoderSpec(checkpoint=str(spec), **overrides)
+    raw = read_checkpoint(spec.checkpoint)
+    family, arch, options = _resolve_architecture(spec, raw)
+    try:
+        torch.manual_seed(0)  # deterministic init of anything a partial load leaves untouched
+        model = family.build(arch, options, hf_config=raw.hf_config)
+    except ValueError as err:
+        raise CheckpointError(raw.path, str(err), "pass the architecture the checkpoint was trained with (--arch)") from None
+    report = RemapReport()
+    state = _remap(raw, family, model, report)
+    _check_finite(raw.path, state)
+    _load_into(raw.path, model, state, report, family.name, arch, spec.allow_partial)
+    model.eval().to(device)
+    num_layers, num_prefix, dim = family.structure(model)
+    return Encoder(
+        model,
+        name=spec.display_name(),
+        family=family.name,
+        arch=arch,
+        preprocess=family.preprocess(model, arch, options, source=raw.path if raw.path.is_dir() else None),
+        adapter=family.adapter(model),
+        num_layers=num_layers,
+        num_prefix_tokens=num_prefix,
+        embed_dim=dim,
+        weights_hash=weights_hash(model.state_dict()),
+        checkpoint=str(raw.path),
+        checkpoint_format=raw.format,
+        remap=report,
+        options=options,
+    )
+
+
+def _resolve_architecture(spec: EncoderSpec, raw: RawCheckpoint) -> tuple[EncoderFamily, str, dict[str, Any]]:
+    family_name, arch = parse_arch(spec.arch, spec.family) if spec.arch else (spec.family, "")
+    options = dict(spec.options)
+    if raw.spec is not None:
+        embedded_family, embedded_arch = raw.spec["family"], raw.spec["arch"]
+        if arch and (arch, family_name) != (embedded_arch, embedded_family):
+            raise CheckpointError(
+                raw.path,
+                f"the checkpoint embeds {embedded_family}:{embedded_arch} but {family_name}:{arch} was requested",
+                "drop --arch (project checkpoints carry their architecture) or pass the matching one",
+            )
+        family_name, arch = embedded_family, embedded_arch
+        options = {**raw.spec.get("options", {}), **options}
+    elif raw.hf_config is not None:
+        family_name = family_name if spec.family or spec.arch else "hf"
+        if not arch:
+            try:
+                arch = FAMILIES.get(family_name).arch_from_hf_config(raw.hf_config)
+            except ValueError as err:
+                raise CheckpointError(raw.path, str(err), "pass --arch for this model directory") from None
+    if not arch:
+        raise CheckpointError(
+            raw.path,
+            "the checkpoint does not say which architecture it holds",
+            "pass --arch, e.g. --arch vit_base_patch16_siglip_224 (timm), --arch open_clip:ViT-B-32, --arch torchvision:resnet50",
+        )
+    try:
+        family = FAMILIES.get(family_name or DEFAULT_FAMILY)
+    except KeyError as err:
+        raise CheckpointError(raw.path, str(err.args[0]), "use one of the families listed by `python -m encoders list`") from None
+    return family, arch, options
+
+
+def _remap(raw: RawCheckpoint, family: EncoderFamily, model: torch.nn.Module, report: RemapReport) -> dict[str, torch.Tensor]:
+    """Apply the generic layout rules, then the family's; fall back to the family's converters.
+
+    ``report`` is filled in place with what the chosen path did.
+    """
+    unwrapped = strip_wrappers(dict(raw.state_dict), report)
+    wrapper_report = copy.deepcopy(report)
+    try:
+        state = family.remap(extract_vision_tower(unwrapped, report), model, report)
+    except NoVisionTowerError as err:
+        raise CheckpointError(raw.path, str(err), "point at a checkpoint that includes the vision encoder (or at the encoder's own checkpoint)") from None
+    expected = model.state_dict()
+    if diff_keys(state, expected).ok:
+        return state
+    for name, convert in family.converters(model):
+        trial = copy.deepcopy(wrapper_report)
+        try:
+            converted = family.remap(convert(unwrapped), model, trial)
+        except Exception:  # a converter written for another layout may fail on this one: it does not apply
+            continue
+        if diff_keys(converted, expected).ok:
+            trial.converter = name
+            trial.layouts.append("converted")
+            report.__dict__.update(trial.__dict__)
+            return converted
+    return state
+
+
+def _check_finite(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+    bad = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise CheckpointError(
+            path,
+            f"{len(bad)} tensors contain NaN or Inf (first: {bad[:SHOWN_KEYS]})",
+            "the training run diverged or the file was damaged: use an earlier checkpoint",
+        )
+
+
+def _describe_diff(diff: KeyDiff, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], arch: str) -> tuple[str, str]:
+    parts = []
+    for label, keys in (("missing", diff.missing), ("unexpected", diff.unexpected), ("shape-mismatched", diff.mismatched)):
+        if keys:
+            parts.append(f"{len(keys)} {label} (first: {keys[:SHOWN_KEYS]})")
+    problem = f"checkpoint does not match architecture {arch!r}: " + "; ".join(parts)
+    overlap = len(set(state) & set(expected))
+    if overlap == 0:
+        sample_ckpt = sorted(state)[:2]
+        sample_model = sorted(expected)[:2]
+        fix = (
+            f"no key matches: wrong prefix or wrong --arch (checkpoint keys look like {sample_ckpt}, the model expects {sample_model})"
+        )
+    elif diff.mismatched:
+        fix = "same layout, different sizes: the checkpoint is another variant of the architecture; pass the right --arch (and options such as img_size)"
+    else:
+        fix = "pass the architecture the checkpoint was trained with (--arch), or --allow-partial to load it anyway (recorded in the results)"
+    return problem, fix
+
+
+def _load_into(path: Path, model: torch.nn.Module, state: dict[str, torch.Tensor], report: RemapReport, family: str, arch: str, allow_partial: bool) -> None:
+    expected = model.state_dict()
+    diff = diff_keys(state, expected)
+    if not diff.ok:
+        problem, fix = _describe_diff(diff, state, expected, f"{family}:{arch}")
+        if not allow_partial:
+            raise CheckpointError(path, problem, fix)
+        report.partial = True
+        report.missing, report.unexpected, report.mismatched = diff.missing, diff.unexpected, diff.mismatched
+        mismatched_keys = {entry.split(":", 1)[0] for entry in diff.mismatched}
+        state = {key: value for key, value in state.items() if key in expected and key not in mismatched_keys}
+        if not state:
+            raise CheckpointError(path, problem + " (nothing at all would load)", fix)
+    model.load_state_dict(state, strict=not allow_partial)
