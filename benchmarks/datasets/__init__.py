@@ -1,0 +1,41 @@
+"""Datasets as splits addressed by index: ``open_split("shapes:n=2000", "train")``.
+
+Specs are ``kind[:key=value...]``; the kinds shipped here are ``shapes`` (generated), ``digits``
+(scikit-learn's bundled 8x8 digits), ``imagenet:root=...`` and ``ade20k:root=...``. See
+docs/datasets.md for each kind's classes, masks, boxes, VQA items, splits and fingerprint.
+"""
+from __future__ import annotations
+
+from .base import IGNORE_INDEX, VQA_KINDS, BadImageError, Box, ImageSplit, VQAItem, open_rgb, to_rgb
+from .registry import (
+    Param,
+    available_splits,
+    dataset_kinds,
+    get_kind,
+    open_split,
+    parse_spec,
+    register_dataset,
+    resolve_params,
+)
+
+# Importing the kinds registers them.
+from . import ade20k, digits, imagenet, shapes  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "IGNORE_INDEX",
+    "VQA_KINDS",
+    "BadImageError",
+    "Box",
+    "ImageSplit",
+    "Param",
+    "VQAItem",
+    "available_splits",
+    "dataset_kinds",
+    "get_kind",
+    "open_rgb",
+    "open_split",
+    "parse_spec",
+    "register_dataset",
+    "resolve_params",
+    "to_rgb",
+]

@@ -1,0 +1,206 @@
+"""The split interface every dataset implements, and the image decoding all of them share.
+
+An ``ImageSplit`` is one split (train / val / test) of one dataset, addressed by index. It holds only
+plain data (paths, arrays, parameters), so it pickles into DataLoader workers, and it decodes images
+on demand: ``load_image`` is the hot path of feature extraction.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterable
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IGNORE_INDEX = 255
+"""Mask value for pixels that no metric should count (ADE20K "other", unlabelled pixels)."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in pixels of the image as ``load_image`` returns it.
+
+    ``x1``/``y1`` are exclusive, so ``mask[y0:y1, x0:x1]`` is the box's region and its area is
+    ``(x1 - x0) * (y1 - y0)``. ``label`` is the object's class id in ``seg_classes`` (for datasets
+    without masks, the image-level class id in ``classes``).
+    """
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    label: int
+
+    @property
+    def area(self) -> int:
+        return max(0, self.x1 - self.x0) * max(0, self.y1 - self.y0)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.x0 + self.x1) / 2.0, (self.y0 + self.y1) / 2.0)
+
+
+@dataclass(frozen=True)
+class VQAItem:
+    """A question about one image with a correct (``chosen``) and a plausible wrong (``rejected``) answer.
+
+    ``kind`` is one of ``VQA_KINDS``. ``box`` is the region the question is about, or ``None`` when the
+    question is not about one object (e.g. "How many shapes are there?").
+    """
+
+    question: str
+    chosen: str
+    rejected: str
+    kind: str
+    box: Box | None = None
+
+
+VQA_KINDS = ("colour", "count", "position", "presence")
+
+
+class BadImageError(Exception):
+    """An image file that cannot be decoded (corrupt, truncated, not an image, unsupported mode)."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(
+            f"cannot read image {self.path}: {reason}. Fix: restore this file from a good copy "
+            f"(re-download or re-extract it), or delete it from the dataset folder"
+        )
+
+    def __reduce__(self):  # so the error survives the trip back from a DataLoader worker
+        return (type(self), (self.path, self.reason))
+
+
+# 16-bit and 32-bit integer modes: values are taken to span 0..65535 (what 16-bit PNG/TIFF hold).
+_WIDE_INT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL image to 8-bit RGB.
+
+    Alpha (RGBA, LA, P with transparency, ...) is composited on black, so transparent pixels read as
+    black whatever colour they happen to store. 16/32-bit integer images are scaled from 0..65535 to
+    0..255 (PIL's own ``convert`` clips them, which turns most 16-bit photos white). Float images
+    (mode ``F``) are taken to span 0..1 when their maximum is <= 1, else 0..255.
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in _WIDE_INT_MODES:
+        arr = np.asarray(img).astype(np.float32) / 257.0
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        if arr.size and float(np.nanmax(arr)) <= 1.0:
+            arr = arr * 255.0
+        return Image.fromarray(np.clip(np.nan_to_num(np.rint(arr)), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, RGBX
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Decode the image file at ``path`` fully and return it as 8-bit RGB.
+
+    Raises ``BadImageError`` naming the path for corrupt, truncated or non-image files (the decode is
+    forced with ``load()`` so truncation is found here, not later inside a transform).
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_rgb(img)
+    except FileNotFoundError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise BadImageError(path, f"too many pixels ({err})") from err
+    except UnidentifiedImageError as err:
+        raise BadImageError(path, "not an image format PIL can identify") from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise BadImageError(path, f"{type(err).__name__}: {err}") from err
+
+
+def hash_parts(parts: Iterable[str]) -> str:
+    """First 16 hex digits of the sha256 of ``parts`` (each terminated by a newline)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode("utf-8", "surrogateescape"))
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+class ImageSplit:
+    """One split of one dataset: images, image-level labels and, where the dataset has them, masks,
+    boxes and VQA items.
+
+    Attributes:
+        spec: the dataset spec it was opened from (see ``benchmarks.datasets.parse_spec``).
+        split: ``train``, ``val`` or ``test``.
+        name: the dataset kind (``shapes``, ``imagenet``, ...).
+        classes: image-level class names; ``labels`` index into it. Empty when there are no image labels.
+        seg_classes: segmentation class names that mask values index; ``[]`` when there are no masks.
+        labels: int64 array (len,), ``-1`` where an image has no label.
+        fingerprint: 16 hex digits identifying the split's content (file relative paths and sizes, or
+            generator parameters), independent of where the data lives on disk.
+    """
+
+    PARAMS: ClassVar[dict[str, Any]] = {}
+    """Spec parameters (``key -> registry.Param``) that this kind accepts."""
+    SPLITS: ClassVar[tuple[str, ...]] = ()
+    """Split names this kind defines."""
+
+    spec: str
+    split: str
+    name: str
+    classes: list[str]
+    seg_classes: list[str]
+    labels: np.ndarray
+    fingerprint: str
+
+    @classmethod
+    def available_splits(cls, **params: Any) -> list[str]:
+        """Splits that can be opened with these (resolved) spec parameters; all of ``SPLITS`` by default."""
+        return list(cls.SPLITS)
+
+    def __len__(self) -> int:
+        return int(len(self.labels))
+
+    def load_image(self, index: int) -> Image.Image:
+        """Image ``index`` as an 8-bit RGB PIL image; ``BadImageError`` if its file cannot be decoded."""
+        raise NotImplementedError
+
+    def seg_mask(self, index: int) -> np.ndarray | None:
+        """(H, W) uint8 mask at the image's size: values index ``seg_classes``, 255 = ignore.
+
+        ``None`` when the dataset has no masks.
+        """
+        return None
+
+    def boxes(self, index: int) -> list[Box]:
+        """Object boxes of image ``index`` (empty when the dataset has none)."""
+        return []
+
+    def vqa_items(self, index: int) -> list[VQAItem]:
+        """Questions with chosen/rejected answers about image ``index`` (empty when the dataset has none)."""
+        return []
+
+    def item_id(self, index: int) -> str:
+        """A stable id of item ``index`` (relative file path or generator index)."""
+        raise NotImplementedError
+
+    def _check_index(self, index: int) -> int:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {self.name}/{self.split} with {n} items")
+        return index % n if n else index
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(spec={self.spec!r}, split={self.split!r}, n={len(self)}, fingerprint={self.fingerprint})"

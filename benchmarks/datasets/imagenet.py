@@ -1,0 +1,155 @@
+"""ImageNet-1k (or any subset) in the class-folder layout ``root/{train,val}/<wnid>/*.JPEG``.
+
+Classes are the sorted class folders of ``train``; ``val`` must have exactly the same folders.
+Optional files in ``root``:
+- ``LOC_synset_mapping.txt`` (``n01440764 tench, Tinca tinca`` per line): human class names (the first
+  synonym; a name used by two wnids gets the wnid appended). Without it the names are the wnids.
+- ``LOC_train_solution.csv`` / ``LOC_val_solution.csv`` (Kaggle ILSVRC localisation,
+  ``ImageId,PredictionString`` with ``wnid xmin ymin xmax ymax ...``): object boxes, ``label`` = class
+  index; xmax/ymax are taken as inclusive pixel coordinates.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .base import Box, ImageSplit, hash_parts, open_rgb
+from .files import image_files, name_list, pack_paths, require_dir, subdirs, unpack_path
+from .registry import Param, register_dataset
+
+LAYOUT = (
+    "  <root>/train/<wnid>/*.JPEG   (one folder per class, e.g. n01440764; .jpg/.jpeg/.png also read)\n"
+    "  <root>/val/<wnid>/*.JPEG     (the same class folders as train)\n"
+    "  <root>/LOC_synset_mapping.txt  (optional: human class names)"
+)
+SYNSET_FILE = "LOC_synset_mapping.txt"
+
+
+def _human_names(root: Path, wnids: list[str]) -> list[str]:
+    mapping_file = root / SYNSET_FILE
+    if not mapping_file.is_file():
+        return list(wnids)
+    mapping: dict[str, str] = {}
+    for line in mapping_file.read_text(encoding="utf-8").splitlines():
+        wnid, _, names = line.strip().partition(" ")
+        if wnid and names:
+            mapping[wnid] = names.split(",")[0].strip()
+    names = [mapping.get(w, w) for w in wnids]
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return [f"{name} ({w})" if counts[name] > 1 else name for name, w in zip(names, wnids, strict=True)]
+
+
+@register_dataset("imagenet")
+class ImageNetSplit(ImageSplit):
+    """One split (train or val) of an ImageNet-style class-folder tree."""
+
+    PARAMS = {"root": Param(str, help="folder holding train/ and val/")}
+    SPLITS = ("train", "val")
+
+    @classmethod
+    def available_splits(cls, **params: Any) -> list[str]:
+        root = Path(params["root"]).expanduser()
+        require_dir(root, "ImageNet root", LAYOUT)
+        return [s for s in cls.SPLITS if (root / s).is_dir()]
+
+    def __init__(self, spec: str, split: str, root: str) -> None:
+        self.spec, self.split, self.name = spec, split, "imagenet"
+        self.root = Path(root).expanduser()
+        require_dir(self.root, "ImageNet root", LAYOUT)
+        train_dir, split_dir = self.root / "train", self.root / split
+        require_dir(train_dir, "ImageNet train folder", LAYOUT)
+        require_dir(split_dir, f"ImageNet {split} folder", LAYOUT)
+
+        self.wnids = subdirs(train_dir)
+        if not self.wnids:
+            raise ValueError(f"no class folders in {train_dir}. Expected layout:\n{LAYOUT}")
+        if split != "train":
+            found = subdirs(split_dir)
+            if not found and image_files(split_dir):
+                raise ValueError(
+                    f"{split_dir} holds images directly, not in class folders; move each image into "
+                    f"{split_dir}/<wnid>/ (its class from LOC_val_solution.csv or the devkit). Expected layout:\n{LAYOUT}"
+                )
+            missing = sorted(set(self.wnids) - set(found))
+            extra = sorted(set(found) - set(self.wnids))
+            if missing or extra:
+                raise ValueError(
+                    f"class folders of {split_dir} differ from {train_dir}: "
+                    + (f"missing in {split}: {name_list(missing)}; " if missing else "")
+                    + (f"not in train: {name_list(extra)}; " if extra else "")
+                    + "both splits need the same class folders"
+                )
+        self.classes = _human_names(self.root, self.wnids)
+        self.seg_classes = []
+
+        paths: list[str] = []
+        labels: list[int] = []
+        parts = ["imagenet", f"split={split}", *self.wnids]
+        empty = []
+        for label, wnid in enumerate(self.wnids):
+            files = image_files(split_dir / wnid)
+            if not files:
+                empty.append(wnid)
+            for name, size in files:
+                rel = f"{wnid}/{name}"
+                paths.append(rel)
+                labels.append(label)
+                parts.append(f"{rel}\t{size}")
+        if not paths:
+            raise ValueError(f"no images (.JPEG/.jpg/.jpeg/.png) in the class folders of {split_dir}. Expected layout:\n{LAYOUT}")
+        if empty:
+            raise ValueError(f"empty class folder(s) in {split_dir}: {name_list(empty)}; every class needs at least one image")
+        self._paths = pack_paths(paths)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.fingerprint = hash_parts(parts)
+        self._boxes: dict[str, list[Box]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_boxes"] = None  # re-read on demand; workers rarely need boxes
+        return state
+
+    def path(self, index: int) -> Path:
+        """Absolute path of image ``index``."""
+        return self.root / self.split / unpack_path(self._paths, self._check_index(index))
+
+    def load_image(self, index: int) -> Image.Image:
+        return open_rgb(self.path(index))
+
+    def item_id(self, index: int) -> str:
+        """``<split>/<wnid>/<file name>``."""
+        return f"{self.split}/{unpack_path(self._paths, self._check_index(index))}"
+
+    def boxes(self, index: int) -> list[Box]:
+        """Boxes from ``LOC_<split>_solution.csv`` when that file exists, else empty."""
+        if self._boxes is None:
+            self._boxes = self._read_boxes()
+        stem = Path(unpack_path(self._paths, self._check_index(index))).stem
+        return list(self._boxes.get(stem, []))
+
+    def _read_boxes(self) -> dict[str, list[Box]]:
+        csv_file = self.root / f"LOC_{self.split}_solution.csv"
+        if not csv_file.is_file():
+            return {}
+        index_of = {w: i for i, w in enumerate(self.wnids)}
+        boxes: dict[str, list[Box]] = {}
+        with csv_file.open(newline="", encoding="utf-8") as handle:
+            for row_no, row in enumerate(csv.DictReader(handle), start=2):
+                fields = (row.get("PredictionString") or "").split()
+                if len(fields) % 5:
+                    raise ValueError(f"{csv_file}:{row_no}: PredictionString must hold groups of 'wnid xmin ymin xmax ymax'")
+                found = []
+                for k in range(0, len(fields), 5):
+                    wnid = fields[k]
+                    if wnid not in index_of:
+                        raise ValueError(f"{csv_file}:{row_no}: wnid {wnid} is not a class folder of {self.root / 'train'}")
+                    x0, y0, x1, y1 = (int(float(v)) for v in fields[k + 1 : k + 5])
+                    found.append(Box(x0, y0, x1 + 1, y1 + 1, index_of[wnid]))
+                boxes[row["ImageId"]] = found
+        return boxes
