@@ -1,0 +1,227 @@
+"""Build one self-contained HTML report from one or more run directories.
+
+    python -m reports.build RUN_DIR [RUN_DIR ...] -o report.html [--title TITLE]
+
+The report groups encoders into lineages (an original and the checkpoints trained from it), and for
+each lineage shows a summary table (value +- 95% CI, delta versus the original, significance mark),
+matplotlib figures and image galleries; then provenance (encoders, weights hashes, checkpoints, remap
+reports, each run's config.json and timings, package versions) and every skipped or failed row with
+its reason. Inline CSS, base64 PNGs, no scripts, no external references: it opens from disk offline.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED
+from reports.compare import SIG_CI, SIG_NONE, SIG_PAIRED, lineage_table
+from reports.figures import lineage_figures
+from reports.gallery import lineage_galleries
+from reports.load import EncoderInfo, PerItemCache, ReportData, RunData, is_ok, load_runs
+from reports.template import TEMPLATE
+
+REPORT_PACKAGES = ("numpy", "pandas", "matplotlib", "jinja2")
+
+
+def _num(value: Any) -> str:
+    """Compact number: 3 decimals below 1 (3 significant digits below 0.001), 2 decimals up to 1000, 1 above."""
+    if value is None:
+        return ""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return str(number)
+    magnitude = abs(number)
+    if magnitude == 0:
+        return "0"
+    if magnitude < 0.001:
+        return f"{number:.3g}"
+    if magnitude < 1:
+        return f"{number:.3f}"
+    if magnitude < 1000:
+        return f"{number:.2f}"
+    return f"{number:.1f}"
+
+
+def _signed(value: Any) -> str:
+    text = _num(value)
+    return text if text.startswith("-") or text == "0" else f"+{text}"
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dict -> [("a.b", "1.5"), ...]; leaves formatted as numbers when numeric."""
+    if isinstance(value, dict):
+        items: list[tuple[str, str]] = []
+        for key, inner in value.items():
+            items.extend(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return items
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [(prefix, _num(value))]
+    return [(prefix, value if isinstance(value, str) else json.dumps(value, default=str))]
+
+
+def _encoder_view(info: EncoderInfo, data: ReportData) -> dict[str, Any]:
+    config = dict(info.config)
+    family = str(config.pop("family", "") or "")
+    arch = str(config.pop("arch", "") or config.pop("architecture", "") or "")
+    for key in ("name", "role", "base", "checkpoint", "weights_hash"):
+        config.pop(key, None)
+    if not any(key in config for key in ("remap", "remap_report")):
+        for item in data.rows:
+            if item.row.encoder == info.name:
+                for key in ("remap", "remap_report"):
+                    if item.row.extra.get(key) not in (None, "", {}, []):
+                        config[key] = item.row.extra[key]
+                        break
+                if any(key in config for key in ("remap", "remap_report")):
+                    break
+    return {
+        "name": info.name,
+        "role": info.role,
+        "lineage": info.lineage,
+        "weights_hashes": info.weights_hashes,
+        "checkpoints": info.checkpoints + [str(c) for c in [config.pop("checkpoint_path", "")] if c],
+        "family": family,
+        "arch": arch,
+        "runs": info.runs,
+        "details": _pretty(config) if config else "",
+    }
+
+
+def _versions(data: ReportData) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    suite_versions = sorted({item.row.version for item in data.rows if item.row.version})
+    for value in suite_versions:
+        rows.append({"name": "vision-encoder-eval", "version": value, "source": "result rows"})
+    for run in data.runs:
+        for key in ("versions", "package_versions", "packages"):
+            found = run.config.get(key)
+            if isinstance(found, dict):
+                for name, value in found.items():
+                    rows.append({"name": str(name), "version": str(value), "source": f"{run.label} config.json"})
+    for name in REPORT_PACKAGES:
+        try:
+            rows.append({"name": name, "version": version(name), "source": "report builder"})
+        except PackageNotFoundError:
+            pass
+    return rows
+
+
+def _run_view(run: RunData) -> dict[str, Any]:
+    counts = {"ok": 0, STATUS_SKIPPED: 0, STATUS_FAILED: 0}
+    for row in run.rows:
+        counts["ok" if is_ok(row) else (STATUS_SKIPPED if row.status == STATUS_SKIPPED else STATUS_FAILED)] += 1
+    timings = run.config.get("timings")
+    note = run.config.get("note")
+    return {
+        "label": run.label,
+        "path": str(run.path.resolve()),
+        "counts": counts,
+        "note": note if isinstance(note, str) else (_pretty(note) if note else ""),
+        "timings": _flatten(timings) if isinstance(timings, dict) else ([("timings", str(timings))] if timings else []),
+        "config_json": _pretty(run.config) if run.config else "",
+        "config_error": run.config_error,
+    }
+
+
+def _lineage_view(lineage, cache: PerItemCache, n_boot: int) -> dict[str, Any]:
+    lines = lineage_table(lineage, cache, n_boot=n_boot)
+    figures, figure_errors = lineage_figures(lineage)
+    tests = {SIG_PAIRED: 0, SIG_CI: 0, SIG_NONE: 0}
+    for line in lines:
+        for cell in line.cells:
+            if cell.delta is not None:
+                tests[cell.test] += 1
+    return {
+        "name": lineage.name,
+        "encoders": lineage.encoders,
+        "has_original": lineage.original is not None,
+        "flat": [line for line in lines if line.layer is None],
+        "layered": [line for line in lines if line.layer is not None],
+        "tests": {"paired": tests[SIG_PAIRED], "ci": tests[SIG_CI], "none": tests[SIG_NONE]},
+        "figures": figures,
+        "figure_errors": figure_errors,
+        "galleries": lineage_galleries(lineage),
+    }
+
+
+def render_report(data: ReportData, title: str | None = None, n_boot: int = 2000) -> str:
+    """The HTML text of the report for already-loaded runs."""
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment.filters["num"] = _num
+    environment.filters["signed"] = _signed
+    cache = PerItemCache()
+    row_timings = [
+        {
+            "encoder": item.row.encoder,
+            "suite": item.row.suite,
+            "task": item.row.task,
+            "dataset": item.row.dataset,
+            "timings": ", ".join(f"{key}={value}" for key, value in _flatten(item.row.extra["timings"])),
+        }
+        for item in data.rows
+        if isinstance(item.row.extra.get("timings"), dict) and item.row.extra["timings"]
+    ]
+    warnings = [f"{len(data.duplicates)} row(s) appear in several runs; the later run's value is shown (see Provenance)."] if data.duplicates else []
+    return environment.from_string(TEMPLATE).render(
+        title=title or "Vision encoder evaluation report",
+        generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        runs=[_run_view(run) for run in data.runs],
+        n_rows=len(data.rows),
+        n_encoders=len(data.encoders),
+        warnings=warnings,
+        lineages=[_lineage_view(lineage, cache, n_boot) for lineage in data.lineages],
+        encoders=[_encoder_view(info, data) for info in data.encoders],
+        versions=_versions(data),
+        row_timings=row_timings,
+        duplicates=data.duplicates,
+        not_ok=[item for item in data.rows if not is_ok(item.row)],
+    )
+
+
+def build_report(run_dirs: list[Path], out_path: Path, title: str | None = None) -> Path:
+    """Write the HTML report of ``run_dirs`` to ``out_path`` (parents created) and return ``out_path``.
+
+    Raises FileNotFoundError naming the directory when a run directory has no results.jsonl.
+    """
+    data = load_runs([Path(path) for path in run_dirs])
+    html = render_report(data, title=title)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out_path.with_name(out_path.name + ".tmp")
+    temporary.write_text(html, encoding="utf-8")
+    temporary.replace(out_path)
+    return out_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by benchmarks.run")
+    parser.add_argument("-o", "--out", type=Path, default=Path("report.html"), help="output HTML file (default report.html)")
+    parser.add_argument("--title", default=None, help="report title")
+    args = parser.parse_args(argv)
+    try:
+        path = build_report(args.run_dirs, args.out, title=args.title)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"reports.build: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

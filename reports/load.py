@@ -1,0 +1,241 @@
+"""Read run directories into what a report shows: rows, configs, encoders and lineages.
+
+A *lineage* is one original encoder and the checkpoints trained from it (rows whose ``base`` names
+it). Encoders inside a lineage are ordered by role: original, sft, pivot, then any other role in the
+order first seen. Rows are identified by their key (suite, task, dataset, metric) plus a *variant*
+made from ``extra["layer"]`` and ``extra["pooling"]`` when present, so per-layer rows of one metric do
+not collide.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.results import CONFIG_FILE, RESULTS_FILE, STATUS_OK, ResultRow, read_rows
+
+ROLE_ORDER = ("original", "sft", "pivot")
+# "dpo" is the training objective behind PIVOT; sort it where pivot goes.
+ROLE_ALIASES = {"dpo": "pivot", "orig": "original", "base": "original"}
+VARIANT_FIELDS = ("layer", "pooling")
+
+
+def role_rank(role: str) -> int:
+    """Sort rank of a role: original 0, sft 1, pivot 2, anything else 3."""
+    canonical = ROLE_ALIASES.get(role.strip().lower(), role.strip().lower())
+    return ROLE_ORDER.index(canonical) if canonical in ROLE_ORDER else len(ROLE_ORDER)
+
+
+def row_variant(row: ResultRow) -> str:
+    """The part of a row's identity stored in ``extra`` (e.g. ``layer=6, pooling=mean``); '' when none."""
+    parts = [f"{name}={row.extra[name]}" for name in VARIANT_FIELDS if row.extra.get(name) not in (None, "")]
+    return ", ".join(parts)
+
+
+def row_id(row: ResultRow) -> tuple[str, str, str, str, str]:
+    """(suite, task, dataset, metric, variant): what one table line or one baseline entry stands for."""
+    return (*row.key, row_variant(row))
+
+
+def row_layer(row: ResultRow) -> Any:
+    """``extra["layer"]`` or None."""
+    layer = row.extra.get("layer")
+    return None if layer in (None, "") else layer
+
+
+def is_ok(row: ResultRow) -> bool:
+    return row.status == STATUS_OK and row.value is not None
+
+
+@dataclass
+class RunData:
+    """One run directory: its rows (each tagged with the run) and its ``config.json`` (``{}`` when absent)."""
+
+    path: Path
+    label: str
+    rows: list[ResultRow]
+    config: dict[str, Any]
+    config_error: str = ""
+
+
+@dataclass
+class LoadedRow:
+    """A result row plus the run it came from."""
+
+    row: ResultRow
+    run: RunData
+
+    def resolve(self, relative: str) -> Path | None:
+        """A path from the row (per_item, figure) inside its run directory; None if it escapes the run dir."""
+        root = self.run.path.resolve()
+        target = (root / relative).resolve()
+        return target if target.is_relative_to(root) else None
+
+
+@dataclass
+class EncoderInfo:
+    """What the rows and configs say about one encoder."""
+
+    name: str
+    role: str = ""
+    base: str = ""
+    weights_hashes: list[str] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lineage(self) -> str:
+        return self.base or self.name
+
+
+@dataclass
+class Lineage:
+    """An original encoder (possibly absent from the runs) and its descendants, in role order."""
+
+    name: str
+    encoders: list[EncoderInfo]
+    rows: list[LoadedRow]
+
+    @property
+    def original(self) -> EncoderInfo | None:
+        for info in self.encoders:
+            if info.name == self.name:
+                return info
+        return None
+
+
+@dataclass
+class ReportData:
+    runs: list[RunData]
+    rows: list[LoadedRow]
+    encoders: list[EncoderInfo]
+    lineages: list[Lineage]
+    duplicates: list[str]
+
+
+def _append_unique(values: list[str], value: str) -> None:
+    if value and value not in values:
+        values.append(value)
+
+
+def load_run(path: Path, label: str | None = None) -> RunData:
+    """Read one run directory; a missing ``results.jsonl`` is an error naming the directory."""
+    path = Path(path)
+    if not (path / RESULTS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{path}: no {RESULTS_FILE} here; pass a run directory written by `python -m benchmarks.run --out DIR`"
+        )
+    rows = read_rows(path)
+    config: dict[str, Any] = {}
+    config_error = ""
+    config_path = path / CONFIG_FILE
+    if config_path.is_file():
+        try:
+            loaded = json.loads(config_path.read_text(encoding="utf-8"))
+            config = loaded if isinstance(loaded, dict) else {"config": loaded}
+        except (OSError, json.JSONDecodeError) as err:
+            config_error = f"{config_path}: unreadable ({err})"
+    return RunData(path=path, label=label or str(path), rows=rows, config=config, config_error=config_error)
+
+
+def _config_encoders(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    entries = config.get("encoders")
+    found: dict[str, dict[str, Any]] = {}
+    if isinstance(entries, list):
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("name"):
+                found[str(entry["name"])] = entry
+    return found
+
+
+def load_runs(run_dirs: list[Path]) -> ReportData:
+    """Load and concatenate run directories, collect encoders and group them into lineages.
+
+    When the same encoder reports the same row identity in several runs, the later run wins and the
+    collision is listed in ``duplicates``.
+    """
+    if not run_dirs:
+        raise ValueError("no run directories given")
+    labels = _labels(run_dirs)
+    runs = [load_run(Path(path), label) for path, label in zip(run_dirs, labels)]
+
+    latest: dict[tuple[str, tuple], LoadedRow] = {}
+    duplicates: list[str] = []
+    for run in runs:
+        for row in run.rows:
+            item = LoadedRow(row, run)
+            ident = (row.encoder, row_id(row))
+            if ident in latest:
+                previous = latest[ident]
+                duplicates.append(
+                    f"{row.encoder} {'/'.join(part for part in ident[1] if part)}: "
+                    f"kept {run.label}, dropped {previous.run.label}"
+                )
+                del latest[ident]
+            latest[ident] = item
+    ordered = list(latest.values())
+
+    encoders: dict[str, EncoderInfo] = {}
+    for item in ordered:
+        row = item.row
+        info = encoders.setdefault(row.encoder, EncoderInfo(name=row.encoder))
+        info.role = info.role or row.role
+        info.base = info.base or (row.base if row.base != row.encoder else "")
+        _append_unique(info.weights_hashes, row.weights_hash)
+        _append_unique(info.checkpoints, row.checkpoint)
+        _append_unique(info.runs, item.run.label)
+        _append_unique(info.versions, row.version)
+    for run in runs:
+        for name, entry in _config_encoders(run.config).items():
+            if name in encoders:
+                encoders[name].config.update(entry)
+
+    order = list(encoders)
+    by_lineage: dict[str, list[EncoderInfo]] = {}
+    for info in encoders.values():
+        by_lineage.setdefault(info.lineage, []).append(info)
+    lineages = []
+    for name, members in by_lineage.items():
+        members.sort(key=lambda info: (info.name != name, role_rank(info.role), order.index(info.name)))
+        names = {info.name for info in members}
+        lineages.append(Lineage(name, members, [item for item in ordered if item.row.encoder in names]))
+    return ReportData(runs, ordered, list(encoders.values()), lineages, duplicates)
+
+
+def _labels(run_dirs: list[Path]) -> list[str]:
+    """Short unique labels for run directories (their paths as given)."""
+    labels = [str(path) for path in run_dirs]
+    seen: dict[str, int] = {}
+    unique = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        unique.append(label if seen[label] == 1 else f"{label} (#{seen[label]})")
+    return unique
+
+
+class PerItemCache:
+    """Loads per-item score vectors once; failures are remembered as messages, not raised."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, np.ndarray | str] = {}
+
+    def get(self, item: LoadedRow) -> np.ndarray | str:
+        """The 1-D float vector of the row's per-item scores, or a string saying why there is none."""
+        if not item.row.per_item:
+            return "no per-item scores"
+        path = item.resolve(item.row.per_item)
+        if path is None:
+            return f"per-item path {item.row.per_item!r} points outside the run directory"
+        if path not in self._cache:
+            try:
+                array = np.load(path, allow_pickle=False)
+                array = np.asarray(array, dtype=np.float64).reshape(-1)
+                self._cache[path] = array if array.size and np.isfinite(array).all() else f"{path.name}: empty or non-finite"
+            except (OSError, ValueError) as err:
+                self._cache[path] = f"{path}: unreadable ({err})"
+        return self._cache[path]

@@ -1,0 +1,188 @@
+"""The Jinja2 template of the HTML report (kept in a module so it ships with the package as code).
+
+Rendered with ``autoescape=True``: every string from rows and configs is escaped. The page is
+self-contained: inline CSS, images as ``data:`` URIs, no scripts, no external references.
+"""
+
+TEMPLATE = r"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>
+body { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; margin: 0 2rem 3rem; color: #1d1d1f; background: #fff; }
+h1 { margin-top: 1.2rem; font-size: 1.6rem; }
+h2 { border-bottom: 2px solid #ddd; padding-bottom: .2rem; margin-top: 2.2rem; }
+h3 { margin-top: 1.6rem; }
+.meta { color: #555; font-size: .9rem; }
+.note { background: #fff6d6; border-left: 4px solid #e0b000; padding: .5rem .8rem; margin: .6rem 0; }
+.warn { background: #fdecea; border-left: 4px solid #c62828; padding: .5rem .8rem; margin: .6rem 0; }
+table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .86rem; }
+th, td { border: 1px solid #d0d0d0; padding: .25rem .5rem; vertical-align: top; }
+th { background: #f1f3f5; text-align: left; }
+td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+.ci { color: #666; font-size: .8em; }
+.delta { display: block; font-size: .85em; }
+.good { color: #0b6e2a; background: #e3f5e8; }
+.bad { color: #a61b1b; background: #fde7e7; }
+.status-skipped { color: #8a6d00; background: #fff8e1; }
+.status-failed { color: #a61b1b; background: #fde7e7; }
+.absent { color: #aaa; }
+td.status-skipped, td.status-failed { max-width: 16rem; font-size: .8rem; }
+.legend { font-size: .85rem; color: #333; max-width: 70rem; }
+figure { margin: .8rem 0 1.4rem; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: .85rem; color: #444; }
+.gallery { display: flex; flex-wrap: wrap; gap: 1rem; }
+.gallery figure { margin: 0; width: 240px; }
+.gallery img { width: 100%; image-rendering: auto; }
+pre { background: #f7f7f9; border: 1px solid #e1e1e8; padding: .6rem; overflow-x: auto; font-size: .8rem; max-height: 32rem; }
+code { font-size: .85em; }
+nav ul { columns: 2; }
+details { margin: .5rem 0; }
+summary { cursor: pointer; font-weight: 600; }
+</style>
+</head>
+<body>
+<h1>{{ title }}</h1>
+<p class="meta">Generated {{ generated }} from {{ runs|length }} run director{{ "y" if runs|length == 1 else "ies" }}:
+{% for run in runs %}<code>{{ run.label }}</code>{% if not loop.last %}, {% endif %}{% endfor %}.
+{{ n_rows }} result rows, {{ n_encoders }} encoder{{ "" if n_encoders == 1 else "s" }}.</p>
+{% for run in runs if run.note %}
+<div class="note"><strong>Note ({{ run.label }}):</strong> {{ run.note }}</div>
+{% endfor %}
+{% for warning in warnings %}<div class="warn">{{ warning }}</div>{% endfor %}
+
+<nav><ul>
+{% for lin in lineages %}<li><a href="#lineage-{{ loop.index }}">Lineage {{ lin.name }}</a></li>{% endfor %}
+<li><a href="#provenance">Provenance</a></li>
+<li><a href="#not-ok">Skipped and failed rows ({{ not_ok|length }})</a></li>
+</ul></nav>
+
+{% macro value_cell(cell, is_original) -%}
+{%- if cell.status == "absent" -%}<td class="num absent">&mdash;</td>
+{%- elif cell.status != "ok" -%}<td class="status-{{ cell.status }}" title="{{ cell.reason }}">{{ cell.status }}{% if cell.reason %}: {{ cell.reason }}{% endif %}</td>
+{%- else -%}
+<td class="num{% if cell.better is not none and not is_original %}{{ ' good' if cell.better else ' bad' }}{% endif %}"
+ title="{% if cell.ci_low is not none %}95% CI [{{ cell.ci_low|num }}, {{ cell.ci_high|num }}]{% endif %}{% if cell.n %}, n={{ cell.n }}{% endif %}{% if cell.note %}; {{ cell.note }}{% endif %}">
+{{ cell.value|num }}{% if cell.ci_low is not none and cell.ci_high is not none %} <span class="ci">&plusmn;{{ ((cell.ci_high - cell.ci_low) / 2)|num }}</span>{% endif %}
+{%- if cell.delta is not none %}<span class="delta">&Delta; {{ cell.delta|signed }}{% if cell.significant %}{{ "*" if cell.test == "paired" else "&dagger;"|safe }}{% endif %}</span>{% endif %}
+</td>
+{%- endif -%}
+{%- endmacro %}
+
+{% macro summary_table(lin, lines) %}
+<table class="summary">
+<thead><tr><th>Suite</th><th>Task</th><th>Dataset</th><th>Metric</th>
+{% for enc in lin.encoders %}<th>{{ enc.name }}{% if enc.role %}<br><span class="ci">{{ enc.role }}</span>{% endif %}</th>{% endfor %}
+</tr></thead>
+<tbody>
+{% for line in lines %}
+<tr><td>{{ line.suite }}</td><td>{{ line.task }}{% if line.variant %} <span class="ci">({{ line.variant }})</span>{% endif %}</td><td>{{ line.dataset }}</td>
+<td>{{ line.metric }} {{ "&uarr;"|safe if line.higher_is_better else "&darr;"|safe }}</td>
+{% for cell in line.cells %}{{ value_cell(cell, lin.encoders[loop.index0].name == lin.name) }}{% endfor %}
+</tr>
+{% endfor %}
+</tbody>
+</table>
+{% endmacro %}
+
+{% for lin in lineages %}
+<section id="lineage-{{ loop.index }}">
+<h2>Lineage {{ lin.name }}</h2>
+{% if not lin.has_original %}<p class="note">The original encoder <code>{{ lin.name }}</code> is not in these runs, so no deltas are shown.</p>{% endif %}
+<h3>Summary</h3>
+{% if lin.flat %}{{ summary_table(lin, lin.flat) }}{% else %}<p>No rows without a layer.</p>{% endif %}
+{% if lin.layered %}
+<details><summary>Per-layer rows ({{ lin.layered|length }})</summary>
+{{ summary_table(lin, lin.layered) }}
+</details>
+{% endif %}
+<p class="legend">Cells: value &plusmn; half-width of its 95% confidence interval (hover for the interval, n and the test).
+&uarr; higher is better, &darr; lower is better. &Delta; = value minus the original's value, in the metric's unit
+(percentage points for accuracies); green = better than the original, red = worse.
+<strong>*</strong> = significant: the 95% CI of a paired bootstrap over the per-item scores of both encoders (same items) excludes 0.
+<strong>&dagger;</strong> = no usable per-item scores ({{ lin.tests.ci }} cell{{ "" if lin.tests.ci == 1 else "s" }}): the two 95% CIs do not overlap (a conservative test).
+No mark = not significant, or untested because neither per-item scores nor CIs exist ({{ lin.tests.none }} cell{{ "" if lin.tests.none == 1 else "s" }} untested).
+Paired tests run: {{ lin.tests.paired }}.</p>
+
+{% for error in lin.figure_errors %}<p class="warn">{{ error }}</p>{% endfor %}
+{% if lin.figures %}<h3>Figures</h3>
+{% for fig in lin.figures %}
+<figure><img alt="{{ fig.title }}" src="data:image/png;base64,{{ fig.png_base64 }}"><figcaption><strong>{{ fig.title }}.</strong> {{ fig.caption }}</figcaption></figure>
+{% endfor %}{% endif %}
+
+{% if lin.galleries %}<h3>Galleries</h3>
+{% for gal in lin.galleries %}
+<h4>{{ gal.suite }} / {{ gal.task }}</h4>
+<div class="gallery">
+{% for img in gal.images %}
+<figure><img alt="{{ img.encoder }}" src="data:{{ img.mime }};base64,{{ img.data_base64 }}"><figcaption><strong>{{ img.encoder }}</strong><br><span class="ci">{{ img.detail }}</span></figcaption></figure>
+{% endfor %}
+</div>
+{% for note in gal.notes %}<p class="warn">{{ note }}</p>{% endfor %}
+{% endfor %}{% endif %}
+</section>
+{% endfor %}
+
+<section id="provenance">
+<h2>Provenance</h2>
+<h3>Encoders</h3>
+<table class="encoders">
+<thead><tr><th>Encoder</th><th>Role</th><th>Lineage</th><th>Weights hash</th><th>Checkpoint</th><th>Family / arch</th><th>Runs</th><th>Remap report and other settings</th></tr></thead>
+<tbody>
+{% for enc in encoders %}
+<tr><td>{{ enc.name }}</td><td>{{ enc.role }}</td><td>{{ enc.lineage }}</td>
+<td>{% for h in enc.weights_hashes %}<code>{{ h }}</code><br>{% endfor %}</td>
+<td>{% for c in enc.checkpoints %}<code>{{ c }}</code><br>{% endfor %}</td>
+<td>{{ enc.family }}{% if enc.family and enc.arch %} / {% endif %}{{ enc.arch }}</td>
+<td>{% for r in enc.runs %}<code>{{ r }}</code><br>{% endfor %}</td>
+<td>{% if enc.details %}<pre>{{ enc.details }}</pre>{% endif %}</td></tr>
+{% endfor %}
+</tbody>
+</table>
+
+<h3>Versions</h3>
+<table class="versions"><thead><tr><th>Package</th><th>Version</th><th>Source</th></tr></thead><tbody>
+{% for v in versions %}<tr><td>{{ v.name }}</td><td>{{ v.version }}</td><td>{{ v.source }}</td></tr>{% endfor %}
+</tbody></table>
+
+{% for run in runs %}
+<h3>Run <code>{{ run.label }}</code></h3>
+<p class="meta">Directory: <code>{{ run.path }}</code>; rows: {{ run.counts.ok }} ok, {{ run.counts.skipped }} skipped, {{ run.counts.failed }} failed.</p>
+{% if run.config_error %}<p class="warn">{{ run.config_error }}</p>{% endif %}
+{% if run.timings %}
+<table class="timings"><thead><tr><th>Timing</th><th>Value</th></tr></thead><tbody>
+{% for key, value in run.timings %}<tr><td>{{ key }}</td><td class="num">{{ value }}</td></tr>{% endfor %}
+</tbody></table>
+{% endif %}
+{% if run.config_json %}
+<details><summary>config.json</summary><pre>{{ run.config_json }}</pre></details>
+{% else %}<p class="meta">No config.json.</p>{% endif %}
+{% endfor %}
+
+{% if row_timings %}
+<h3>Per-row timings</h3>
+<table class="row-timings"><thead><tr><th>Encoder</th><th>Suite</th><th>Task</th><th>Dataset</th><th>Timings</th></tr></thead><tbody>
+{% for t in row_timings %}<tr><td>{{ t.encoder }}</td><td>{{ t.suite }}</td><td>{{ t.task }}</td><td>{{ t.dataset }}</td><td>{{ t.timings }}</td></tr>{% endfor %}
+</tbody></table>
+{% endif %}
+
+{% if duplicates %}
+<h3>Duplicate rows across runs</h3>
+<ul>{% for d in duplicates %}<li>{{ d }}</li>{% endfor %}</ul>
+{% endif %}
+</section>
+
+<section id="not-ok">
+<h2>Skipped and failed rows</h2>
+{% if not_ok %}
+<table class="not-ok"><thead><tr><th>Run</th><th>Encoder</th><th>Suite</th><th>Task</th><th>Dataset</th><th>Metric</th><th>Status</th><th>Reason</th></tr></thead><tbody>
+{% for item in not_ok %}<tr class="status-{{ item.row.status }}"><td><code>{{ item.run.label }}</code></td><td>{{ item.row.encoder }}</td><td>{{ item.row.suite }}</td><td>{{ item.row.task }}</td><td>{{ item.row.dataset }}</td><td>{{ item.row.metric }}</td><td>{{ item.row.status }}</td><td>{{ item.row.reason or "(no reason given)" }}</td></tr>{% endfor %}
+</tbody></table>
+{% else %}<p>None: every row has status ok.</p>{% endif %}
+</section>
+</body>
+</html>
+"""
