@@ -127,10 +127,12 @@ def _layer_key(layer) -> tuple:
 
 
 def _layer_figure(items: list[LoadedRow], lineage: Lineage, colours) -> Figure | None:
-    panels: dict[tuple[str, str, str], dict[str, list[LoadedRow]]] = {}
+    panels: dict[tuple[str, ...], dict[str, list[LoadedRow]]] = {}
     for item in items:
         row = item.row
-        panels.setdefault((row.task, row.dataset, row.metric), {}).setdefault(row.encoder, []).append(item)
+        # One panel per pooling too: lines must join values of one feature across layers.
+        key = (row.task, row.dataset, row.metric) + ((f"pooling={row.extra['pooling']}",) if row.extra.get("pooling") else ())
+        panels.setdefault(key, {}).setdefault(row.encoder, []).append(item)
     if not panels:
         return None
     shown = list(panels)[:MAX_PANELS]
@@ -153,8 +155,8 @@ def _layer_figure(items: list[LoadedRow], lineage: Lineage, colours) -> Figure |
         if not numeric:
             ax.set_xticks(range(len(layers)))
             ax.set_xticklabels(layers, fontsize=8)
-        task, dataset, metric = key
-        ax.set_title(f"{task} / {dataset}", fontsize=9)
+        task, dataset, metric = key[:3]
+        ax.set_title(" / ".join((task, dataset) + key[3:]), fontsize=9)
         ax.set_xlabel("layer", fontsize=8)
         ax.set_ylabel(metric, fontsize=8)
         ax.grid(alpha=0.3)

@@ -1,0 +1,271 @@
+"""A content-addressed feature store: features are computed once per
+(weights hash, dataset fingerprint, split, transform, layers, precision) and never again.
+
+Layout of one entry ``<cache>/<key>/``: ``meta.json`` (what the key stands for), shards
+``shard-00000.<name>.npy`` (fp16 features, int64 labels, uint8 validity) each written to a temp file and
+renamed, and ``done.json`` once every shard exists. A killed run resumes at the first missing shard;
+a finished entry is memory-mapped on read. Under torchrun, rank r extracts the shards with
+``index % world_size == r`` into the same entry and rank 0 closes it.
+
+Stored per image, for the last block and each requested intermediate block ``L``:
+``cls`` / ``L{L}.cls`` (the model's pooled output for the last block; the CLS token, or the patch
+mean when there is none, for intermediate blocks) and ``mean`` / ``L{L}.mean`` (mean of patch tokens).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from filelock import FileLock
+from torch.utils.data import DataLoader, Dataset
+
+from benchmarks.datasets import BadImageError, ImageSplit
+from encoders import Encoder
+
+STORE_VERSION = 1
+DEFAULT_SHARD_SIZE = 1024
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+class FeatureError(RuntimeError):
+    """Features that cannot be used (NaN/Inf, too many unreadable images); names encoder, layer and fix."""
+
+
+@dataclass
+class ExtractionConfig:
+    """How to extract: batch size, DataLoader workers, ``precision`` (fp32 | bf16 autocast), device,
+    the largest tolerated fraction of unreadable images, and the shard size (images per file)."""
+
+    batch_size: int = 64
+    workers: int = 0
+    precision: str = "fp32"
+    device: str = "cpu"
+    max_bad_fraction: float = 0.05
+    shard_size: int = DEFAULT_SHARD_SIZE
+    progress: bool = True
+
+
+@dataclass
+class FeatureSet:
+    """Features of one split: ``arrays[name]`` (n, D) float32 views, ``labels`` (n,), ``valid`` (n,) bool
+    (False for images that could not be read: their rows are zeros and must be left out)."""
+
+    key: str
+    arrays: dict[str, np.ndarray]
+    labels: np.ndarray
+    valid: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def bad_count(self) -> int:
+        return int((~self.valid).sum())
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """Valid rows of feature ``name`` as a float32 tensor."""
+        if name not in self.arrays:
+            raise KeyError(f"feature {name!r} not in the store entry {self.key}; have {sorted(self.arrays)}")
+        return torch.from_numpy(np.asarray(self.arrays[name][self.valid], dtype=np.float32))
+
+    def valid_labels(self) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.labels[self.valid], dtype=np.int64))
+
+
+def feature_names(layers: Sequence[int]) -> list[str]:
+    return ["cls", "mean"] + [f"L{layer}.{pool}" for layer in layers for pool in ("cls", "mean")]
+
+
+def store_key(encoder: Encoder, split: ImageSplit, layers: Sequence[int], precision: str) -> tuple[str, dict]:
+    """Cache key (hex) and the description it hashes."""
+    meta = {
+        "version": STORE_VERSION,
+        "weights_hash": encoder.weights_hash,
+        "dataset_fingerprint": split.fingerprint,
+        "split": split.split,
+        "transform": encoder.preprocess.cache_key(),
+        "layers": list(layers),
+        "precision": precision,
+    }
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:32], meta
+
+
+class _TransformedSplit(Dataset):
+    """(image tensor, label, index, readable) for a DataLoader; unreadable images become zeros."""
+
+    def __init__(self, split: ImageSplit, transform, resolution: int, indices: Sequence[int]) -> None:
+        self.split, self.transform, self.resolution, self.indices = split, transform, resolution, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int):
+        index = self.indices[position]
+        label = int(self.split.labels[index]) if len(self.split.labels) else -1
+        try:
+            image = self.transform(self.split.load_image(index))
+            return image, label, index, True
+        except BadImageError:
+            return torch.zeros(3, self.resolution, self.resolution), label, index, False
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _autocast(precision: str, device: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
+
+
+def _batch_features(encoder: Encoder, images: torch.Tensor, layers: Sequence[int], precision: str, device: str) -> dict[str, torch.Tensor]:
+    with torch.inference_mode(), _autocast(precision, device):
+        out = encoder.features(images.to(device, non_blocking=True), layers=layers)
+    features = {"cls": out.pooled, "mean": out.patch_tokens.mean(dim=1)}
+    for layer, tokens in out.layers.items():
+        features[f"L{layer}.cls"] = tokens.pooled()
+        features[f"L{layer}.mean"] = tokens.patches.mean(dim=1)
+    features = {name: value.float().cpu() for name, value in features.items()}
+    for name, value in features.items():
+        where = f"encoder {encoder.name} ({encoder.weights_hash[:12]}), layer {name.split('.')[0] if '.' in name else 'last block'}, feature {name!r}"
+        if not torch.isfinite(value).all():
+            raise FeatureError(f"features of {where} contain NaN/Inf in {int((~torch.isfinite(value)).any(dim=1).sum())} of {len(value)} rows; check the checkpoint (python -m encoders inspect) or use --precision fp32")
+        if value.abs().max() > FP16_MAX:
+            raise FeatureError(f"features of {where} reach {float(value.abs().max()):.3g}, beyond the fp16 range of the feature store; the checkpoint's scale looks broken (python -m encoders inspect)")
+    return features
+
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _shard_ranges(n: int, shard_size: int) -> list[range]:
+    return [range(start, min(start + shard_size, n)) for start in range(0, n, shard_size)]
+
+
+def extract_features(
+    encoder: Encoder,
+    split: ImageSplit,
+    cache_dir: str | os.PathLike,
+    *,
+    layers: Sequence[int] | str | None = None,
+    config: ExtractionConfig = ExtractionConfig(),
+    log=print,
+) -> FeatureSet:
+    """Features of every image of ``split`` from the store, extracting the missing shards first."""
+    if len(split) == 0:
+        raise FeatureError(f"{split!r} is empty: no images to extract features from")
+    resolved = encoder.resolve_layers(layers)
+    key, meta = store_key(encoder, split, resolved, config.precision)
+    entry = Path(cache_dir) / key
+    entry.mkdir(parents=True, exist_ok=True)
+    names = feature_names(resolved)
+    shards = _shard_ranges(len(split), config.shard_size)
+    rank, world = _rank_world()
+    if not (entry / "done.json").exists():
+        # One writer per entry and rank: a second run on the same cache waits instead of corrupting it.
+        with FileLock(str(entry / f".lock-rank{rank}")):
+            (entry / "meta.json").write_text(json.dumps({**meta, "encoder": encoder.name, "dataset": split.spec}, indent=2))
+            todo = [i for i, _ in enumerate(shards) if i % world == rank and not (entry / f"shard-{i:05d}.valid.npy").exists()]
+            if todo:
+                _extract_shards(encoder, split, entry, shards, todo, resolved, names, config, log)
+        if world > 1:
+            torch.distributed.barrier()
+        if rank == 0:
+            _finish(entry, shards, names, len(split))
+        if world > 1:
+            torch.distributed.barrier()
+    features = _open(entry, key, names, meta)
+    _validate(features, encoder, split, config)
+    return features
+
+
+def _extract_shards(encoder, split, entry, shards, todo, layers, names, config, log) -> None:
+    from tqdm import tqdm
+
+    indices = [index for shard in todo for index in shards[shard]]
+    dataset = _TransformedSplit(split, encoder.preprocess.transform(), encoder.preprocess.resolution, indices)
+    loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=config.workers, pin_memory=config.device.startswith("cuda"), persistent_workers=False)
+    bar = tqdm(total=len(indices), desc=f"features {encoder.name} / {split.split}", unit="img", disable=not config.progress, dynamic_ncols=True)
+    pending: dict[str, list[torch.Tensor]] = {name: [] for name in names + ["labels", "valid", "index"]}
+    shard_iter = iter(todo)
+    current = next(shard_iter)
+    started = time.perf_counter()
+    for images, labels, index, valid in loader:
+        for name, value in _batch_features(encoder, images, layers, config.precision, config.device).items():
+            pending[name].append(value)
+        pending["labels"].append(labels)
+        pending["valid"].append(valid)
+        pending["index"].append(index)
+        bar.update(len(labels))
+        # Flush every shard that is complete: a kill loses at most the shard in progress.
+        while current is not None and sum(len(v) for v in pending["index"]) >= len(shards[current]):
+            pending = _flush(entry, current, shards[current], pending, names)
+            current = next(shard_iter, None)
+    bar.close()
+    elapsed = time.perf_counter() - started
+    log(f"extracted {len(indices)} images of {split.spec}/{split.split} with {encoder.name} in {elapsed:.1f} s ({len(indices) / max(elapsed, 1e-9):.1f} img/s)")
+
+
+def _flush(entry: Path, shard: int, rows: range, pending: dict, names: list[str]) -> dict:
+    size = len(rows)
+    joined = {name: torch.cat(values) for name, values in pending.items()}
+    if not torch.equal(joined["index"][:size], torch.tensor(list(rows))):
+        raise RuntimeError(f"feature store: shard {shard} received images out of order")
+    for name in names:
+        _atomic_save(entry / f"shard-{shard:05d}.{name}.npy", joined[name][:size].numpy().astype(np.float16))
+    _atomic_save(entry / f"shard-{shard:05d}.labels.npy", joined["labels"][:size].numpy().astype(np.int64))
+    # ``valid`` is written last: its presence marks the shard complete.
+    _atomic_save(entry / f"shard-{shard:05d}.valid.npy", joined["valid"][:size].numpy().astype(np.uint8))
+    return {name: [value[size:]] for name, value in joined.items()}
+
+
+def _finish(entry: Path, shards: list[range], names: list[str], total: int) -> None:
+    missing = [i for i in range(len(shards)) if not (entry / f"shard-{i:05d}.valid.npy").exists()]
+    if missing:
+        raise FeatureError(f"{entry}: shards {missing[:5]} are missing after extraction; rerun to resume")
+    tmp = entry / "done.json.tmp"
+    tmp.write_text(json.dumps({"shards": len(shards), "images": total, "features": names}))
+    os.replace(tmp, entry / "done.json")
+
+
+def _open(entry: Path, key: str, names: list[str], meta: dict) -> FeatureSet:
+    count = json.loads((entry / "done.json").read_text())["shards"]
+
+    def load(name: str) -> np.ndarray:
+        parts = [np.load(entry / f"shard-{i:05d}.{name}.npy", mmap_mode="r") for i in range(count)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    return FeatureSet(key, {name: load(name) for name in names}, load("labels"), load("valid").astype(bool), meta)
+
+
+def _validate(features: FeatureSet, encoder: Encoder, split: ImageSplit, config: ExtractionConfig) -> None:
+    total = len(features.valid)
+    if features.bad_count > config.max_bad_fraction * total:
+        raise FeatureError(
+            f"{features.bad_count} of {total} images of {split.spec}/{split.split} could not be read "
+            f"(more than {config.max_bad_fraction:.0%}); fix or remove them (each raises BadImageError naming the file)"
+        )
+
+
+def iter_cached(cache_dir: str | os.PathLike) -> Iterator[dict]:
+    """Meta of every finished entry in a cache directory (for housekeeping)."""
+    for meta in Path(cache_dir).glob("*/meta.json"):
+        if (meta.parent / "done.json").exists():
+            yield json.loads(meta.read_text())

@@ -1,0 +1,241 @@
+"""``python -m benchmarks.run``: encoders -> features -> probes -> result rows -> HTML report.
+
+Examples::
+
+    python -m benchmarks.run --encoder ckpt.pt --suite all
+    python -m benchmarks.run --encoder orig.safetensors --encoder pivot.pt --arch vit_base_patch16_siglip_224
+    python -m benchmarks.run --encoders lineage.toml --suite cls --data imagenet:root=/data/imagenet --layers -1,-4
+
+Writes ``results.jsonl``, ``results.csv``, ``config.json``, ``run.log``, ``per_item/`` and ``report.html``
+to ``--out`` (default ``runs/<timestamp>``). Suites that are not built or do not apply are written as
+skipped rows with the reason; any failure makes the exit status non-zero.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from benchmarks.features import ExtractionConfig
+from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED, ResultRow, append_rows, package_version, write_csv
+from benchmarks.suites import ALL_SUITES, PLANNED, SUITES, RunContext
+from benchmarks.suites.base import LoadedEncoder
+from encoders import CheckpointError, EncoderSpec, ManifestError, load_encoder, load_manifest
+
+DEFAULT_DATA = "shapes:n=2000:seed=0"
+DEFAULT_CACHE = Path(os.environ.get("VEE_CACHE", Path.home() / ".cache" / "vision-encoder-eval" / "features"))
+
+
+@dataclass
+class RunConfig:
+    """The resolved configuration of a run (written to ``config.json``)."""
+
+    encoders: list[dict]
+    suites: list[str]
+    data: str = DEFAULT_DATA
+    out: str = ""
+    cache_dir: str = str(DEFAULT_CACHE)
+    device: str = "cpu"
+    precision: str = "fp32"
+    seed: int = 0
+    batch_size: int = 64
+    workers: int = 0
+    layers: str = ""
+    linear_epochs: int = 10
+    sklearn: bool = False
+    note: str = ""
+    report: bool = True
+    version: str = field(default_factory=package_version)
+
+    def config_hash(self) -> str:
+        """Hash of everything that can change a number (not the output folder or the note)."""
+        relevant = {k: v for k, v in asdict(self).items() if k not in ("out", "note", "report", "cache_dir", "workers")}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_layers(text: str) -> list[int] | str | None:
+    if not text:
+        return None
+    if text == "all":
+        return "all"
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(f"error: --layers takes a comma list of block indices such as -1,-2,-4, or 'all'; got {text!r}") from None
+
+
+def parse_suites(text: str) -> list[str]:
+    names = list(ALL_SUITES) if text == "all" else [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in ALL_SUITES and name not in SUITES]
+    if unknown:
+        raise SystemExit(f"error: unknown suites {unknown}; choose from all, {', '.join(ALL_SUITES)}")
+    return names
+
+
+def encoder_specs(args: argparse.Namespace) -> list[EncoderSpec]:
+    """Specs from ``--encoders manifest.toml`` and/or repeated ``--encoder``; the first of the repeated
+    ones is the base of the others (role original / candidate) unless a manifest says otherwise."""
+    specs: list[EncoderSpec] = []
+    if args.encoders:
+        specs.extend(load_manifest(args.encoders))
+    for position, path in enumerate(args.encoder or []):
+        name = Path(path.rstrip("/")).stem
+        base = "" if position == 0 else Path(args.encoder[0].rstrip("/")).stem
+        specs.append(EncoderSpec(checkpoint=path, name=name, arch=args.arch, role="original" if position == 0 and len(args.encoder) > 1 else ("candidate" if base else ""), base=base, allow_partial=args.allow_partial))
+    if not specs:
+        raise SystemExit("error: no encoder: pass --encoder PATH (repeatable) or --encoders manifest.toml")
+    names = [spec.display_name() for spec in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SystemExit(f"error: two encoders are named {duplicates}: use a manifest to give them distinct names")
+    return specs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder", action="append", help="checkpoint file or HF directory (repeatable)")
+    parser.add_argument("--encoders", help="lineage manifest (TOML) naming encoders, roles and bases")
+    parser.add_argument("--arch", default="", help="architecture for --encoder files that do not embed one, e.g. vit_base_patch16_siglip_224, open_clip:ViT-B-32")
+    parser.add_argument("--allow-partial", action="store_true", help="load checkpoints with missing/unexpected keys (recorded in every row)")
+    parser.add_argument("--suite", default="all", help=f"all or a comma list of {', '.join(ALL_SUITES)}")
+    parser.add_argument("--data", default=DEFAULT_DATA, help="dataset spec: shapes:n=2000:seed=0, digits, imagenet:root=DIR, ade20k:root=DIR")
+    parser.add_argument("--out", default="", help="run directory (default runs/<timestamp>)")
+    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="feature store (shared across runs; env VEE_CACHE)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=min(4, max(0, (os.cpu_count() or 1) - 1)), help="DataLoader workers")
+    parser.add_argument("--layers", default="", help="extra blocks to probe: -1,-2,-4 or all")
+    parser.add_argument("--linear-epochs", type=int, default=10)
+    parser.add_argument("--sklearn", action="store_true", help="also run the scikit-learn LogisticRegression reference probe")
+    parser.add_argument("--note", default="", help="free text shown in the report (e.g. demo-sized schedules)")
+    parser.add_argument("--no-report", action="store_true", help="do not build report.html")
+    return parser
+
+
+class _Log:
+    """Print and append to ``run.log``."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+
+    def __call__(self, message: str) -> None:
+        if not self.enabled:
+            return
+        line = f"[{datetime.now().strftime('%H:%M:%S')}] {message}"
+        print(line, flush=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
+def _init_distributed(device: str) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        if device.startswith("cuda"):
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _failed_rows(spec: EncoderSpec, suites: list[str], data: str, reason: str, config_hash: str, seed: int) -> list[ResultRow]:
+    return [ResultRow(encoder=spec.display_name(), role=spec.role, base=spec.base, checkpoint=spec.checkpoint, suite=suite, task="-", dataset=data, metric="-", value=None, status=STATUS_FAILED, reason=reason, config_hash=config_hash, seed=seed) for suite in suites]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    specs = _specs_or_exit(args)
+    suites = parse_suites(args.suite)
+    rank, world = _init_distributed(args.device)
+    out = Path(args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    log = _Log(out / "run.log", enabled=rank == 0)
+    config = RunConfig(
+        encoders=[asdict(spec) for spec in specs], suites=suites, data=args.data, out=str(out), cache_dir=args.cache_dir,
+        device=args.device, precision=args.precision, seed=args.seed, batch_size=args.batch_size, workers=args.workers,
+        layers=args.layers, linear_epochs=args.linear_epochs, sklearn=args.sklearn, note=args.note, report=not args.no_report,
+    )
+    config_hash = config.config_hash()
+    torch.manual_seed(args.seed)
+    results_path = out / "results.jsonl"
+    if rank == 0 and results_path.exists():
+        results_path.rename(out / f"results.{int(time.time())}.previous.jsonl")  # one results file per run; keep the old one
+    timings: dict[str, float] = {}
+    rows: list[ResultRow] = []
+
+    def record(new_rows: list[ResultRow]) -> None:
+        """Keep and append at once, so an interrupted run keeps every finished suite's rows."""
+        rows.extend(new_rows)
+        if rank == 0:
+            append_rows(out, new_rows)
+
+    loaded: list[LoadedEncoder] = []
+    for spec in specs:
+        started = time.perf_counter()
+        try:
+            encoder = load_encoder(spec, device=args.device)
+        except CheckpointError as err:
+            log(f"FAILED to load {spec.display_name()}: {err}")
+            record(_failed_rows(spec, suites, args.data, f"checkpoint: {err}", config_hash, args.seed))
+            continue
+        timings[f"load {encoder.name}"] = round(time.perf_counter() - started, 3)
+        log(f"loaded {encoder.name}: {encoder.family}:{encoder.arch}, {encoder.num_parameters():,} parameters, hash {encoder.weights_hash[:12]}, layout {encoder.remap.summary()}")
+        loaded.append(LoadedEncoder(spec, encoder))
+    config_dict = {**asdict(config), "config_hash": config_hash, "encoders": [{**asdict(l.spec), **l.encoder.describe(), "role": l.spec.role, "base": l.spec.base} for l in loaded] + [e for e in config.encoders if e["name"] not in {l.name for l in loaded}]}
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(config_dict, indent=2, sort_keys=True))
+    context = RunContext(
+        data=args.data, run_dir=out, cache_dir=Path(args.cache_dir),
+        extraction=ExtractionConfig(batch_size=args.batch_size, workers=args.workers, precision=args.precision, device=args.device, progress=rank == 0 and sys.stderr.isatty()),
+        seed=args.seed, config_hash=config_hash, layers=parse_layers(args.layers),
+        options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn}, log=log,
+    )
+    for suite in suites:
+        started = time.perf_counter()
+        if suite in PLANNED and suite not in SUITES:
+            record([context.row(l, suite=suite, task="-", dataset=args.data, metric="-", value=None, status=STATUS_SKIPPED, reason=PLANNED[suite]) for l in loaded])
+            log(f"suite {suite}: skipped ({PLANNED[suite]})")
+            continue
+        if not loaded:
+            continue
+        try:
+            suite_rows = SUITES.get(suite)(context, loaded)
+        except Exception as err:  # a failing suite must not lose the others' results
+            log(f"suite {suite} FAILED: {err}\n{traceback.format_exc()}")
+            suite_rows = [context.row(l, suite=suite, task="-", dataset=args.data, metric="-", value=None, status=STATUS_FAILED, reason=f"{type(err).__name__}: {err}") for l in loaded]
+        record(suite_rows)
+        timings[f"suite {suite}"] = round(time.perf_counter() - started, 3)
+        log(f"suite {suite}: {len(suite_rows)} rows in {timings[f'suite {suite}']:.1f} s")
+    if rank != 0:
+        return 0
+    write_csv(out)
+    config_dict["timings"] = timings
+    (out / "config.json").write_text(json.dumps(config_dict, indent=2, sort_keys=True))
+    failed = [row for row in rows if row.status == STATUS_FAILED]
+    log(f"results: {out / 'results.jsonl'} ({len(rows)} rows, {len(failed)} failed)")
+    if not args.no_report:
+        from reports.build import build_report
+
+        report = build_report([out], out / "report.html")
+        log(f"report: {report.resolve()}")
+    return 1 if failed else 0
+
+
+def _specs_or_exit(args: argparse.Namespace) -> list[EncoderSpec]:
+    try:
+        return encoder_specs(args)
+    except ManifestError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

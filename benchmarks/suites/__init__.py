@@ -1,0 +1,21 @@
+"""Suites: each turns encoders (+ cached features) into result rows. Registered by name; a duplicate is an
+error. Names that are part of the CLI but not built yet are listed in PLANNED and produce skipped rows."""
+from __future__ import annotations
+
+from encoders.registry import Registry
+
+from .base import RunContext, Suite
+
+SUITES: Registry[Suite] = Registry("suite", entry_point_group="vision_encoder_eval.suites")
+ALL_SUITES = ("cls", "seg", "loc", "grad", "align", "vqa")
+PLANNED = {
+    "seg": "ADE20K / shapes segmentation heads are not built yet",
+    "loc": "Grad-CAM localization is not built yet",
+    "grad": "gradient-signal analysis (SFT vs DPO) is not built yet",
+    "align": "vision-language alignment (mutual kNN, CKA) is not built yet",
+    "vqa": "lmms-eval VQA import is not built yet",
+}
+
+from . import classification  # noqa: E402,F401  (registers "cls")
+
+__all__ = ["ALL_SUITES", "PLANNED", "RunContext", "SUITES", "Suite"]

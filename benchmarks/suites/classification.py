@@ -1,0 +1,67 @@
+"""Suite ``cls``: classification probes on frozen features (PROTOCOL.md section 1).
+
+Per encoder, features of the train and val splits are taken from the feature store; for each feature
+(pooled output ``cls`` and mean of patch tokens ``mean``, at the last block and any ``--layers``) it fits
+the one-pass linear grid (head chosen on a held-out part of train, reported on val), kNN (k = 10, 20)
+and the class-mean prototype classifier, plus scikit-learn's LogisticRegression when
+``options["sklearn"]`` is set. Accuracies are percentages with 95% bootstrap CIs.
+"""
+from __future__ import annotations
+
+import math
+
+from benchmarks.datasets import open_split
+from benchmarks.features import extract_features
+from benchmarks.results import ResultRow
+from probes.knn import knn_probe, prototype_probe
+from probes.linear import ClassificationResult, LinearProbeConfig, linear_probe, sklearn_logreg_probe
+
+from . import SUITES
+from .base import LoadedEncoder, RunContext
+
+TRAIN_SPLIT, EVAL_SPLIT = "train", "val"
+
+
+def _rows_for(context: RunContext, loaded: LoadedEncoder, result: ClassificationResult, task: str, feature: str, eval_split) -> list[ResultRow]:
+    per_item = context.save_per_item(result.correct.astype("uint8"), loaded.name, "cls", task, feature)
+    # JSON has no Inf (e.g. the equivalent C of weight decay 0): keep such values as text.
+    selected = {key: value if not isinstance(value, float) or math.isfinite(value) else str(value) for key, value in result.selected.items()}
+    extra = {"pooling": feature, "selected": selected, "n_tried": result.n_tried, "split": EVAL_SPLIT}
+    if "." in feature:  # an intermediate block: "L3.mean" -> layer 3 (rows of the last block carry no layer)
+        layer, pooling = feature.split(".")
+        extra.update(layer=int(layer[1:]), pooling=pooling)
+    common = dict(suite="cls", task=task, dataset=context.data, dataset_fingerprint=eval_split.fingerprint, n=result.n_eval)
+    rows = [context.row(loaded, metric="top1", value=result.top1, ci_low=result.top1_ci[0], ci_high=result.top1_ci[1], per_item=per_item, extra=extra, **common)]
+    if result.top5 is not None:
+        rows.append(context.row(loaded, metric="top5", value=result.top5, extra=extra, **common))
+    return rows
+
+
+@SUITES.register("cls")
+def classification_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
+    train_split = open_split(context.data, TRAIN_SPLIT)
+    eval_split = open_split(context.data, EVAL_SPLIT)
+    if not len(train_split.classes):
+        raise ValueError(f"{context.data} has no image-level labels; the cls suite needs a classification dataset")
+    probe_config = LinearProbeConfig(epochs=int(context.options.get("linear_epochs", 10)), seed=context.seed)
+    rows: list[ResultRow] = []
+    for loaded in encoders:
+        train = extract_features(loaded.encoder, train_split, context.cache_dir, layers=context.layers, config=context.extraction, log=context.log)
+        evaluation = extract_features(loaded.encoder, eval_split, context.cache_dir, layers=context.layers, config=context.extraction, log=context.log)
+        train_y, eval_y = train.valid_labels(), evaluation.valid_labels()
+        for feature in train.arrays:
+            train_x, eval_x = train.tensor(feature), evaluation.tensor(feature)
+            results = {"linear": linear_probe(train_x, train_y, eval_x, eval_y, config=probe_config, device=context.extraction.device)}
+            for k, result in knn_probe(train_x, train_y, eval_x, eval_y, ks=(10, 20)).items():
+                results[f"knn{k}"] = result
+            results["prototype"] = prototype_probe(train_x, train_y, eval_x, eval_y)
+            if context.options.get("sklearn"):
+                results["logreg_sklearn"] = sklearn_logreg_probe(train_x, train_y, eval_x, eval_y, seed=context.seed)
+            for task, result in results.items():
+                rows.extend(_rows_for(context, loaded, result, task, feature, eval_split))
+        bad = train.bad_count + evaluation.bad_count
+        rows.append(context.row(
+            loaded, suite="cls", task="data", dataset=context.data, dataset_fingerprint=eval_split.fingerprint,
+            metric="unreadable_images", value=float(bad), higher_is_better=False, n=len(train.valid) + len(evaluation.valid),
+        ))
+    return rows

@@ -1,0 +1,70 @@
+"""``python -m benchmarks.run`` end to end on tiny data: rows, files, skipped suites, failures, reruns."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import run
+from benchmarks.results import read_frame
+from tests.benchmarks.conftest import write_tiny_checkpoint
+
+DATA = "shapes:n=100:n_val=20:seed=0:size=32"
+
+
+def _run(tmp_path, *extra):
+    return run.main(["--data", DATA, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--linear-epochs", "2", "--no-report", *extra])
+
+
+def test_run_writes_rows_and_skips_unbuilt_suites(tmp_path):
+    original = write_tiny_checkpoint(tmp_path / "orig.safetensors", seed=0)
+    candidate = write_tiny_checkpoint(tmp_path / "cand.safetensors", seed=1)
+    assert _run(tmp_path, "--encoder", str(original), "--encoder", str(candidate), "--suite", "all", "--layers", "0") == 0
+    out = tmp_path / "run"
+    frame = read_frame(out)
+    assert (out / "results.csv").exists() and (out / "run.log").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"] == DATA and {e["name"] for e in config["encoders"]} == {"orig", "cand"}
+    assert all(len(e["weights_hash"]) == 64 for e in config["encoders"])
+    ok = frame[frame.status == "ok"]
+    assert set(ok.suite) == {"cls"}
+    assert {"linear", "knn10", "knn20", "prototype"} <= set(ok.task)
+    top1 = ok[ok.metric == "top1"]
+    assert top1.value.between(0, 100).all() and (top1.ci_low <= top1.value).all() and (top1.value <= top1.ci_high).all()
+    assert (top1.n == 20).all()
+    assert {p["pooling"] for p in top1.extra} == {"cls", "mean"} and {0} <= {p.get("layer") for p in top1.extra}
+    skipped = frame[frame.status == "skipped"]
+    assert set(skipped.suite) == {"seg", "loc", "grad", "align", "vqa"} and (skipped.reason != "").all()
+    assert set(frame[frame.encoder == "cand"].base) == {"orig"}
+    for path in top1.per_item:
+        assert (out / path).exists()
+
+
+def test_rerun_reuses_cache_and_gives_identical_numbers(tmp_path):
+    checkpoint = write_tiny_checkpoint(tmp_path / "e.safetensors")
+    assert _run(tmp_path, "--encoder", str(checkpoint), "--suite", "cls") == 0
+    first = read_frame(tmp_path / "run")
+    entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert _run(tmp_path, "--encoder", str(checkpoint), "--suite", "cls") == 0
+    second = read_frame(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == entries
+    assert first.value.tolist() == second.value.tolist()
+    assert list((tmp_path / "run").glob("results.*.previous.jsonl")), "the earlier results file is kept"
+
+
+def test_bad_checkpoint_fails_the_run_but_keeps_other_results(tmp_path):
+    good = write_tiny_checkpoint(tmp_path / "good.safetensors")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert _run(tmp_path, "--encoder", str(good), "--encoder", str(bad), "--suite", "cls") == 1
+    frame = read_frame(tmp_path / "run")
+    failed = frame[frame.status == "failed"]
+    assert list(failed.encoder) == ["bad"] and "bad.pt" in failed.reason.iloc[0]
+    assert (frame[frame.encoder == "good"].status == "ok").all()
+
+
+def test_unknown_suite_and_missing_encoder_are_usage_errors(tmp_path):
+    with pytest.raises(SystemExit, match="unknown suites"):
+        _run(tmp_path, "--encoder", "x.pt", "--suite", "nope")
+    with pytest.raises(SystemExit, match="no encoder"):
+        _run(tmp_path)
