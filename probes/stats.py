@@ -1,0 +1,88 @@
+"""Bootstrap statistics over per-item scores (e.g. 0/1 correctness of each evaluation image).
+
+All functions take per-item scores in their natural unit and a ``scale`` (100 turns a fraction of
+correct items into percentage points), and are deterministic for a given ``seed``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_BOOTSTRAPS = 2000
+
+
+def _resample_means(scores: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Means of ``n_boot`` resamples of the rows of ``scores`` (shape (n,) or (n, k)), in chunks to bound memory."""
+    rng = np.random.default_rng(seed)
+    n = scores.shape[0]
+    means = []
+    chunk = max(1, min(n_boot, 2_000_000 // max(n, 1)))
+    done = 0
+    while done < n_boot:
+        size = min(chunk, n_boot - done)
+        idx = rng.integers(0, n, size=(size, n))
+        means.append(scores[idx].mean(axis=1))
+        done += size
+    return np.concatenate(means, axis=0)
+
+
+def _as_scores(scores: np.ndarray | list, name: str = "scores") -> np.ndarray:
+    array = np.asarray(scores, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name}: expected a non-empty 1-D vector of per-item scores, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name}: per-item scores contain NaN or Inf")
+    return array
+
+
+def bootstrap_ci(
+    scores: np.ndarray | list, *, n_boot: int = DEFAULT_BOOTSTRAPS, seed: int = 0, scale: float = 1.0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``scale * mean(scores)``."""
+    array = _as_scores(scores)
+    means = _resample_means(array, n_boot, seed) * scale
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``delta = scale * (mean(new) - mean(base))`` over the same items, its 95% CI and a two-sided p-value."""
+
+    delta: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n: int
+
+    @property
+    def significant(self) -> bool:
+        """True when the confidence interval excludes zero."""
+        return self.ci_low > 0.0 or self.ci_high < 0.0
+
+
+def paired_bootstrap(
+    base: np.ndarray | list,
+    new: np.ndarray | list,
+    *,
+    n_boot: int = DEFAULT_BOOTSTRAPS,
+    seed: int = 0,
+    scale: float = 1.0,
+    level: float = 0.95,
+) -> PairedDifference:
+    """Paired bootstrap of the difference ``new - base`` on the same items (resampling items, not scores)."""
+    base_scores = _as_scores(base, "base")
+    new_scores = _as_scores(new, "new")
+    if base_scores.shape != new_scores.shape:
+        raise ValueError(
+            f"paired bootstrap needs the same items for both encoders: {base_scores.size} vs {new_scores.size} scores"
+        )
+    diff = new_scores - base_scores
+    boot = _resample_means(diff, n_boot, seed) * scale
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(boot, [alpha, 1.0 - alpha])
+    # Two-sided p-value of "no difference": how often the resampled difference crosses zero.
+    p_value = min(1.0, 2.0 * min(float(np.mean(boot <= 0.0)), float(np.mean(boot >= 0.0))))
+    return PairedDifference(float(diff.mean() * scale), float(low), float(high), p_value, int(diff.size))
