@@ -1,11 +1,12 @@
 """A content-addressed feature store: features are computed once per
 (weights hash, dataset fingerprint, split, transform, layers, precision) and never again.
 
-Layout of one entry ``<cache>/<key>/``: ``meta.json`` (what the key stands for), shards
-``shard-00000.<name>.npy`` (fp16 features, int64 labels, uint8 validity) each written to a temp file and
-renamed, and ``done.json`` once every shard exists. A killed run resumes at the first missing shard;
-a finished entry is memory-mapped on read. Under torchrun, rank r extracts the shards with
-``index % world_size == r`` into the same entry and rank 0 closes it.
+Layout of one entry ``<cache>/<key>/``: ``meta.json`` (what the key stands for); while extracting,
+shards ``shard-00000.<name>.npy`` (fp16 features, int64 labels, uint8 validity) each written to a temp
+file and renamed, so a killed run resumes at the first missing shard; once every shard exists they are
+merged, streamed, into one ``<name>.npy`` per array, ``done.json`` is written and the shards are
+removed. A finished entry is memory-mapped on read. Under torchrun, rank r extracts the shards with
+``index % world_size == r`` into the same entry and rank 0 merges them.
 
 Stored per image, for the last block and each requested intermediate block ``L``:
 ``cls`` / ``L{L}.cls`` (the model's pooled output for the last block; the CLS token, or the patch
@@ -14,13 +15,16 @@ mean when there is none, for intermediate blocks) and ``mean`` / ``L{L}.mean`` (
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
 import time
+import warnings
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,8 +34,9 @@ from torch.utils.data import DataLoader, Dataset
 from benchmarks.datasets import BadImageError, ImageSplit
 from encoders import Encoder
 
-STORE_VERSION = 1
+STORE_VERSION = 2
 DEFAULT_SHARD_SIZE = 1024
+PRECISIONS = ("fp32", "bf16", "bf16-weights", "int8-dynamic")
 FP16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -41,8 +46,18 @@ class FeatureError(RuntimeError):
 
 @dataclass
 class ExtractionConfig:
-    """How to extract: batch size, DataLoader workers, ``precision`` (fp32 | bf16 autocast), device,
-    the largest tolerated fraction of unreadable images, and the shard size (images per file)."""
+    """How to extract: batch size, DataLoader workers, ``precision``, device, the largest tolerated
+    fraction of unreadable images, and the shard size (images per file).
+
+    ``precision`` (part of the store key, since it changes the numbers): ``fp32``; ``bf16`` (autocast:
+    fp32 weights, bf16 matmuls); ``bf16-weights`` (a bf16 copy of the model, bf16 activations
+    throughout); ``int8-dynamic`` (CPU only: a copy whose Linear layers hold per-channel int8 weights
+    and quantise their inputs per batch). The bf16 modes are fast only on hardware with native bf16
+    (AVX-512 BF16 / AMX CPUs, GPUs); on AVX2-only CPUs bf16 is emulated and far slower than fp32, and
+    ``int8-dynamic`` is the lever that helps. The caller's encoder is never modified.
+    ``compile`` runs the feature call through ``torch.compile`` (same math in fused kernels, so it is
+    not part of the key; compiling costs about a minute on CPU, worth it for large splits only).
+    """
 
     batch_size: int = 64
     workers: int = 0
@@ -51,6 +66,7 @@ class ExtractionConfig:
     max_bad_fraction: float = 0.05
     shard_size: int = DEFAULT_SHARD_SIZE
     progress: bool = True
+    compile: bool = False
 
 
 @dataclass
@@ -125,21 +141,71 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
 
 
 def _autocast(precision: str, device: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if precision == "bf16":
         return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-    raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
+    return contextlib.nullcontext()
 
 
-def _batch_features(encoder: Encoder, images: torch.Tensor, layers: Sequence[int], precision: str, device: str) -> dict[str, torch.Tensor]:
-    with torch.inference_mode(), _autocast(precision, device):
-        out = encoder.features(images.to(device, non_blocking=True), layers=layers)
+def _feature_dict(encoder: Encoder, images: torch.Tensor, layers: Sequence[int]) -> dict[str, torch.Tensor]:
+    out = encoder.features(images, layers=layers)
     features = {"cls": out.pooled, "mean": out.patch_tokens.mean(dim=1)}
     for layer, tokens in out.layers.items():
         features[f"L{layer}.cls"] = tokens.pooled()
         features[f"L{layer}.mean"] = tokens.patches.mean(dim=1)
-    features = {name: value.float().cpu() for name, value in features.items()}
+    return features
+
+
+# Prepared feature calls per encoder, so that the train and eval splits of one run share one
+# reduced-precision copy and one compilation. Values never reference their key (the encoder is passed
+# in at call time), so an encoder that is dropped is freed.
+_PREPARED: weakref.WeakKeyDictionary[Encoder, dict[tuple, tuple]] = weakref.WeakKeyDictionary()
+
+
+def _feature_fn(encoder: Encoder, layers: Sequence[int], config: ExtractionConfig) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """``images -> {feature name: (B, D) tensor}`` for ``config.precision`` and ``config.compile``."""
+    cache_key = (encoder.weights_hash, config.precision, config.compile, tuple(layers), config.device)
+    prepared = _PREPARED.setdefault(encoder, {})
+    if cache_key not in prepared:
+        copied, input_dtype = None, torch.float32
+        if config.precision == "bf16-weights":
+            copied, input_dtype = copy.deepcopy(encoder).to(torch.bfloat16), torch.bfloat16
+        elif config.precision == "int8-dynamic":
+            if torch.device(config.device).type != "cpu":
+                raise ValueError(f"precision int8-dynamic runs on CPU only (device {config.device!r}); use bf16-weights on GPUs")
+            from torch.ao.quantization import (
+                per_channel_dynamic_qconfig,
+                quantize_dynamic,
+            )
+
+            copied = copy.deepcopy(encoder)
+            with warnings.catch_warnings():
+                # torch.ao.quantization announces its move to torchao; the pinned torch still ships it.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", UserWarning)
+                copied.model = quantize_dynamic(copied.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+        device = config.device
+
+        def run(model: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
+            return _feature_dict(model, images.to(device, dtype=input_dtype, non_blocking=True), layers)
+
+        prepared[cache_key] = (copied, torch.compile(run, dynamic=False) if config.compile else run)
+    copied, fn = prepared[cache_key]
+    model = copied if copied is not None else encoder
+    return lambda images: fn(model, images)
+
+
+def _batch_features(encoder: Encoder, fn: Callable, images: torch.Tensor, config: ExtractionConfig) -> dict[str, torch.Tensor]:
+    count = images.shape[0]
+    if config.compile and count < config.batch_size:
+        # A compiled call is specialised to one batch shape: pad the last batch instead of recompiling.
+        images = torch.cat([images, images.new_zeros(config.batch_size - count, *images.shape[1:])])
+    with torch.inference_mode(), _autocast(config.precision, config.device):
+        features = fn(images)
+    # A copy, never a view: a pooled CLS row is a slice of the batch's whole token tensor, and a view
+    # kept until the shard is flushed would keep every token of every batch alive.
+    features = {name: value[:count].to("cpu", torch.float32, copy=True) for name, value in features.items()}
     for name, value in features.items():
         where = f"encoder {encoder.name} ({encoder.weights_hash[:12]}), layer {name.split('.')[0] if '.' in name else 'last block'}, feature {name!r}"
         if not torch.isfinite(value).all():
@@ -172,24 +238,31 @@ def extract_features(
     if len(split) == 0:
         raise FeatureError(f"{split!r} is empty: no images to extract features from")
     resolved = encoder.resolve_layers(layers)
+    _autocast(config.precision, config.device)  # rejects an unknown precision before anything is written
     key, meta = store_key(encoder, split, resolved, config.precision)
     entry = Path(cache_dir) / key
     entry.mkdir(parents=True, exist_ok=True)
     names = feature_names(resolved)
     shards = _shard_ranges(len(split), config.shard_size)
     rank, world = _rank_world()
-    if not (entry / "done.json").exists():
-        # One writer per entry and rank: a second run on the same cache waits instead of corrupting it.
+    done = entry / "done.json"
+    if not done.exists():
+        # One writer per entry and rank: a second run on the same cache waits instead of corrupting it,
+        # then finds the entry done (or resumes it, if the first run was killed).
         with FileLock(str(entry / f".lock-rank{rank}")):
-            (entry / "meta.json").write_text(json.dumps({**meta, "encoder": encoder.name, "dataset": split.spec}, indent=2))
-            todo = [i for i, _ in enumerate(shards) if i % world == rank and not (entry / f"shard-{i:05d}.valid.npy").exists()]
-            if todo:
-                _extract_shards(encoder, split, entry, shards, todo, resolved, names, config, log)
+            if not done.exists():
+                (entry / "meta.json").write_text(json.dumps({**meta, "encoder": encoder.name, "dataset": split.spec}, indent=2))
+                todo = [i for i, _ in enumerate(shards) if i % world == rank and not (entry / f"shard-{i:05d}.valid.npy").exists()]
+                if todo:
+                    _extract_shards(encoder, split, entry, shards, todo, resolved, names, config, log)
+                if world == 1:
+                    _finish(entry, shards, names, len(split))
         if world > 1:
             torch.distributed.barrier()
-        if rank == 0:
-            _finish(entry, shards, names, len(split))
-        if world > 1:
+            if rank == 0:
+                with FileLock(str(entry / ".lock-finish")):
+                    if not done.exists():
+                        _finish(entry, shards, names, len(split))
             torch.distributed.barrier()
     features = _open(entry, key, names, meta)
     _validate(features, encoder, split, config)
@@ -202,13 +275,14 @@ def _extract_shards(encoder, split, entry, shards, todo, layers, names, config, 
     indices = [index for shard in todo for index in shards[shard]]
     dataset = _TransformedSplit(split, encoder.preprocess.transform(), encoder.preprocess.resolution, indices)
     loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=config.workers, pin_memory=config.device.startswith("cuda"), persistent_workers=False)
+    fn = _feature_fn(encoder, layers, config)
     bar = tqdm(total=len(indices), desc=f"features {encoder.name} / {split.split}", unit="img", disable=not config.progress, dynamic_ncols=True)
     pending: dict[str, list[torch.Tensor]] = {name: [] for name in names + ["labels", "valid", "index"]}
     shard_iter = iter(todo)
     current = next(shard_iter)
     started = time.perf_counter()
     for images, labels, index, valid in loader:
-        for name, value in _batch_features(encoder, images, layers, config.precision, config.device).items():
+        for name, value in _batch_features(encoder, fn, images, config).items():
             pending[name].append(value)
         pending["labels"].append(labels)
         pending["valid"].append(valid)
@@ -237,20 +311,31 @@ def _flush(entry: Path, shard: int, rows: range, pending: dict, names: list[str]
 
 
 def _finish(entry: Path, shards: list[range], names: list[str], total: int) -> None:
+    """Merge the shards into one file per array, streamed (one shard in memory at a time), mark the
+    entry done, then drop the shards: readers memory-map a single file instead of concatenating."""
     missing = [i for i in range(len(shards)) if not (entry / f"shard-{i:05d}.valid.npy").exists()]
     if missing:
         raise FeatureError(f"{entry}: shards {missing[:5]} are missing after extraction; rerun to resume")
+    for name in names + ["labels", "valid"]:
+        parts = [entry / f"shard-{i:05d}.{name}.npy" for i in range(len(shards))]
+        first = np.load(parts[0], mmap_mode="r")
+        tmp = entry / f"{name}.npy.tmp{os.getpid()}"
+        merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=first.dtype, shape=(total, *first.shape[1:]))
+        for part, rows in zip(parts, shards):
+            merged[rows.start : rows.stop] = np.load(part, mmap_mode="r")
+        merged.flush()
+        del merged
+        os.replace(tmp, entry / f"{name}.npy")
     tmp = entry / "done.json.tmp"
     tmp.write_text(json.dumps({"shards": len(shards), "images": total, "features": names}))
     os.replace(tmp, entry / "done.json")
+    for shard_file in entry.glob("shard-*.npy"):
+        shard_file.unlink()
 
 
 def _open(entry: Path, key: str, names: list[str], meta: dict) -> FeatureSet:
-    count = json.loads((entry / "done.json").read_text())["shards"]
-
     def load(name: str) -> np.ndarray:
-        parts = [np.load(entry / f"shard-{i:05d}.{name}.npy", mmap_mode="r") for i in range(count)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return np.load(entry / f"{name}.npy", mmap_mode="r")
 
     return FeatureSet(key, {name: load(name) for name in names}, load("labels"), load("valid").astype(bool), meta)
 

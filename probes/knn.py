@@ -6,13 +6,19 @@ fixed in advance (DINO's defaults: k in {10, 20}, T = 0.07). Accuracies are perc
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from probes.linear import ArrayLike, ClassificationResult, make_result, topk_correct, validate_classification_inputs
+from probes.linear import (
+    ArrayLike,
+    ClassificationResult,
+    make_result,
+    topk_correct,
+    validate_classification_inputs,
+)
 
 # Similarity entries per eval chunk when batch_size is not given (64 MiB of float32).
 _SIM_BUDGET = 1 << 24
@@ -21,7 +27,10 @@ _SIM_BUDGET = 1 << 24
 def _normalized(x: Tensor, device: torch.device, chunk: int = 8192) -> Tensor:
     """float32 copy of ``x`` with unit-L2-norm rows (all-zero rows stay zero)."""
     return torch.cat(
-        [F.normalize(x[s : s + chunk].to(device=device, dtype=torch.float32), dim=1) for s in range(0, x.shape[0], chunk)]
+        [
+            F.normalize(x[s : s + chunk].to(device=device, dtype=torch.float32), dim=1)
+            for s in range(0, x.shape[0], chunk)
+        ]
     )
 
 

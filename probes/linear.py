@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +32,8 @@ ArrayLike = Tensor | np.ndarray
 
 # Rows per chunk when a whole split is scored or reduced at once (bounds memory, not results).
 _EVAL_CHUNK = 8192
+# Below this many multiply-adds per minibatch matmul, training runs on one thread (see _train_heads).
+_SINGLE_THREAD_WORK = 1 << 27
 
 
 @dataclass
@@ -63,13 +67,13 @@ class LinearProbeConfig:
     together. ``optimizer`` is ``"adam"`` (Adam on the L2-regularised loss) or ``"sgd"`` (Nesterov
     momentum); the learning rate follows a cosine schedule from its value to 0 after a linear
     warm-up of ``warmup_epochs``. Small train sets get more epochs, so that every head takes at
-    least ``min_steps`` optimizer steps. ``standardize`` rescales each feature dimension with the mean/std
-    of the rows being fitted (never eval rows). ``refit`` retrains the selected head on all of train
-    before evaluating.
+    least ``min_steps`` optimizer steps. ``standardize`` rescales each feature dimension with the
+    mean/std of the rows being fitted (never eval rows). ``refit`` retrains the selected head on all
+    of train before evaluating.
     """
 
-    lrs: tuple[float, ...] = tuple(float(v) for v in np.logspace(-4, -0.5, 8))
-    weight_decays: tuple[float, ...] = (0.0, 1e-5, 1e-4, 1e-3)
+    lrs: tuple[float, ...] = tuple(float(v) for v in np.logspace(-3.5, 0, 8))
+    weight_decays: tuple[float, ...] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)
     epochs: int = 10
     batch_size: int = 512
     min_steps: int = 300
@@ -208,7 +212,7 @@ def stratified_holdout(labels: Tensor, fraction: float, seed: int) -> tuple[Tens
     for cls in torch.unique(labels):
         rows = torch.nonzero(labels == cls).flatten()
         rows = rows[torch.randperm(rows.numel(), generator=generator)]
-        n_hold = min(int(round(fraction * rows.numel())), rows.numel() - 1)
+        n_hold = min(round(fraction * rows.numel()), rows.numel() - 1)
         hold.append(rows[:n_hold])
         fit.append(rows[n_hold:])
     fit_idx, hold_idx = torch.cat(fit).sort().values, torch.cat(hold).sort().values
@@ -255,6 +259,19 @@ class _Heads:
         return (x @ self.weight.view(d, h * c) + self.bias.view(h * c)).view(-1, h, c)
 
 
+@contextmanager
+def _at_most_threads(n: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if n >= previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _lr_factor(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -295,44 +312,55 @@ def _train_heads(
     steps_per_epoch = math.ceil(n / batch)
     epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
     total = epochs * steps_per_epoch
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    warmup = round(config.warmup_epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(config.seed)
     y_dev = y.to(device)
+    # Small matmuls gain little from threads, and on shared cores the OpenMP threads' waits cost
+    # milliseconds per call (measured on 2 busy cores: 40 ms for a (200, 5) @ (5, 3) product; a
+    # one-head refit at 50k x 768 x 100 took 43-149 s on 2 threads and 6-7 s on one).
+    small = device.type == "cpu" and batch * dim * n_heads * n_classes < _SINGLE_THREAD_WORK
     step = 0
-    for _ in range(epochs):
-        order = rows[torch.randperm(n, generator=generator)]
-        for start in range(0, n, batch):
-            idx = order[start : start + batch]
-            xb = (x[idx].to(device=device, dtype=torch.float32) - mean) / std
-            yb = y_dev[idx.to(device)]
-            logits = (xb @ weight.view(dim, -1) + bias.view(-1)).view(-1, n_heads, n_classes)
-            # d(mean CE)/d(logits) = softmax - onehot, per head; heads share nothing but the input.
-            grad = torch.softmax(logits, dim=2)
-            grad[torch.arange(idx.numel(), device=device), :, yb] -= 1.0
-            grad /= idx.numel()
-            grad_w = (xb.T @ grad.view(idx.numel(), -1)).view_as(weight)
-            grad_w.add_(weight * wd)
-            grad_b = grad.sum(0)
-            factor = _lr_factor(step, total, warmup)
-            step += 1
-            _update(weight, grad_w, state_w, lr_w * factor, step, config)
-            _update(bias, grad_b, state_b, lr_b * factor, step, config)
+    with _at_most_threads(1 if small else torch.get_num_threads()):
+        for _ in range(epochs):
+            order = rows[torch.randperm(n, generator=generator)]
+            for start in range(0, n, batch):
+                idx = order[start : start + batch]
+                xb = (x[idx].to(device=device, dtype=torch.float32) - mean) / std
+                yb = y_dev[idx.to(device)]
+                logits = (xb @ weight.view(dim, -1) + bias.view(-1)).view(-1, n_heads, n_classes)
+                # d(mean CE)/d(logits) = softmax - onehot, per head; heads share nothing but the input.
+                grad = torch.softmax(logits, dim=2)
+                grad[torch.arange(idx.numel(), device=device), :, yb] -= 1.0
+                grad /= idx.numel()
+                grad_w = (xb.T @ grad.view(idx.numel(), -1)).view_as(weight)
+                grad_w.addcmul_(weight, wd)
+                grad_b = grad.sum(0)
+                factor = _lr_factor(step, total, warmup)
+                step += 1
+                _update(weight, grad_w, state_w, lr_w * factor, step, config)
+                _update(bias, grad_b, state_b, lr_b * factor, step, config)
     return _Heads(weight, bias, mean, std), epochs
 
 
 def _update(param: Tensor, grad: Tensor, state: list[Tensor], lr: Tensor, step: int, config: LinearProbeConfig) -> None:
-    """One in-place optimizer step with a per-head learning rate ``lr`` broadcast over ``param``."""
+    """One in-place optimizer step with a per-head learning rate ``lr`` broadcast over ``param``.
+
+    Consumes ``grad`` (it is overwritten) so that the step allocates one temporary at most: with
+    tens of heads the parameter tensor is as large as a minibatch, and these elementwise passes
+    cost as much as the matmuls.
+    """
     if config.optimizer == "sgd":
         (buf,) = state
         buf.mul_(config.momentum).add_(grad)
-        param.sub_(lr * (grad + config.momentum * buf))  # Nesterov
+        grad.add_(buf, alpha=config.momentum).mul_(lr)  # Nesterov: grad + momentum * buf
+        param.sub_(grad)
         return
     m, v = state
     beta1, beta2 = config.betas
-    m.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+    m.lerp_(grad, 1.0 - beta1)
     v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-    denom = (v / (1.0 - beta2**step)).sqrt_().add_(config.eps)
-    param.sub_(lr / (1.0 - beta1**step) * m / denom)
+    denom = torch.sqrt(v, out=grad).div_(math.sqrt(1.0 - beta2**step)).add_(config.eps)
+    param.sub_(torch.div(m, denom, out=denom).mul_(lr / (1.0 - beta1**step)))
 
 
 def _score_heads(heads: _Heads, x: Tensor, y: Tensor, rows: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -454,9 +482,10 @@ def sklearn_logreg_probe(
     ``standardize`` uses the per-dimension mean/std of the rows being fitted. Returns top-1/top-5
     accuracy (percent) on eval.
     """
+    import warnings
+
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    import warnings
 
     if not Cs or any(c <= 0 for c in Cs):
         raise ValueError(f"sklearn_logreg_probe: Cs must be a non-empty sequence of positive values, got {Cs}")
@@ -485,7 +514,9 @@ def sklearn_logreg_probe(
     best = int(np.argmax(hold_scores))
     best_c = float(Cs[best])
 
+    t0 = time.perf_counter()
     model, mean, std, refit_converged = fit(torch.arange(tx.shape[0]), best_c)
+    refit_seconds = time.perf_counter() - t0
     scores = torch.from_numpy(model.decision_function(_standardized_numpy(ex, mean, std)))
     if scores.ndim == 1:  # binary problems return one margin per row; make it two class scores
         scores = torch.stack([-scores, scores], dim=1)
@@ -503,6 +534,7 @@ def sklearn_logreg_probe(
             "converged": dict(zip((f"C={c:.3g}" for c in Cs), converged_all)),
             "refit_converged": refit_converged,
             "fit_seconds": fit_seconds,
+            "refit_seconds": refit_seconds,
             "n_fit": int(fit_rows.numel()),
             "n_holdout": int(hold_rows.numel()),
             "total_seconds": time.perf_counter() - started,

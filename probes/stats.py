@@ -14,6 +14,8 @@ DEFAULT_BOOTSTRAPS = 2000
 
 def _resample_means(scores: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """Means of ``n_boot`` resamples of the rows of ``scores`` (shape (n,) or (n, k)), in chunks to bound memory."""
+    if int(n_boot) != n_boot or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot}")
     rng = np.random.default_rng(seed)
     n = scores.shape[0]
     means = []
@@ -36,13 +38,19 @@ def _as_scores(scores: np.ndarray | list, name: str = "scores") -> np.ndarray:
     return array
 
 
+def _alpha(level: float) -> float:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level}")
+    return (1.0 - level) / 2.0
+
+
 def bootstrap_ci(
     scores: np.ndarray | list, *, n_boot: int = DEFAULT_BOOTSTRAPS, seed: int = 0, scale: float = 1.0, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of ``scale * mean(scores)``."""
     array = _as_scores(scores)
+    alpha = _alpha(level)
     means = _resample_means(array, n_boot, seed) * scale
-    alpha = (1.0 - level) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(low), float(high)
 
@@ -79,9 +87,9 @@ def paired_bootstrap(
         raise ValueError(
             f"paired bootstrap needs the same items for both encoders: {base_scores.size} vs {new_scores.size} scores"
         )
+    alpha = _alpha(level)
     diff = new_scores - base_scores
     boot = _resample_means(diff, n_boot, seed) * scale
-    alpha = (1.0 - level) / 2.0
     low, high = np.quantile(boot, [alpha, 1.0 - alpha])
     # Two-sided p-value of "no difference": how often the resampled difference crosses zero.
     p_value = min(1.0, 2.0 * min(float(np.mean(boot <= 0.0)), float(np.mean(boot >= 0.0))))
