@@ -15,13 +15,17 @@ import torch
 
 from benchmarks import run
 from encoders import save_encoder_checkpoint
+from probes.linear import LinearProbeConfig
 
 DEMO_ARCH = "vit_small_patch16_224"
 DEMO_OPTIONS = {"img_size": 64, "patch_size": 8, "embed_dim": 96, "depth": 4, "num_heads": 3}
 DEMO_DATA = "shapes:n=800:seed=0"
+_GRID = LinearProbeConfig()
 NOTE = (
     "Demo-sized: shapes world with 800 train / 200 val images at 224 px, a 4-block ViT (embed 96, 64 px input, "
-    "patch 8), linear grid of 32 heads for 10 epochs, all blocks probed. STAND-IN lineage: sft and pivot are "
+    f"patch 8), linear grid of {len(_GRID.lrs) * len(_GRID.weight_decays)} heads "
+    f"({len(_GRID.lrs)} learning rates x {len(_GRID.weight_decays)} weight decays) for {_GRID.epochs} epochs "
+    f"(at least {_GRID.min_steps} steps), all blocks probed. STAND-IN lineage: sft and pivot are "
     "seeded perturbations of a randomly initialised original, not trained checkpoints (train/ is not built yet)."
 )
 

@@ -38,6 +38,33 @@ def package_version() -> str:
         return "0+unknown"
 
 
+# Packages whose versions can change a number; recorded in every run's config.json.
+PROVENANCE_PACKAGES = (
+    "torch", "torchvision", "timm", "transformers", "open_clip_torch", "safetensors", "numpy",
+    "scikit-learn", "pillow", "mmsegmentation", "captum", "lmms_eval",
+)
+
+
+def environment() -> dict[str, Any]:
+    """Python, installed versions of ``PROVENANCE_PACKAGES`` and the hardware that computed the numbers."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    versions = {"python": platform.python_version(), "vision-encoder-eval": package_version()}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    versions["torch"] = torch.__version__  # with the build tag (+cu130, +cpu) that metadata drops
+    hardware = {"cpu": platform.processor() or platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        hardware["cuda"] = torch.cuda.get_device_name()
+    return {"versions": versions, "hardware": hardware}
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

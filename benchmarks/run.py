@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.features import PRECISIONS, ExtractionConfig
-from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED, ResultRow, append_rows, package_version, write_csv
+from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED, ResultRow, append_rows, environment, package_version, write_csv
 from benchmarks.suites import ALL_SUITES, PLANNED, SUITES, RunContext
 from benchmarks.suites.base import LoadedEncoder
 from encoders import CheckpointError, EncoderSpec, ManifestError, load_encoder, load_manifest
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         timings[f"load {encoder.name}"] = round(time.perf_counter() - started, 3)
         log(f"loaded {encoder.name}: {encoder.family}:{encoder.arch}, {encoder.num_parameters():,} parameters, hash {encoder.weights_hash[:12]}, layout {encoder.remap.summary()}")
         loaded.append(LoadedEncoder(spec, encoder))
-    config_dict = {**asdict(config), "config_hash": config_hash, "encoders": [{**asdict(l.spec), **l.encoder.describe(), "role": l.spec.role, "base": l.spec.base} for l in loaded] + [e for e in config.encoders if e["name"] not in {l.name for l in loaded}]}
+    config_dict = {**asdict(config), **environment(), "config_hash": config_hash, "encoders": [{**asdict(l.spec), **l.encoder.describe(), "role": l.spec.role, "base": l.spec.base} for l in loaded] + [e for e in config.encoders if e["name"] not in {l.name for l in loaded}]}
     if rank == 0:
         (out / "config.json").write_text(json.dumps(config_dict, indent=2, sort_keys=True))
     context = RunContext(

@@ -74,6 +74,19 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix, value if isinstance(value, str) else json.dumps(value, default=str))]
 
 
+def _details_summary(config: dict[str, Any]) -> str:
+    """One line for the collapsed settings cell: layout, parameters, input resolution."""
+    parts = []
+    if config.get("remap_summary"):
+        parts.append(f"layout: {config['remap_summary']}")
+    if isinstance(config.get("parameters"), int):
+        parts.append(f"{config['parameters']:,} parameters")
+    preprocess = config.get("preprocess")
+    if isinstance(preprocess, dict) and preprocess.get("resolution"):
+        parts.append(f"{preprocess['resolution']} px")
+    return "; ".join(parts) or "settings"
+
+
 def _encoder_view(info: EncoderInfo, data: ReportData) -> dict[str, Any]:
     config = dict(info.config)
     family = str(config.pop("family", "") or "")
@@ -99,26 +112,28 @@ def _encoder_view(info: EncoderInfo, data: ReportData) -> dict[str, Any]:
         "arch": arch,
         "runs": info.runs,
         "details": _pretty(config) if config else "",
+        "details_summary": _details_summary(config),
     }
 
 
 def _versions(data: ReportData) -> list[dict[str, str]]:
-    rows: list[dict[str, str]] = []
-    suite_versions = sorted({item.row.version for item in data.rows if item.row.version})
-    for value in suite_versions:
-        rows.append({"name": "vision-encoder-eval", "version": value, "source": "result rows"})
+    """One row per (package, version), naming every source that reported it: result rows, each run's
+    config.json, and the report builder itself."""
+    sources: dict[tuple[str, str], list[str]] = {}
+    for value in sorted({item.row.version for item in data.rows if item.row.version}):
+        sources.setdefault(("vision-encoder-eval", value), []).append("result rows")
     for run in data.runs:
         for key in ("versions", "package_versions", "packages"):
             found = run.config.get(key)
             if isinstance(found, dict):
                 for name, value in found.items():
-                    rows.append({"name": str(name), "version": str(value), "source": f"{run.label} config.json"})
+                    sources.setdefault((str(name), str(value)), []).append(f"{run.label} config.json")
     for name in REPORT_PACKAGES:
         try:
-            rows.append({"name": name, "version": version(name), "source": "report builder"})
+            sources.setdefault((name, version(name)), []).append("report builder")
         except PackageNotFoundError:
             pass
-    return rows
+    return [{"name": name, "version": value, "source": ", ".join(where)} for (name, value), where in sources.items()]
 
 
 def _run_view(run: RunData) -> dict[str, Any]:
@@ -127,6 +142,7 @@ def _run_view(run: RunData) -> dict[str, Any]:
         counts["ok" if is_ok(row) else (STATUS_SKIPPED if row.status == STATUS_SKIPPED else STATUS_FAILED)] += 1
     timings = run.config.get("timings")
     note = run.config.get("note")
+    hardware = run.config.get("hardware")
     return {
         "label": run.label,
         "path": str(run.path.resolve()),
@@ -134,6 +150,7 @@ def _run_view(run: RunData) -> dict[str, Any]:
         "note": note if isinstance(note, str) else (_pretty(note) if note else ""),
         "timings": _flatten(timings) if isinstance(timings, dict) else ([("timings", str(timings))] if timings else []),
         "config_json": _pretty(run.config) if run.config else "",
+        "hardware": ", ".join(f"{key} {value}" for key, value in hardware.items()) if isinstance(hardware, dict) else "",
         "config_error": run.config_error,
     }
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from reports.load import Lineage, LoadedRow, is_ok, role_rank, row_layer
 
@@ -56,7 +57,9 @@ def _png(figure: Figure) -> str:
 
 
 def _grid(count: int, width: float, height: float) -> tuple[Figure, list]:
-    cols = min(3, count)
+    """Panels of ``width`` x ``height`` inches, at most 3 a row and at most about 14 inches wide (a
+    wider figure is shrunk to the page and its labels become unreadable)."""
+    cols = max(1, min(3, count, int(14 // width)))
     rows = math.ceil(count / cols)
     figure = Figure(figsize=(width * cols, height * rows))
     axes = [figure.add_subplot(rows, cols, index + 1) for index in range(count)]
@@ -91,31 +94,33 @@ def _bar_panel(ax, groups: list[str], cells: dict[tuple[str, str], LoadedRow], e
 
 
 def _bars_by_metric(items: list[LoadedRow], lineage: Lineage, colours, group_of) -> Figure | None:
-    metrics: dict[str, dict[tuple[str, str], LoadedRow]] = {}
-    groups: dict[str, list[str]] = {}
+    """One panel per (metric, dataset), one bar group per ``group_of(row)``, one bar per encoder."""
+    metrics: dict[tuple[str, str], dict[tuple[str, str], LoadedRow]] = {}
+    groups: dict[tuple[str, str], list[str]] = {}
     for item in items:
-        group = group_of(item)
-        metrics.setdefault(item.row.metric, {})[(group, item.row.encoder)] = item
-        if group not in groups.setdefault(item.row.metric, []):
-            groups[item.row.metric].append(group)
+        group, panel = group_of(item), (item.row.metric, item.row.dataset)
+        metrics.setdefault(panel, {})[(group, item.row.encoder)] = item
+        if group not in groups.setdefault(panel, []):
+            groups[panel].append(group)
     if not metrics:
         return None
     names = [info.name for info in lineage.encoders]
     shown = list(metrics)[:MAX_PANELS]
-    widest = max(len(groups[metric]) for metric in shown)
+    widest = max(len(groups[panel]) for panel in shown)
     figure, axes = _grid(len(shown), max(3.5, min(9.0, 0.5 * widest * max(1, len(names)) + 1.5)), 3.2)
-    for ax, metric in zip(axes, shown):
-        _bar_panel(ax, groups[metric], metrics[metric], names, colours)
-        higher = next(iter(metrics[metric].values())).row.higher_is_better
-        ax.set_title(f"{metric} ({'higher' if higher else 'lower'} is better)", fontsize=9)
+    for ax, panel in zip(axes, shown):
+        _bar_panel(ax, groups[panel], metrics[panel], names, colours)
+        higher = next(iter(metrics[panel].values())).row.higher_is_better
+        metric, dataset = panel
+        ax.set_title(f"{metric} ({'higher' if higher else 'lower'} is better)" + (f"\n{dataset}" if dataset else ""), fontsize=9)
     handles, labels = axes[0].get_legend_handles_labels()
     for ax in axes[1:]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             if label not in labels:
                 handles.append(handle)
                 labels.append(label)
-    figure.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), fontsize=8, bbox_to_anchor=(0.5, 1.02))
-    figure.tight_layout(rect=(0, 0, 1, 0.93))
+    figure.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), fontsize=8, bbox_to_anchor=(0.5, 1.0))
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.4 / figure.get_figheight()))  # 0.4 inch for the legend
     return figure
 
 
@@ -152,7 +157,9 @@ def _layer_figure(items: list[LoadedRow], lineage: Lineage, colours) -> Figure |
             if all(i.row.ci_low is not None and i.row.ci_high is not None for i in lines):
                 ax.fill_between(xs, [i.row.ci_low for i in lines], [i.row.ci_high for i in lines],
                                 color=colours[info.name], alpha=0.15, linewidth=0)
-        if not numeric:
+        if numeric:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        else:
             ax.set_xticks(range(len(layers)))
             ax.set_xticklabels(layers, fontsize=8)
         task, dataset, metric = key[:3]
@@ -166,9 +173,9 @@ def _layer_figure(items: list[LoadedRow], lineage: Lineage, colours) -> Figure |
 
 
 def _group(item: LoadedRow) -> str:
-    """x-axis label of a bar group: task, dataset when it differs, pooling when the row has one."""
+    """x-axis label of a bar group (the panel names the dataset): task, pooling when the row has one."""
     row = item.row
-    parts = [row.task] + ([row.dataset] if row.dataset not in ("", row.task) else [])
+    parts = [row.task]
     if row.extra.get("pooling") not in (None, ""):
         parts.append(f"pool={row.extra['pooling']}")
     return "\n".join(parts)
@@ -183,7 +190,8 @@ def _vqa_group(item: LoadedRow) -> str:
 
 def _suite_figures(suite: str, rows: list[LoadedRow], lineage: Lineage, colours) -> list[FigureImage]:
     images: list[FigureImage] = []
-    flat = [item for item in rows if row_layer(item.row) is None]
+    # Data-quality counts (task "data", e.g. unreadable images) are in the table, not worth a bar.
+    flat = [item for item in rows if row_layer(item.row) is None and item.row.task != "data"]
     layered = [item for item in rows if row_layer(item.row) is not None]
     if suite.lower() == "vqa":
         figure = _bars_by_metric(flat, lineage, colours, _vqa_group)

@@ -39,6 +39,8 @@ figcaption { font-size: .85rem; color: #444; }
 .gallery img { width: 100%; image-rendering: auto; }
 pre { background: #f7f7f9; border: 1px solid #e1e1e8; padding: .6rem; overflow-x: auto; font-size: .8rem; max-height: 32rem; }
 code { font-size: .85em; }
+table.encoders code { word-break: break-all; }
+table.encoders td:first-child { white-space: nowrap; }
 nav ul { columns: 2; }
 details { margin: .5rem 0; }
 summary { cursor: pointer; font-weight: 600; }
@@ -138,7 +140,7 @@ Paired tests run: {{ lin.tests.paired }}.</p>
 <td>{% for c in enc.checkpoints %}<code>{{ c }}</code><br>{% endfor %}</td>
 <td>{{ enc.family }}{% if enc.family and enc.arch %} / {% endif %}{{ enc.arch }}</td>
 <td>{% for r in enc.runs %}<code>{{ r }}</code><br>{% endfor %}</td>
-<td>{% if enc.details %}<pre>{{ enc.details }}</pre>{% endif %}</td></tr>
+<td>{% if enc.details %}<details><summary>{{ enc.details_summary }}</summary><pre>{{ enc.details }}</pre></details>{% endif %}</td></tr>
 {% endfor %}
 </tbody>
 </table>
@@ -151,6 +153,7 @@ Paired tests run: {{ lin.tests.paired }}.</p>
 {% for run in runs %}
 <h3>Run <code>{{ run.label }}</code></h3>
 <p class="meta">Directory: <code>{{ run.path }}</code>; rows: {{ run.counts.ok }} ok, {{ run.counts.skipped }} skipped, {{ run.counts.failed }} failed.</p>
+{% if run.hardware %}<p class="meta">Computed on: {{ run.hardware }}</p>{% endif %}
 {% if run.config_error %}<p class="warn">{{ run.config_error }}</p>{% endif %}
 {% if run.timings %}
 <table class="timings"><thead><tr><th>Timing</th><th>Value</th></tr></thead><tbody>

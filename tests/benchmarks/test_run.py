@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from benchmarks import run
 from benchmarks.results import read_frame
@@ -26,6 +27,7 @@ def test_run_writes_rows_and_skips_unbuilt_suites(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["data"] == DATA and {e["name"] for e in config["encoders"]} == {"orig", "cand"}
     assert all(len(e["weights_hash"]) == 64 for e in config["encoders"])
+    assert config["versions"]["torch"] == torch.__version__ and config["hardware"]["cpu_capability"]
     ok = frame[frame.status == "ok"]
     assert set(ok.suite) == {"cls"}
     assert {"linear", "knn10", "knn20", "prototype"} <= set(ok.task)
