@@ -188,7 +188,8 @@ def test_workflow_runs_the_gate():
     assert "pull_request" in triggers and "checkpoint" in triggers["workflow_dispatch"]["inputs"]
     steps = workflow["jobs"]["regression"]["steps"]
     runs = [step.get("run", "") for step in steps]
-    assert any("benchmarks.check" in run for run in runs)
-    assert runs.index(next(r for r in runs if "benchmarks.run" in r)) < runs.index(next(r for r in runs if "benchmarks.check" in r))
+    assert any("-m benchmarks.check" in run for run in runs)
+    assert runs.index(next(r for r in runs if "-m benchmarks.run" in r)) < runs.index(next(r for r in runs if "-m benchmarks.check" in r))
+    assert "CI_CHECKPOINT" in workflow["jobs"]["regression"]["if"], "pull requests are gated only once a checkpoint is configured"
     upload = next(step for step in steps if "upload-artifact" in step.get("uses", ""))
     assert "report.html" in upload["with"]["path"] and upload["if"]
