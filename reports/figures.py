@@ -93,7 +93,12 @@ def _bar_panel(ax, groups: list[str], cells: dict[tuple[str, str], LoadedRow], e
     ax.grid(axis="y", alpha=0.3)
 
 
-def _bars_by_metric(items: list[LoadedRow], lineage: Lineage, colours, group_of) -> Figure | None:
+def _chunks(keys: list) -> list[list]:
+    """Panels in figures of at most MAX_PANELS each: every panel is drawn, none dropped."""
+    return [keys[start : start + MAX_PANELS] for start in range(0, len(keys), MAX_PANELS)]
+
+
+def _bars_by_metric(items: list[LoadedRow], lineage: Lineage, colours, group_of) -> list[Figure]:
     """One panel per (metric, dataset), one bar group per ``group_of(row)``, one bar per encoder."""
     metrics: dict[tuple[str, str], dict[tuple[str, str], LoadedRow]] = {}
     groups: dict[tuple[str, str], list[str]] = {}
@@ -102,10 +107,11 @@ def _bars_by_metric(items: list[LoadedRow], lineage: Lineage, colours, group_of)
         metrics.setdefault(panel, {})[(group, item.row.encoder)] = item
         if group not in groups.setdefault(panel, []):
             groups[panel].append(group)
-    if not metrics:
-        return None
     names = [info.name for info in lineage.encoders]
-    shown = list(metrics)[:MAX_PANELS]
+    return [_bar_figure(shown, metrics, groups, names, colours) for shown in _chunks(list(metrics))]
+
+
+def _bar_figure(shown: list, metrics: dict, groups: dict, names: list[str], colours) -> Figure:
     widest = max(len(groups[panel]) for panel in shown)
     figure, axes = _grid(len(shown), max(3.5, min(9.0, 0.5 * widest * max(1, len(names)) + 1.5)), 3.2)
     for ax, panel in zip(axes, shown):
@@ -131,16 +137,17 @@ def _layer_key(layer) -> tuple:
         return (1, 0.0, str(layer))
 
 
-def _layer_figure(items: list[LoadedRow], lineage: Lineage, colours) -> Figure | None:
+def _layer_figures(items: list[LoadedRow], lineage: Lineage, colours) -> list[Figure]:
     panels: dict[tuple[str, ...], dict[str, list[LoadedRow]]] = {}
     for item in items:
         row = item.row
         # One panel per pooling too: lines must join values of one feature across layers.
         key = (row.task, row.dataset, row.metric) + ((f"pooling={row.extra['pooling']}",) if row.extra.get("pooling") else ())
         panels.setdefault(key, {}).setdefault(row.encoder, []).append(item)
-    if not panels:
-        return None
-    shown = list(panels)[:MAX_PANELS]
+    return [_layer_figure(shown, panels, lineage, colours) for shown in _chunks(list(panels))]
+
+
+def _layer_figure(shown: list, panels: dict, lineage: Lineage, colours) -> Figure:
     figure, axes = _grid(len(shown), 4.2, 3.0)
     for ax, key in zip(axes, shown):
         layers = sorted({str(row_layer(item.row)) for lines in panels[key].values() for item in lines},
@@ -194,21 +201,19 @@ def _suite_figures(suite: str, rows: list[LoadedRow], lineage: Lineage, colours)
     flat = [item for item in rows if row_layer(item.row) is None and item.row.task != "data"]
     layered = [item for item in rows if row_layer(item.row) is not None]
     if suite.lower() == "vqa":
-        figure = _bars_by_metric(flat, lineage, colours, _vqa_group)
+        figures = _bars_by_metric(flat, lineage, colours, _vqa_group)
         title, caption = "VQA", "One bar group per VQA category or benchmark; error bars are 95% CIs where defined."
     else:
-        figure = _bars_by_metric(flat, lineage, colours, _group)
-        title, caption = suite, "Grouped bars per metric; error bars are 95% CIs where defined."
-    if figure is not None:
-        images.append(FigureImage(title, caption, _png(figure)))
+        figures = _bars_by_metric(flat, lineage, colours, _group)
+        title, caption = suite, "Grouped bars per metric and dataset; error bars are 95% CIs where defined."
+    images.extend(FigureImage(title, caption, _png(figure)) for figure in figures)
     if layered:
         cka = [item for item in layered if suite.lower() == "align" and "cka" in item.row.metric.lower()]
         cka_ids = {id(item) for item in cka}
         rest = [item for item in layered if id(item) not in cka_ids]
         for subset, name in ((cka, f"{suite}: CKA vs layer"), (rest, f"{suite}: metric vs layer")):
-            figure = _layer_figure(subset, lineage, colours)
-            if figure is not None:
-                images.append(FigureImage(name, "One line per encoder; band = 95% CI where defined.", _png(figure)))
+            images.extend(FigureImage(name, "One line per encoder; band = 95% CI where defined.", _png(figure))
+                          for figure in _layer_figures(subset, lineage, colours))
     return images
 
 
