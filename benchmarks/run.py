@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="", help="run directory (default runs/<timestamp>)")
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="feature store (shared across runs; env VEE_CACHE)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32; bf16 (autocast) and bf16-weights on GPUs or AMX/AVX-512-BF16 CPUs; int8-dynamic on other CPUs (part of the cache key)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32; bf16 (autocast) and bf16-weights on GPUs or AMX/AVX-512-BF16 CPUs; int8-dynamic, an opt-in for trained encoders on other CPUs (see benchmarks/perf/README.md); part of the cache key")
     parser.add_argument("--compile", action="store_true", help="torch.compile the feature call (same numbers, faster on large splits; about a minute to compile)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
