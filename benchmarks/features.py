@@ -257,13 +257,14 @@ def extract_features(
                     _extract_shards(encoder, split, entry, shards, todo, resolved, names, config, log)
                 if world == 1:
                     _finish(entry, shards, names, len(split))
-        if world > 1:
-            torch.distributed.barrier()
-            if rank == 0:
-                with FileLock(str(entry / ".lock-finish")):
-                    if not done.exists():
-                        _finish(entry, shards, names, len(split))
-            torch.distributed.barrier()
+    if world > 1:
+        # Every rank meets at both barriers whatever it found, so ranks can never wait on each other forever.
+        torch.distributed.barrier()
+        if rank == 0:
+            with FileLock(str(entry / ".lock-finish")):
+                if not done.exists():
+                    _finish(entry, shards, names, len(split))
+        torch.distributed.barrier()
     features = _open(entry, key, names, meta)
     _validate(features, encoder, split, config)
     return features
