@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,10 +49,14 @@ def test_truncated_file(tmp_path, good_checkpoint, suffix):
 
 
 def test_garbage_file(tmp_path):
+    # Many seeded garbage files: random bytes make the unpickler fail in many different ways
+    # (IndexError, KeyError, struct.error ...), and each must become a CheckpointError naming the file.
     path = tmp_path / "junk.pth"
-    path.write_bytes(os.urandom(256))
-    with pytest.raises(CheckpointError, match="junk.pth"):
-        _load(path)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        path.write_bytes(rng.integers(0, 256, size=int(rng.integers(1, 512)), dtype=np.uint8).tobytes())
+        with pytest.raises(CheckpointError, match="junk.pth"):
+            _load(path)
 
 
 class _Exploit:
