@@ -165,7 +165,7 @@ _PREPARED: weakref.WeakKeyDictionary[Encoder, dict[tuple, tuple]] = weakref.Weak
 
 def _feature_fn(encoder: Encoder, layers: Sequence[int], config: ExtractionConfig) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """``images -> {feature name: (B, D) tensor}`` for ``config.precision`` and ``config.compile``."""
-    cache_key = (encoder.weights_hash, config.precision, config.compile, tuple(layers), config.device)
+    cache_key = (config.precision, config.compile, tuple(layers), config.device)
     prepared = _PREPARED.setdefault(encoder, {})
     if cache_key not in prepared:
         copied, input_dtype = None, torch.float32

@@ -207,13 +207,12 @@ def _suite_figures(suite: str, rows: list[LoadedRow], lineage: Lineage, colours)
         figures = _bars_by_metric(flat, lineage, colours, _group)
         title, caption = suite, "Grouped bars per metric and dataset; error bars are 95% CIs where defined."
     images.extend(FigureImage(title, caption, _png(figure)) for figure in figures)
-    if layered:
-        cka = [item for item in layered if suite.lower() == "align" and "cka" in item.row.metric.lower()]
-        cka_ids = {id(item) for item in cka}
-        rest = [item for item in layered if id(item) not in cka_ids]
-        for subset, name in ((cka, f"{suite}: CKA vs layer"), (rest, f"{suite}: metric vs layer")):
-            images.extend(FigureImage(name, "One line per encoder; band = 95% CI where defined.", _png(figure))
-                          for figure in _layer_figures(subset, lineage, colours))
+    cka = [item for item in layered if suite.lower() == "align" and "cka" in item.row.metric.lower()]
+    cka_ids = {id(item) for item in cka}
+    rest = [item for item in layered if id(item) not in cka_ids]
+    for subset, name in ((cka, f"{suite}: CKA vs layer"), (rest, f"{suite}: metric vs layer")):
+        images.extend(FigureImage(name, "One line per encoder; band = 95% CI where defined.", _png(figure))
+                      for figure in _layer_figures(subset, lineage, colours))
     return images
 
 
