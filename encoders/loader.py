@@ -28,7 +28,9 @@ SHOWN_KEYS = 5
 class EncoderSpec:
     """What to load: ``checkpoint`` path, ``family`` + ``arch`` (optional when the checkpoint embeds its
     spec or is an HF directory), architecture ``options`` (e.g. ``img_size``), and lineage metadata:
-    ``role`` (original, sft, pivot or any word) and ``base`` (name of the original it derives from)."""
+    ``role`` (original, sft, pivot or any word) and ``base`` (name of the original it derives from).
+    ``mllm`` is the directory of an MLLM built around this encoder (``train.mllm.load_mllm`` reads it;
+    used by the grad/align/vqa suites) and ``vqa_results`` an lmms-eval results file or folder to ingest."""
 
     checkpoint: str
     name: str = ""
@@ -38,6 +40,8 @@ class EncoderSpec:
     role: str = ""
     base: str = ""
     allow_partial: bool = False
+    mllm: str = ""
+    vqa_results: str = ""
 
     def display_name(self) -> str:
         return self.name or Path(self.checkpoint).stem

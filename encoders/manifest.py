@@ -12,6 +12,8 @@ name = "siglip2-b16-pivot"
 checkpoint = "ckpts/pivot.pt"
 role = "pivot"
 base = "siglip2-b16"
+mllm = "mllm/pivot"                 # optional: MLLM directory (train.mllm.load_mllm) for grad/align/vqa
+vqa_results = "lmms/pivot"          # optional: lmms-eval results file or folder to ingest
 ```
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from .loader import EncoderSpec
 
-ALLOWED_FIELDS = {"name", "family", "arch", "checkpoint", "role", "base", "options", "allow_partial"}
+ALLOWED_FIELDS = {"name", "family", "arch", "checkpoint", "role", "base", "options", "allow_partial", "mllm", "vqa_results"}
 
 
 class ManifestError(ValueError):
@@ -55,6 +57,14 @@ def load_manifest(path: str | os.PathLike) -> list[EncoderSpec]:
             checkpoint = path.parent / checkpoint
         if not checkpoint.exists():
             raise ManifestError(f"{where} ({entry['name']!r}): checkpoint {checkpoint} does not exist; fix the path (relative paths are taken from the manifest's folder)")
+        linked = {}
+        for field_name in ("mllm", "vqa_results"):
+            if entry.get(field_name):
+                target = Path(entry[field_name])
+                target = target if target.is_absolute() else path.parent / target
+                if not target.exists():
+                    raise ManifestError(f"{where} ({entry['name']!r}): {field_name} {target} does not exist; fix the path (relative paths are taken from the manifest's folder)")
+                linked[field_name] = str(target)
         specs.append(EncoderSpec(
             checkpoint=str(checkpoint),
             name=entry["name"],
@@ -64,6 +74,7 @@ def load_manifest(path: str | os.PathLike) -> list[EncoderSpec]:
             role=entry.get("role", ""),
             base=entry.get("base", ""),
             allow_partial=bool(entry.get("allow_partial", False)),
+            **linked,
         ))
     names = [spec.name for spec in specs]
     duplicates = sorted({name for name in names if names.count(name) > 1})
