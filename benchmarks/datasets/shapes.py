@@ -366,7 +366,7 @@ class ShapesSplit(ImageSplit):
         main, others = objects[-1], objects[:-1]
         text = f"a large {main.colour} {main.shape_name}"
         if others:
-            parts = [f"a {obj.colour} {obj.shape_name}" for obj in others]
+            parts = [f"{'an' if obj.colour[0] in 'aeiou' else 'a'} {obj.colour} {obj.shape_name}" for obj in others]
             text += " with " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
         return text
 
