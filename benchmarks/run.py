@@ -29,7 +29,8 @@ from benchmarks.features import PRECISIONS, ExtractionConfig
 from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED, ResultRow, append_rows, environment, package_version, write_csv
 from benchmarks.suites import ALL_SUITES, PLANNED, SUITES, RunContext
 from benchmarks.suites.base import LoadedEncoder
-from encoders import CheckpointError, EncoderSpec, ManifestError, load_encoder, load_manifest
+from benchmarks.loading import FEATURE_SOURCES, load_run_encoder
+from encoders import CheckpointError, EncoderSpec, ManifestError, load_manifest
 
 DEFAULT_DATA = "shapes:n=2000:seed=0"
 DEFAULT_CACHE = Path(os.environ.get("VEE_CACHE", Path.home() / ".cache" / "vision-encoder-eval" / "features"))
@@ -53,6 +54,7 @@ class RunConfig:
     layers: str = ""
     linear_epochs: int = 10
     sklearn: bool = False
+    features: str = "encoder"
     note: str = ""
     report: bool = True
     version: str = field(default_factory=package_version)
@@ -107,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoders", help="lineage manifest (TOML) naming encoders, roles and bases")
     parser.add_argument("--arch", default="", help="architecture for --encoder files that do not embed one, e.g. vit_base_patch16_siglip_224, open_clip:ViT-B-32")
     parser.add_argument("--allow-partial", action="store_true", help="load checkpoints with missing/unexpected keys (recorded in every row)")
+    parser.add_argument("--features", default="encoder", choices=FEATURE_SOURCES, help="encoder: the vision tower (default); projector: an MLLM's encoder + projector outputs (--encoder an MLLM directory, or manifest entries with mllm = ...)")
     parser.add_argument("--suite", default="all", help=f"all or a comma list of {', '.join(ALL_SUITES)}")
     parser.add_argument("--data", default=DEFAULT_DATA, help="dataset spec: shapes:n=2000:seed=0, digits, imagenet:root=DIR, ade20k:root=DIR")
     parser.add_argument("--out", default="", help="run directory (default runs/<timestamp>)")
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     config = RunConfig(
         encoders=[asdict(spec) for spec in specs], suites=suites, data=args.data, out=str(out), cache_dir=args.cache_dir,
         device=args.device, precision=args.precision, compile=args.compile, seed=args.seed, batch_size=args.batch_size, workers=args.workers,
-        layers=args.layers, linear_epochs=args.linear_epochs, sklearn=args.sklearn, note=args.note, report=not args.no_report,
+        layers=args.layers, linear_epochs=args.linear_epochs, sklearn=args.sklearn, features=args.features, note=args.note, report=not args.no_report,
     )
     config_hash = config.config_hash()
     torch.manual_seed(args.seed)
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in specs:
         started = time.perf_counter()
         try:
-            encoder = load_encoder(spec, device=args.device)
+            spec, encoder = load_run_encoder(spec, args.features, device=args.device)
         except CheckpointError as err:
             log(f"FAILED to load {spec.display_name()}: {err}")
             record(_failed_rows(spec, suites, args.data, f"checkpoint: {err}", config_hash, args.seed))
