@@ -245,6 +245,7 @@ def extract_features(
     shards = _shard_ranges(len(split), config.shard_size)
     rank, world = _rank_world()
     done = entry / "done.json"
+    cache_hit = done.exists()
     if not done.exists():
         # One writer per entry and rank: a second run on the same cache waits instead of corrupting it,
         # then finds the entry done (or resumes it, if the first run was killed).
@@ -265,6 +266,9 @@ def extract_features(
                     _finish(entry, shards, names, len(split))
         torch.distributed.barrier()
     features = _open(entry, key, names, meta)
+    features.meta["cache_hit"] = cache_hit  # served whole from the store, nothing extracted
+    if cache_hit:
+        log(f"features of {encoder.name} on {split.spec}/{split.split}: cache hit ({entry})")
     _validate(features, encoder, split, config, log)
     return features
 
@@ -365,7 +369,7 @@ def _open(entry: Path, key: str, names: list[str], meta: dict) -> FeatureSet:
     def load(name: str) -> np.ndarray:
         return np.load(entry / f"{name}.npy", mmap_mode="r")
 
-    return FeatureSet(key, {name: load(name) for name in names}, load("labels"), load("valid").astype(bool), meta)
+    return FeatureSet(key, {name: load(name) for name in names}, load("labels"), load("valid").astype(bool), dict(meta))
 
 
 def unreadable_items(features: FeatureSet, split: ImageSplit, limit: int = 20) -> str:

@@ -158,7 +158,7 @@ def _run_view(run: RunData) -> dict[str, Any]:
 
 def _selected_text(selected: dict[str, Any]) -> str:
     """``lr=0.01, weight_decay=1e-4, epochs=30``: the hyperparameters a probe chose, for the table."""
-    return ", ".join(f"{key}={_num(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value}" for key, value in selected.items())
+    return ", ".join(f"{key}={_num(value) if isinstance(value, float) else value}" for key, value in selected.items())
 
 
 def _cache_hits(run: RunData) -> str:
@@ -258,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         path = build_report(args.run_dirs, args.out, title=args.title)
     except (FileNotFoundError, ValueError) as err:
         print(f"reports.build: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"reports.build: error: {err.filename or args.out}: {err.strerror or err}; pass -o a writable .html file path", file=sys.stderr)
         return 2
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
     return 0

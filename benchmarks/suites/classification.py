@@ -44,12 +44,12 @@ def estimate_sklearn(train_x, n_classes: int) -> str:
     return f"{len(DEFAULT_CS)} fits on {n} x {dim} features, {n_classes} classes; roughly {seconds:.0f} s to {10 * seconds:.0f} s"
 
 
-def _rows_for(context: RunContext, loaded: LoadedEncoder, result: ClassificationResult, task: str, feature: str, eval_split, n_classes: int) -> list[ResultRow]:
+def _rows_for(context: RunContext, loaded: LoadedEncoder, result: ClassificationResult, task: str, feature: str, eval_split, n_classes: int, cached: bool) -> list[ResultRow]:
     per_item = context.save_per_item(result.correct.astype("uint8"), loaded.name, "cls", task, feature)
     # JSON has no Inf (e.g. the equivalent C of weight decay 0): keep such values as text.
     selected = {key: value if not isinstance(value, float) or math.isfinite(value) else str(value) for key, value in result.selected.items()}
     extra = {"pooling": feature, "selected": selected, "n_tried": result.n_tried, "split": EVAL_SPLIT,
-             "n_classes": n_classes, "chance": 100.0 / n_classes, **layer_labels(context, loaded, feature)}
+             "n_classes": n_classes, "chance": 100.0 / n_classes, "features_cached": cached, **layer_labels(context, loaded, feature)}
     if "." in feature:  # an intermediate block: "L3.mean" -> layer 3 (rows of the last block carry no layer)
         layer, pooling = feature.split(".")
         extra.update(layer=int(layer[1:]), pooling=pooling)
@@ -76,6 +76,7 @@ def classification_suite(context: RunContext, encoders: list[LoadedEncoder]) -> 
         train = extract_features(loaded.encoder, train_split, context.cache_dir, layers=context.layers, config=context.extraction, log=context.log)
         evaluation = extract_features(loaded.encoder, eval_split, context.cache_dir, layers=context.layers, config=context.extraction, log=context.log)
         train_y, eval_y = train.valid_labels(), evaluation.valid_labels()
+        cached = bool(train.meta.get("cache_hit") and evaluation.meta.get("cache_hit"))
         for feature in train.arrays:
             train_x, eval_x = train.tensor(feature), evaluation.tensor(feature)
             results = {"linear": linear_probe(train_x, train_y, eval_x, eval_y, config=probe_config, device=context.extraction.device)}
@@ -88,7 +89,7 @@ def classification_suite(context: RunContext, encoders: list[LoadedEncoder]) -> 
                 results["logreg_sklearn"] = sklearn_logreg_probe(train_x, train_y, eval_x, eval_y, seed=context.seed, progress=context.extraction.progress)
                 context.log(f"sklearn LogisticRegression on {loaded.name} / {feature} took {time.perf_counter() - started:.1f} s")
             for task, result in results.items():
-                rows.extend(_rows_for(context, loaded, result, task, feature, eval_split, n_classes))
+                rows.extend(_rows_for(context, loaded, result, task, feature, eval_split, n_classes, cached))
         bad = train.bad_count + evaluation.bad_count
         rows.append(context.row(
             loaded, suite="cls", task="data", dataset=context.data, dataset_fingerprint=eval_split.fingerprint,
