@@ -219,9 +219,6 @@ def _run(args: argparse.Namespace, specs: list[EncoderSpec], suites: list[str], 
     )
     config_hash = config.config_hash()
     torch.manual_seed(args.seed)
-    results_path = out / "results.jsonl"
-    if rank == 0 and results_path.exists():
-        results_path.rename(out / f"results.{int(time.time())}.previous.jsonl")  # one results file per run; keep the old one
     timings: dict[str, float] = {}
     rows: list[ResultRow] = []
 
@@ -232,18 +229,23 @@ def _run(args: argparse.Namespace, specs: list[EncoderSpec], suites: list[str], 
             append_rows(out, new_rows)
 
     loaded: list[LoadedEncoder] = []
+    load_failures: list[ResultRow] = []
     for spec in specs:
         started = time.perf_counter()
         try:
             encoder = load_encoder(spec, device=args.device)
         except CheckpointError as err:
             log(f"FAILED to load {spec.display_name()}: {err}")
-            record(_failed_rows(spec, suites, args.data, f"checkpoint: {err}", config_hash, args.seed))
+            load_failures.extend(_failed_rows(spec, suites, args.data, f"checkpoint: {err}", config_hash, args.seed))
             continue
         timings[f"load {encoder.name}"] = round(time.perf_counter() - started, 3)
         log(f"loaded {encoder.name}: {encoder.family}:{encoder.arch}, {encoder.num_parameters():,} parameters, hash {encoder.weights_hash[:12]}, layout {encoder.remap.summary()}")
         loaded.append(LoadedEncoder(spec, encoder))
-    check_layers_in_range(layers, loaded)
+    check_layers_in_range(layers, loaded)  # a usage error: the earlier results stay where they are
+    results_path = out / "results.jsonl"
+    if rank == 0 and results_path.exists():
+        results_path.rename(out / f"results.{int(time.time())}.previous.jsonl")  # one results file per run; keep the old one
+    record(load_failures)
     config_dict = {**asdict(config), **environment(), "config_hash": config_hash, "encoders": [{**asdict(l.spec), **l.encoder.describe(), "role": l.spec.role, "base": l.spec.base} for l in loaded] + [e for e in config.encoders if e["name"] not in {l.name for l in loaded}]}
     if rank == 0:
         (out / "config.json").write_text(json.dumps(config_dict, indent=2, sort_keys=True))
