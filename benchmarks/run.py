@@ -172,7 +172,7 @@ def validate(args: argparse.Namespace) -> tuple[list[EncoderSpec], list[str], li
         from benchmarks.datasets.files import set_verify_content
 
         set_verify_content(True)
-    check_data(args.data)
+    check_data(args.data, ("train", "val") if "cls" in suites else ())
     return specs, suites, layers, out
 
 

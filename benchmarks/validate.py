@@ -73,8 +73,9 @@ def parse_suites(values: Sequence[str] | str | None, known: Sequence[str], defau
     return names
 
 
-def check_data(spec: str) -> None:
-    """``--data``: the spec parses, its required keys are present and a file dataset's root exists."""
+def check_data(spec: str, needed_splits: Sequence[str] = ()) -> None:
+    """``--data``: the spec parses, its required keys are present, a file dataset's root exists and it
+    has the splits the chosen suites read (``needed_splits``)."""
     from benchmarks.datasets.registry import available_splits
 
     try:
@@ -84,6 +85,9 @@ def check_data(spec: str) -> None:
         raise UsageError(f"--data {spec!r}: {message.splitlines()[0]}") from None
     if not splits:
         raise UsageError(f"--data {spec!r}: no split folders found; see the README's Datasets section for the layout")
+    missing = [name for name in needed_splits if name not in splits]
+    if missing:
+        raise UsageError(f"--data {spec!r}: no {'/'.join(missing)} split (found {', '.join(splits)}); the chosen suites evaluate train -> val, so add the missing split folder")
 
 
 def check_device(device: str) -> None:

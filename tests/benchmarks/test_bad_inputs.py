@@ -194,3 +194,13 @@ def test_repeated_suite_merges_and_layers_run(tmp_path):
     assert top5.ci_low.notna().all() and (top5.ci_low <= top5.value).all() and (top5.per_item != "").all()
     log = (out / "run.log").read_text()
     assert "loaded enc" in log
+
+
+def test_dataset_without_a_val_split_is_refused_for_cls(tmp_path, setup, capsys):
+    from tests.benchmarks.datasets.conftest import write_image
+
+    checkpoint, out = setup
+    root = tmp_path / "imagenet"
+    write_image(root / "train" / "n01" / "a.JPEG", fmt="JPEG")
+    status = _main(tmp_path, checkpoint, out, "--suite", "cls", data=f"imagenet:root={root}")
+    _assert_refused(capsys, out, status, "--data", "no val split", "add the missing split folder")
