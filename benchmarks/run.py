@@ -161,7 +161,7 @@ def validate(args: argparse.Namespace) -> tuple[list[EncoderSpec], list[str], li
     check_encoder_paths(args.encoder or [])
     check_arch(args.arch)
     specs = _specs_or_exit(args)
-    suites = parse_suites(args.suite, ALL_SUITES)
+    suites = parse_suites(args.suite, ALL_SUITES, extra=list(SUITES.names()))
     layers = parse_layers(args.layers)
     check_numbers(args.batch_size, args.workers, args.linear_epochs)
     check_device(args.device)

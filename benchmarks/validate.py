@@ -53,8 +53,9 @@ def parse_layers(text: str) -> list[int] | str | None:
     return layers
 
 
-def parse_suites(values: Sequence[str] | str | None, known: Sequence[str], default: str = "all") -> list[str]:
-    """Repeated and comma-separated ``--suite`` values merged in order (duplicates dropped); ``all`` expands."""
+def parse_suites(values: Sequence[str] | str | None, known: Sequence[str], extra: Sequence[str] = (), default: str = "all") -> list[str]:
+    """Repeated and comma-separated ``--suite`` values merged in order (duplicates dropped); ``all``
+    expands to ``known``; ``extra`` names further registered suites that may be asked for by name."""
     if values is None or (not isinstance(values, str) and not values):
         values = [default]
     if isinstance(values, str):
@@ -67,7 +68,7 @@ def parse_suites(values: Sequence[str] | str | None, known: Sequence[str], defau
         for part in parts:
             expanded = list(known) if part == "all" else [part]
             names.extend(name for name in expanded if name not in names)
-    unknown = [name for name in names if name not in known]
+    unknown = [name for name in names if name not in known and name not in extra]
     if unknown:
         raise UsageError(f"--suite: unknown suite(s) {', '.join(unknown)}; choose all or a comma list of {', '.join(known)}")
     return names
