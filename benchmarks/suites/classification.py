@@ -12,7 +12,7 @@ import math
 import time
 
 from benchmarks.datasets import open_split
-from benchmarks.features import extract_features
+from benchmarks.features import extract_features, unreadable_items
 from benchmarks.results import ResultRow
 from probes.knn import knn_probe, prototype_probe
 from probes.linear import DEFAULT_CS, ClassificationResult, LinearProbeConfig, linear_probe, sklearn_logreg_probe
@@ -91,8 +91,10 @@ def classification_suite(context: RunContext, encoders: list[LoadedEncoder]) -> 
             for task, result in results.items():
                 rows.extend(_rows_for(context, loaded, result, task, feature, eval_split, n_classes, cached))
         bad = train.bad_count + evaluation.bad_count
+        named = {split.split: unreadable_items(features, split) for features, split in ((train, train_split), (evaluation, eval_split)) if features.bad_count}
         rows.append(context.row(
             loaded, suite="cls", task="data", dataset=context.data, dataset_fingerprint=eval_split.fingerprint,
             metric="unreadable_images", value=float(bad), higher_is_better=False, n=len(train.valid) + len(evaluation.valid),
+            extra={"unreadable": named} if named else {},
         ))
     return rows

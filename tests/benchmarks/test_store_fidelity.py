@@ -95,3 +95,25 @@ def test_verify_data_hashes_contents(imagenet_root):  # noqa: F811
         set_verify_content(False)
     assert verified != plain
     assert open_split(spec, "train").fingerprint == plain  # without --verify-data such a rewrite is invisible (documented)
+
+
+def test_unreadable_images_are_named_in_the_row_and_run_log(tmp_path):
+    from benchmarks import run
+    from benchmarks.results import read_frame
+    from tests.benchmarks.conftest import write_tiny_checkpoint
+    from tests.benchmarks.datasets.conftest import write_image as image
+
+    root = tmp_path / "imagenet"
+    for split, count in (("train", 40), ("val", 10)):
+        for label in ("n01", "n02"):
+            for k in range(count // 2):
+                image(root / split / label / f"{label}_{k}.JPEG", seed=k, fmt="JPEG")
+    (root / "train" / "n01" / "n01_3.JPEG").write_bytes(b"not a jpeg")
+    checkpoint = write_tiny_checkpoint(tmp_path / "enc.safetensors")
+    out = tmp_path / "run"
+    assert run.main(["--encoder", str(checkpoint), "--data", f"imagenet:root={root}", "--suite", "cls", "--out", str(out),
+                     "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--linear-epochs", "1", "--no-report"]) == 0
+    frame = read_frame(out)
+    row = frame[frame.metric == "unreadable_images"].iloc[0]
+    assert row.value == 1 and "n01/n01_3.JPEG" in row.extra["unreadable"]["train"]
+    assert "n01/n01_3.JPEG" in (out / "run.log").read_text()
