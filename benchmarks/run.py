@@ -41,6 +41,7 @@ from benchmarks.validate import (
     check_numbers,
     check_out,
     join_negative_values,
+    make_dir,
     parse_layers,
     parse_suites,
 )
@@ -163,7 +164,7 @@ def validate(args: argparse.Namespace) -> tuple[list[EncoderSpec], list[str], li
     specs = _specs_or_exit(args)
     suites = parse_suites(args.suite, ALL_SUITES, extra=list(SUITES.names()))
     layers = parse_layers(args.layers)
-    check_numbers(args.batch_size, args.workers, args.linear_epochs)
+    check_numbers(args.batch_size, args.workers, args.linear_epochs, args.seed)
     check_device(args.device)
     out = Path(args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
     check_out(out)
@@ -182,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         specs, suites, layers, out = validate(args)
         rank, world = _init_distributed(args.device)
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out, "--out")
+        make_dir(Path(args.cache_dir), "--cache-dir")
         lock = _out_lock(out) if rank == 0 else contextlib.nullcontext()
         with lock:
             return _run(args, specs, suites, layers, out, rank)

@@ -6,6 +6,7 @@ range) run right after loading, before any feature is computed.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -123,7 +124,19 @@ def check_cache_dir(cache: Path) -> None:
         raise UsageError(f"--cache-dir {cache}: is a file, not a directory; pass a directory (or set VEE_CACHE)")
 
 
-def check_numbers(batch_size: int, workers: int, linear_epochs: int) -> None:
+def make_dir(path: Path, flag: str) -> None:
+    """Create a directory the run writes to; UsageError naming the flag when that is not allowed."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot create it ({err.strerror or err}); pass a writable directory") from None
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"{flag} {path}: not writable; pass a writable directory")
+
+
+def check_numbers(batch_size: int, workers: int, linear_epochs: int, seed: int = 0) -> None:
+    if seed < 0:
+        raise UsageError(f"--seed {seed}: must be >= 0 (numpy's generators refuse negative seeds)")
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size}: must be >= 1")
     if workers < 0:

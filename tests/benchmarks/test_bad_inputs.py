@@ -204,3 +204,15 @@ def test_dataset_without_a_val_split_is_refused_for_cls(tmp_path, setup, capsys)
     write_image(root / "train" / "n01" / "a.JPEG", fmt="JPEG")
     status = _main(tmp_path, checkpoint, out, "--suite", "cls", data=f"imagenet:root={root}")
     _assert_refused(capsys, out, status, "--data", "no val split", "add the missing split folder")
+
+
+def test_negative_seed_is_refused(tmp_path, setup, capsys):
+    checkpoint, out = setup
+    _assert_refused(capsys, out, _main(tmp_path, checkpoint, out, "--seed", "-3"), "--seed", ">= 0")
+
+
+def test_cache_dir_below_a_file_is_refused(tmp_path, setup, capsys):
+    checkpoint, out = setup
+    (tmp_path / "plain").write_text("x")
+    _assert_refused(capsys, out, _main(tmp_path, checkpoint, out, "--cache-dir", str(tmp_path / "plain" / "cache")),
+                    "--cache-dir", "cannot create it", "writable directory")
