@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders import Encoder
+from probes.linear import _at_most_threads
 
 
 def point_sample(input: torch.Tensor, points: torch.Tensor, align_corners: bool = False, **kwargs) -> torch.Tensor:
@@ -84,6 +85,7 @@ def ensure_mmcv_ops() -> bool:
 
 ensure_mmcv_ops()
 
+from mmengine.config import ConfigDict  # noqa: E402
 from mmengine.model import BaseModule  # noqa: E402
 from mmseg.evaluation.metrics import IoUMetric  # noqa: E402
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead  # noqa: E402
@@ -146,6 +148,7 @@ class RecordingIoUMetric(IoUMetric):
         self.keep = set(keep)
         self.kept_areas: np.ndarray | None = None
         self.paths: list[str] = []
+        self.kept_paths: list[str] = []
         self.predictions: dict[str, np.ndarray] = {}
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
@@ -158,6 +161,7 @@ class RecordingIoUMetric(IoUMetric):
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         self.kept_areas = np.stack([torch.stack([torch.as_tensor(part) for part in r]).cpu().numpy() for r in results])
+        self.kept_paths, self.paths = self.paths, []
         return super().compute_metrics(results)
 
 
@@ -166,6 +170,14 @@ for _module in (FrozenEncoderBackbone, BNHead):
         MODELS.register_module(module=_module)
 if "RecordingIoUMetric" not in METRICS.module_dict:
     METRICS.register_module(module=RecordingIoUMetric)
+
+
+SINGLE_THREAD_MACS = 1 << 30  # multiply-adds per image below which CPU training runs on one thread
+
+
+def _patch_pixels(encoder: Encoder) -> tuple[int, int]:
+    size = getattr(getattr(encoder.model, "patch_embed", None), "patch_size", None) or (16, 16)
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 @dataclass
@@ -234,7 +246,7 @@ def build_segmentor(encoder: Encoder, num_classes: int, config: MMSegConfig) -> 
             input_transform="resize_concat" if config.blocks > 1 else None, channels=sum(in_channels), dropout_ratio=0.0, num_classes=num_classes,
             align_corners=False, loss_decode=dict(type="mmseg.CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
         ),
-        test_cfg=dict(mode="slide", crop_size=(crop, crop), stride=(max(1, 2 * crop // 3),) * 2),
+        test_cfg=ConfigDict(mode="slide", crop_size=(crop, crop), stride=(max(1, 2 * crop // 3),) * 2),
     ))
 
 
@@ -271,8 +283,8 @@ def run_mmseg_linear(encoder: Encoder, folder: SegFolder, work_dir: str | Path, 
                               sampler=dict(type="InfiniteSampler", shuffle=True), dataset=_dataset(folder, folder.train_sub, train_pipeline)),
         val_dataloader=dict(batch_size=1, num_workers=config.workers, persistent_workers=False,
                             sampler=dict(type="DefaultSampler", shuffle=False), dataset=_dataset(folder, folder.val_sub, test_pipeline)),
-        val_evaluator=dict(type=RecordingIoUMetric, iou_metrics=["mIoU"], keep=list(keep)),
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=config.iters, val_interval=config.iters + 1),
+        val_evaluator=dict(type=RecordingIoUMetric, iou_metrics=["mIoU"], keep=list(keep), prefix="mmseg"),
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=config.iters, val_begin=config.iters + 1, val_interval=config.iters + 1),
         val_cfg=dict(type="ValLoop"),
         optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.999))),
         param_scheduler=[
@@ -288,14 +300,19 @@ def run_mmseg_linear(encoder: Encoder, folder: SegFolder, work_dir: str | Path, 
         log_level="WARNING",
         cfg=dict(),
     )
-    runner.train()
-    metrics = runner.val()
+    # A small encoder's per-image work is tiny; on shared CPU cores OpenMP waits then dominate (as in
+    # probes.linear), so it runs on one thread.
+    tokens = encoder.preprocess.resolution ** 2 // max(1, int(np.prod(_patch_pixels(encoder))))
+    small = torch.device(device).type == "cpu" and encoder.num_parameters() * tokens < SINGLE_THREAD_MACS
+    with _at_most_threads(1 if small else torch.get_num_threads()):
+        runner.train()
+        metrics = runner.val()
     metric: RecordingIoUMetric = runner.val_evaluator.metrics[0]
     head_path = work_dir / "bn_head.pth"
     torch.save({k: v.detach().cpu() for k, v in model.decode_head.state_dict().items()}, head_path)  # tensors only
-    order = np.argsort([Path(p).name for p in metric.paths], kind="stable")
+    order = np.argsort([Path(p).name for p in metric.kept_paths], kind="stable")
     return MMSegResult(
-        metrics={k: float(metrics[k]) for k in ("mIoU", "mAcc", "aAcc")},
-        areas=metric.kept_areas[order], paths=[metric.paths[i] for i in order],
+        metrics={k: float(metrics[f"mmseg/{k}"]) for k in ("mIoU", "mAcc", "aAcc")},
+        areas=metric.kept_areas[order], paths=[metric.kept_paths[i] for i in order],
         predictions=dict(metric.predictions), head_checkpoint=str(head_path), warmup=warmup,
     )
