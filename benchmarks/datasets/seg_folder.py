@@ -46,8 +46,8 @@ def export_seg_folder(train: ImageSplit, val: ImageSplit, cache_dir: str | os.Pa
             stored = np.where(mask == IGNORE_INDEX, 0, mask.astype(np.int64) + 1)
             if stored.max() > 255:
                 raise ValueError(f"{split.spec}: class ids above 254 do not fit an 8-bit annotation")
-            image.save(images / f"{item_stem(index)}.png")
-            Image.fromarray(stored.astype(np.uint8), mode="L").save(annotations / f"{item_stem(index)}.png")
+            image.save(images / f"{item_stem(index)}.png", compress_level=1)  # lossless either way; 1 is the fast setting
+            Image.fromarray(stored.astype(np.uint8), mode="L").save(annotations / f"{item_stem(index)}.png", compress_level=1)
     (tmp / "done.json").write_text(json.dumps({"train": train.fingerprint, "val": val.fingerprint, "classes": list(train.seg_classes)}))
     try:
         os.replace(tmp, root)
