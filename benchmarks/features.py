@@ -13,6 +13,10 @@ removed. A finished entry is memory-mapped on read. Under torchrun, rank r extra
 Stored per image, for the last block and each requested intermediate block ``L``:
 ``cls`` / ``L{L}.cls`` (the model's pooled output for the last block; the CLS token, or the patch
 mean when there is none, for intermediate blocks) and ``mean`` / ``L{L}.mean`` (mean of patch tokens).
+On request (``patch_layers``, part of the key) also the patch tokens ``tokens.L{L}`` (n, h*w, D) of each
+requested block, row-major over the encoder's own grid (h, w); the last block's are its final
+(normed) patch tokens. Their size on disk is printed before extraction and refused when the disk has
+less room.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import time
 import warnings
 import weakref
@@ -99,8 +104,13 @@ def feature_names(layers: Sequence[int]) -> list[str]:
     return ["cls", "mean"] + [f"L{layer}.{pool}" for layer in layers for pool in ("cls", "mean")]
 
 
-def store_key(encoder: Encoder, split: ImageSplit, layers: Sequence[int], precision: str) -> tuple[str, dict]:
-    """Cache key (hex) and the description it hashes."""
+def token_names(patch_layers: Sequence[int]) -> list[str]:
+    return [f"tokens.L{layer}" for layer in patch_layers]
+
+
+def store_key(encoder: Encoder, split: ImageSplit, layers: Sequence[int], precision: str, patch_layers: Sequence[int] = ()) -> tuple[str, dict]:
+    """Cache key (hex) and the description it hashes (``patch_layers`` only when patch tokens are kept,
+    so entries without them keep their keys)."""
     meta = {
         "version": STORE_VERSION,
         "weights_hash": encoder.weights_hash,
@@ -110,6 +120,8 @@ def store_key(encoder: Encoder, split: ImageSplit, layers: Sequence[int], precis
         "layers": list(layers),
         "precision": precision,
     }
+    if patch_layers:
+        meta["patch_tokens"] = list(patch_layers)
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:32], meta
 
 
@@ -149,12 +161,15 @@ def _autocast(precision: str, device: str):
     return contextlib.nullcontext()
 
 
-def _feature_dict(encoder: Encoder, images: torch.Tensor, layers: Sequence[int]) -> dict[str, torch.Tensor]:
-    out = encoder.features(images, layers=layers)
+def _feature_dict(encoder: Encoder, images: torch.Tensor, layers: Sequence[int], patch_layers: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+    last = encoder.num_layers - 1
+    out = encoder.features(images, layers=sorted(set(layers) | {layer for layer in patch_layers if layer != last}))
     features = {"cls": out.pooled, "mean": out.patch_tokens.mean(dim=1)}
     for layer, tokens in out.layers.items():
         features[f"L{layer}.cls"] = tokens.pooled()
         features[f"L{layer}.mean"] = tokens.patches.mean(dim=1)
+    for layer, name in zip(patch_layers, token_names(patch_layers)):
+        features[name] = out.patch_tokens if layer == last else out.layers[layer].patches
     return features
 
 
@@ -164,9 +179,9 @@ def _feature_dict(encoder: Encoder, images: torch.Tensor, layers: Sequence[int])
 _PREPARED: weakref.WeakKeyDictionary[Encoder, dict[tuple, tuple]] = weakref.WeakKeyDictionary()
 
 
-def _feature_fn(encoder: Encoder, layers: Sequence[int], config: ExtractionConfig) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-    """``images -> {feature name: (B, D) tensor}`` for ``config.precision`` and ``config.compile``."""
-    cache_key = (config.precision, config.compile, tuple(layers), config.device)
+def _feature_fn(encoder: Encoder, layers: Sequence[int], config: ExtractionConfig, patch_layers: Sequence[int] = ()) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """``images -> {feature name: (B, D) or (B, h*w, D) tensor}`` for ``config.precision`` and ``config.compile``."""
+    cache_key = (config.precision, config.compile, tuple(layers), tuple(patch_layers), config.device)
     prepared = _PREPARED.setdefault(encoder, {})
     if cache_key not in prepared:
         copied, input_dtype = None, torch.float32
@@ -189,7 +204,7 @@ def _feature_fn(encoder: Encoder, layers: Sequence[int], config: ExtractionConfi
         device = config.device
 
         def run(model: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
-            return _feature_dict(model, images.to(device, dtype=input_dtype, non_blocking=True), layers)
+            return _feature_dict(model, images.to(device, dtype=input_dtype, non_blocking=True), layers, patch_layers)
 
         prepared[cache_key] = (copied, torch.compile(run, dynamic=False) if config.compile else run)
     copied, fn = prepared[cache_key]
@@ -210,8 +225,38 @@ def _batch_features(encoder: Encoder, fn: Callable, images: torch.Tensor, config
     for name, value in features.items():
         where = f"encoder {encoder.name} ({encoder.weights_hash[:12]}), layer {name.split('.')[0] if '.' in name else 'last block'}, feature {name!r}"
         if not torch.isfinite(value).all():
-            raise FeatureError(f"features of {where} contain NaN/Inf in {int((~torch.isfinite(value)).any(dim=1).sum())} of {len(value)} rows; check the checkpoint (python -m encoders inspect) or use --precision fp32")
+            raise FeatureError(f"features of {where} contain NaN/Inf in {int((~torch.isfinite(value)).flatten(1).any(dim=1).sum())} of {len(value)} rows; check the checkpoint (python -m encoders inspect) or use --precision fp32")
     return features
+
+
+TOKEN_SHARD_BYTES = 256 * 1024**2  # fp32 tokens held per shard before it is written
+
+
+def token_grid(encoder: Encoder) -> tuple[int, int]:
+    """The encoder's own patch grid (h, w) at its input resolution (one forward of a blank image)."""
+    resolution = encoder.preprocess.resolution
+    parameter = next(encoder.parameters(), None)
+    blank = torch.zeros(1, 3, resolution, resolution, device=parameter.device if parameter is not None else "cpu")
+    with torch.inference_mode():
+        out = encoder.features(blank)
+    h, w = out.grid
+    if h * w != out.patch_tokens.shape[1]:
+        raise FeatureError(f"encoder {encoder.name} reports grid {h}x{w} but returns {out.patch_tokens.shape[1]} patch tokens")
+    return int(h), int(w)
+
+
+def _check_token_size(encoder: Encoder, split: ImageSplit, entry: Path, token_layers: Sequence[int], config: ExtractionConfig, log) -> int:
+    """Print the patch tokens' size on disk, refuse it when the disk has less room; returns the shard
+    size (images) that keeps a shard's tokens under ``TOKEN_SHARD_BYTES`` in memory."""
+    h, w = token_grid(encoder)
+    per_image = h * w * encoder.embed_dim * len(token_layers)
+    needed = len(split) * per_image * 2
+    free = shutil.disk_usage(entry).free
+    log(f"patch tokens of {encoder.name} on {split.spec}/{split.split}: {len(split)} images x {h}x{w} tokens x {encoder.embed_dim} x {len(token_layers)} block(s), fp16 = {needed / 1024**2:.1f} MiB on disk ({free / 1024**3:.1f} GiB free in {entry.parent})")
+    # Shards and the merged file coexist until the merge ends: twice the size is needed at the peak.
+    if 2 * needed > free:
+        raise FeatureError(f"patch tokens need {2 * needed / 1024**3:.2f} GiB while extracting ({needed / 1024**3:.2f} GiB kept) but {entry.parent} has {free / 1024**3:.2f} GiB free; point --cache-dir at a larger disk or request fewer blocks")
+    return max(1, min(config.shard_size, TOKEN_SHARD_BYTES // (per_image * 4)))
 
 
 def _rank_world() -> tuple[int, int]:
@@ -232,17 +277,24 @@ def extract_features(
     layers: Sequence[int] | str | None = None,
     config: ExtractionConfig = ExtractionConfig(),
     log=print,
+    patch_layers: Sequence[int] | None = None,
 ) -> FeatureSet:
-    """Features of every image of ``split`` from the store, extracting the missing shards first."""
+    """Features of every image of ``split`` from the store, extracting the missing shards first.
+
+    ``patch_layers`` (block indices, -1 = last) also keeps those blocks' patch tokens (fp16, n x h*w x D)."""
     if len(split) == 0:
         raise FeatureError(f"{split!r} is empty: no images to extract features from")
     resolved = encoder.resolve_layers(layers)
+    token_layers = encoder.resolve_layers(patch_layers) if patch_layers else []
     _autocast(config.precision, config.device)  # rejects an unknown precision before anything is written
-    key, meta = store_key(encoder, split, resolved, config.precision)
+    key, meta = store_key(encoder, split, resolved, config.precision, token_layers)
     entry = Path(cache_dir) / key
     entry.mkdir(parents=True, exist_ok=True)
-    names = feature_names(resolved)
-    shards = _shard_ranges(len(split), config.shard_size)
+    names = feature_names(resolved) + token_names(token_layers)
+    shard_size = config.shard_size
+    if token_layers and not (entry / "done.json").exists():
+        shard_size = _check_token_size(encoder, split, entry, token_layers, config, log)
+    shards = _shard_ranges(len(split), shard_size)
     rank, world = _rank_world()
     done = entry / "done.json"
     cache_hit = done.exists()
@@ -254,7 +306,7 @@ def extract_features(
                 (entry / "meta.json").write_text(json.dumps({**meta, "encoder": encoder.name, "dataset": split.spec}, indent=2))
                 todo = [i for i, _ in enumerate(shards) if i % world == rank and not (entry / f"shard-{i:05d}.valid.npy").exists()]
                 if todo:
-                    _extract_shards(encoder, split, entry, shards, todo, resolved, names, config, log)
+                    _extract_shards(encoder, split, entry, shards, todo, resolved, names, config, log, token_layers)
                 if world == 1:
                     _finish(entry, shards, names, len(split))
     if world > 1:
@@ -273,21 +325,22 @@ def extract_features(
     return features
 
 
-def _extract_shards(encoder, split, entry, shards, todo, layers, names, config, log) -> None:
+def _extract_shards(encoder, split, entry, shards, todo, layers, names, config, log, patch_layers=()) -> None:
     from tqdm import tqdm
 
     indices = [index for shard in todo for index in shards[shard]]
     dataset = _TransformedSplit(split, encoder.preprocess.transform(), encoder.preprocess.resolution, indices)
     loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=config.workers, pin_memory=config.device.startswith("cuda"), persistent_workers=False)
-    fn = _feature_fn(encoder, layers, config)
+    fn = _feature_fn(encoder, layers, config, patch_layers)
     bar = tqdm(total=len(indices), desc=f"features {encoder.name} / {split.split}", unit="img", disable=not config.progress, dynamic_ncols=True)
     pending: dict[str, list[torch.Tensor]] = {name: [] for name in names + ["labels", "valid", "index"]}
     shard_iter = iter(todo)
     current = next(shard_iter)
     started = time.perf_counter()
     for images, labels, index, valid in loader:
-        for name, value in _batch_features(encoder, fn, images, config).items():
-            pending[name].append(value)
+        batch = _batch_features(encoder, fn, images, config)
+        for name in names:  # blocks run only for their patch tokens have pooled features nobody asked for
+            pending[name].append(batch[name])
         pending["labels"].append(labels)
         pending["valid"].append(valid)
         pending["index"].append(index)

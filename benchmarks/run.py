@@ -72,6 +72,12 @@ class RunConfig:
     sklearn: bool = False
     features: str = "encoder"
     verify_data: bool = False
+    seg_protocols: str = "patch_probe,fast_linear,mmseg_linear"
+    seg_epochs: int = 5
+    seg_seeds: int = 3
+    seg_head_epochs: int = 20
+    seg_iters: int = 40000
+    seg_blocks: int = 1
     note: str = ""
     report: bool = True
     version: str = field(default_factory=package_version)
@@ -127,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layers", default="", help="extra blocks to probe: -1,-2,-4 (negative = from the end) or all")
     parser.add_argument("--linear-epochs", type=int, default=10)
     parser.add_argument("--sklearn", action="store_true", help="also run the scikit-learn LogisticRegression reference probe")
+    parser.add_argument("--seg-protocols", default="patch_probe,fast_linear,mmseg_linear", help="seg suite protocols (comma list)")
+    parser.add_argument("--seg-epochs", type=int, default=5, help="seg: patch-probe epochs (the study: 5)")
+    parser.add_argument("--seg-seeds", type=int, default=3, help="seg: patch-probe seeds (mean and std)")
+    parser.add_argument("--seg-head-epochs", type=int, default=20, help="seg: epochs of the fast linear head on cached tokens")
+    parser.add_argument("--seg-iters", type=int, default=40000, help="seg: mmseg linear-head iterations (the literature: 40k-80k)")
+    parser.add_argument("--seg-blocks", type=int, default=1, choices=(1, 4), help="seg: linear heads on the last block's patch map or the last four concatenated")
     parser.add_argument("--note", default="", help="free text shown in the report (e.g. demo-sized schedules)")
     parser.add_argument("--no-report", action="store_true", help="do not build report.html")
     return parser
@@ -221,6 +233,8 @@ def _run(args: argparse.Namespace, specs: list[EncoderSpec], suites: list[str], 
         encoders=[asdict(spec) for spec in specs], suites=suites, data=args.data, out=str(out), cache_dir=args.cache_dir,
         device=args.device, precision=args.precision, compile=args.compile, seed=args.seed, batch_size=args.batch_size, workers=args.workers,
         layers=args.layers, linear_epochs=args.linear_epochs, sklearn=args.sklearn, features=args.features, verify_data=args.verify_data, note=args.note, report=not args.no_report,
+        seg_protocols=args.seg_protocols, seg_epochs=args.seg_epochs, seg_seeds=args.seg_seeds, seg_head_epochs=args.seg_head_epochs,
+        seg_iters=args.seg_iters, seg_blocks=args.seg_blocks,
     )
     config_hash = config.config_hash()
     torch.manual_seed(args.seed)
@@ -258,7 +272,8 @@ def _run(args: argparse.Namespace, specs: list[EncoderSpec], suites: list[str], 
         data=args.data, run_dir=out, cache_dir=Path(args.cache_dir),
         extraction=ExtractionConfig(batch_size=args.batch_size, workers=args.workers, precision=args.precision, compile=args.compile, device=args.device, progress=rank == 0 and sys.stderr.isatty()),
         seed=args.seed, config_hash=config_hash, layers=layers,
-        options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn}, log=log,
+        options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn, "seg_protocols": args.seg_protocols, "seg_epochs": args.seg_epochs,
+                 "seg_seeds": args.seg_seeds, "seg_head_epochs": args.seg_head_epochs, "seg_iters": args.seg_iters, "seg_blocks": args.seg_blocks}, log=log,
     )
     for suite in suites:
         started = time.perf_counter()

@@ -9,7 +9,6 @@ from .base import RunContext, Suite
 SUITES: Registry[Suite] = Registry("suite", entry_point_group="vision_encoder_eval.suites")
 ALL_SUITES = ("cls", "seg", "loc", "grad", "align", "vqa")
 PLANNED = {
-    "seg": "ADE20K / shapes segmentation heads are not built yet",
     "loc": "Grad-CAM localization is not built yet",
     "grad": "gradient-signal analysis (SFT vs DPO) is not built yet",
     "align": "vision-language alignment (mutual kNN, CKA) is not built yet",
@@ -17,5 +16,6 @@ PLANNED = {
 }
 
 from . import classification  # noqa: E402,F401  (registers "cls")
+from . import segmentation  # noqa: E402,F401  (registers "seg")
 
 __all__ = ["ALL_SUITES", "PLANNED", "RunContext", "SUITES", "Suite"]

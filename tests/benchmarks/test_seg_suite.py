@@ -1,0 +1,78 @@
+"""``--suite seg`` end to end on tiny data: the three protocols' rows, figures, per-item scores, bad input."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from benchmarks import run
+from benchmarks.results import read_frame
+from encoders import save_encoder_checkpoint
+from tests.benchmarks.conftest import TINY_ARCH, write_tiny_checkpoint
+from tests.benchmarks.datasets.conftest import ade_root  # noqa: F401  (a fixture)
+
+SHAPES = "shapes:n=12:n_val=4:seed=0:size=32"
+FAST = ["--seg-epochs", "1", "--seg-seeds", "2", "--seg-head-epochs", "1", "--seg-iters", "2"]
+
+
+def _run(tmp_path, checkpoint, data, *extra):
+    out = tmp_path / "run"
+    status = run.main(["--encoder", str(checkpoint), "--suite", "seg", "--data", data, "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                       "--workers", "0", "--no-report", *FAST, *extra])
+    return status, read_frame(out), out
+
+
+def test_all_protocols_write_rows_figures_and_per_item_scores(tmp_path):
+    status, frame, out = _run(tmp_path, write_tiny_checkpoint(tmp_path / "tiny.safetensors"), SHAPES)
+    assert status == 0, frame.reason.tolist()
+    assert set(frame.task) == {"patch_probe", "fast_linear", "mmseg_linear"}
+    recall = frame[frame.metric == "macro_patch_recall"].iloc[0]
+    assert 0 <= recall.value <= 100 and recall.extra["std"] >= 0 and len(recall.extra["per_seed"]) == 2
+    assert np.load(out / recall.per_item).shape == (4,)
+    for task in ("fast_linear", "mmseg_linear"):
+        miou = frame[(frame.task == task) & (frame.metric == "mIoU")].iloc[0]
+        assert miou.ci_low <= miou.value <= miou.ci_high and miou.n == 4
+        assert np.load(out / miou.per_item).shape == (4,)
+        assert (out / miou.extra["figure"]).read_bytes().startswith(b"\x89PNG")
+        assert set(frame[frame.task == task].metric) == {"mIoU", "mAcc", "aAcc"}
+
+
+def test_grid_that_does_not_divide_the_input_uses_the_encoders_own_grid(tmp_path):
+    options = {"img_size": 40, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2}  # 2x2 grid over 32 of 40 px
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    state = timm.create_model(TINY_ARCH, pretrained=False, num_classes=0, **options).state_dict()
+    checkpoint = save_encoder_checkpoint(state, {"family": "timm", "arch": TINY_ARCH, "options": options}, tmp_path / "odd.safetensors")
+    status, frame, _ = _run(tmp_path, checkpoint, SHAPES, "--seg-protocols", "patch_probe,fast_linear")
+    assert status == 0, frame.reason.tolist()
+    assert {tuple(e["grid"]) for e in frame.extra} == {(2, 2)} and {tuple(e["patch"]) for e in frame.extra} == {(16, 16)}
+
+
+def test_ade20k_layout_runs_through_mmseg_ade20k_dataset(tmp_path, ade_root):
+    status, frame, _ = _run(tmp_path, write_tiny_checkpoint(tmp_path / "tiny.safetensors"), f"ade20k:root={ade_root}", "--seg-protocols", "mmseg_linear,fast_linear")
+    assert status == 0, frame.reason.tolist()
+    assert set(frame.task) == {"mmseg_linear", "fast_linear"} and (frame.n == 1).all()
+
+
+def _failure(tmp_path, data, protocols="patch_probe"):
+    status, frame, _ = _run(tmp_path, write_tiny_checkpoint(tmp_path / "tiny.safetensors"), data, "--seg-protocols", protocols)
+    assert status == 1 and (frame.status == "failed").all()
+    return frame.reason.iloc[0]
+
+
+def test_dataset_without_masks_is_a_clear_error(tmp_path):
+    assert "has no segmentation masks" in _failure(tmp_path, "digits")
+
+
+def test_missing_label_file_is_named(tmp_path, ade_root):
+    (ade_root / "annotations" / "validation" / "ADE_val_00000001.png").unlink()
+    assert "ADE_val_00000001" in _failure(tmp_path, f"ade20k:root={ade_root}")
+
+
+def test_label_ids_beyond_the_classes_and_size_mismatch_are_named(tmp_path, ade_root):
+    path = ade_root / "annotations" / "training" / "ADE_train_00000002.png"
+    Image.fromarray(np.full((12, 16), 200, np.uint8), "L").save(path)
+    assert "ADE_train_00000002.png" in (reason := _failure(tmp_path, f"ade20k:root={ade_root}")) and "0..150" in reason
+    Image.fromarray(np.ones((10, 16), np.uint8), "L").save(path)
+    assert "is 16x10 but its image" in _failure(tmp_path / "b", f"ade20k:root={ade_root}")
