@@ -31,6 +31,8 @@ from probes.linear import (
     DEFAULT_CS,
     ArrayLike,
     ClassificationResult,
+    _SINGLE_THREAD_WORK,
+    _at_most_threads,
     _moments,
     make_result,
     stratified_holdout,
@@ -215,7 +217,10 @@ def logreg_probe(
             hits += int((logits.argmax(1) == y_hold[start : start + _CHUNK_ROWS]).sum())
         return hits / x_hold.shape[0] * 100.0
 
-    path = _fit_path(x_fit, y_fit, n_classes, cs, config, holdout_top1)
+    # Small matmuls lose to OpenMP waits on shared cores (see probes.linear._train_heads).
+    small = device.type == "cpu" and fit_rows.numel() * dim * n_classes < _SINGLE_THREAD_WORK
+    with _at_most_threads(1 if small else torch.get_num_threads()):
+        path = _fit_path(x_fit, y_fit, n_classes, cs, config, holdout_top1)
     scores = [entry["score"] for entry in path]
     best = int(np.argmax(scores))
     chosen = path[best]
@@ -229,7 +234,8 @@ def logreg_probe(
         all_rows = torch.arange(tx.shape[0])
         mean, std = moments(all_rows)
         x_all = _standardized(tx, all_rows, mean, std, device)
-        (refit,) = _fit_path(x_all, ty.to(device), n_classes, [chosen["C"]], config, None, start=(weight, bias))
+        with _at_most_threads(1 if small else torch.get_num_threads()):
+            (refit,) = _fit_path(x_all, ty.to(device), n_classes, [chosen["C"]], config, None, start=(weight, bias))
         del x_all
         weight, bias = refit["weight"], refit["bias"]
         refit_info = {"refit_iter": refit["n_iter"], "refit_converged": refit["converged"], "refit_seconds": time.perf_counter() - t0}
