@@ -53,6 +53,8 @@ class RunConfig:
     layers: str = ""
     linear_epochs: int = 10
     sklearn: bool = False
+    linear: str = "auto"
+    grid_extend: bool = True
     note: str = ""
     report: bool = True
     version: str = field(default_factory=package_version)
@@ -120,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layers", default="", help="extra blocks to probe: -1,-2,-4 or all")
     parser.add_argument("--linear-epochs", type=int, default=10)
     parser.add_argument("--sklearn", action="store_true", help="also run the scikit-learn LogisticRegression reference probe")
+    parser.add_argument("--linear", default="auto", choices=("auto", "lbfgs", "sgd", "both"), help="cls linear probe: exact L-BFGS logistic regression (task linear), the SGD grid of heads (task linear_sgd), both, or auto: L-BFGS when the features fit the device's memory")
+    parser.add_argument("--grid-extend", action=argparse.BooleanOptionalAction, default=True, help="extend the SGD grid one step beyond an edge while its choice sits there (up to 3 steps)")
     parser.add_argument("--note", default="", help="free text shown in the report (e.g. demo-sized schedules)")
     parser.add_argument("--no-report", action="store_true", help="do not build report.html")
     return parser
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     config = RunConfig(
         encoders=[asdict(spec) for spec in specs], suites=suites, data=args.data, out=str(out), cache_dir=args.cache_dir,
         device=args.device, precision=args.precision, compile=args.compile, seed=args.seed, batch_size=args.batch_size, workers=args.workers,
-        layers=args.layers, linear_epochs=args.linear_epochs, sklearn=args.sklearn, note=args.note, report=not args.no_report,
+        layers=args.layers, linear_epochs=args.linear_epochs, sklearn=args.sklearn, linear=args.linear, grid_extend=args.grid_extend, note=args.note, report=not args.no_report,
     )
     config_hash = config.config_hash()
     torch.manual_seed(args.seed)
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         data=args.data, run_dir=out, cache_dir=Path(args.cache_dir),
         extraction=ExtractionConfig(batch_size=args.batch_size, workers=args.workers, precision=args.precision, compile=args.compile, device=args.device, progress=rank == 0 and sys.stderr.isatty()),
         seed=args.seed, config_hash=config_hash, layers=parse_layers(args.layers),
-        options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn}, log=log,
+        options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn, "linear": args.linear, "grid_extend": args.grid_extend}, log=log,
     )
     for suite in suites:
         started = time.perf_counter()
