@@ -262,7 +262,7 @@ def logreg_probe(
             "n_iter": dict(zip(key, (entry["n_iter"] for entry in path))),
             "converged": dict(zip(key, (entry["converged"] for entry in path))),
             "fit_seconds": [entry["seconds"] for entry in path],
-            "at_edge": best in (0, len(cs) - 1) and len(cs) > 1,
+            "at_edge": (["C_low"] if best == 0 else ["C_high"] if best == len(cs) - 1 else []) if len(cs) > 1 else [],
             "n_fit": int(fit_rows.numel()),
             "n_holdout": int(hold_rows.numel()),
             "path_seconds": path_seconds,

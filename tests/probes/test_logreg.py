@@ -47,7 +47,8 @@ def test_selection_uses_only_train_and_reports_the_path(problem):
     assert first.selected == second.selected and first.extra["holdout_top1"] == second.extra["holdout_top1"]
     assert first.n_tried == len(CS) and first.method == "logreg_lbfgs"
     assert first.top5 is not None and first.top5 >= first.top1
-    assert first.extra["at_edge"] == (first.selected["C"] in (min(CS), max(CS)))
+    edge = {min(CS): ["C_low"], max(CS): ["C_high"]}.get(first.selected["C"], [])
+    assert first.extra["at_edge"] == edge
 
 
 def test_strong_regularisation_shrinks_weights_toward_chance():
