@@ -94,3 +94,31 @@ def test_two_runs_share_one_cache(tmp_path):
     assert results[0] == results[1]
     entry = next(p for p in (tmp_path / "cache").iterdir())
     assert (entry / "done.json").exists() and not list(entry.glob("*.tmp*"))
+
+
+def test_uint8_inputs_normalised_on_device_give_the_features_of_the_float_transform(tmp_path, tiny_encoder):
+    import torch
+
+    from benchmarks.features import _feature_dict, _uint8_transform, store_key
+
+    split = ListSplit(10, bad={4})
+    features = extract_features(tiny_encoder, split, tmp_path, layers=[0], config=CONFIG)
+    # Today's inputs: the float transform (ToTensor + Normalize) in the workers.
+    transform = tiny_encoder.preprocess.transform()
+    rows = [i for i in range(10) if i != 4]
+    images = torch.stack([transform(split.load_image(i)) for i in rows])
+    with torch.inference_mode():
+        reference = _feature_dict(tiny_encoder, images, [0])
+    for name, value in reference.items():
+        np.testing.assert_array_equal(np.asarray(features.arrays[name])[rows], value.numpy().astype(np.float16))
+    # The pixels themselves are bit-identical: uint8 / 255, - mean, / std == ToTensor + Normalize.
+    image = split.load_image(0)
+    pixels = _uint8_transform(tiny_encoder.preprocess)(image)
+    assert pixels.dtype == torch.uint8
+    from benchmarks.features import _normalize_on_device
+
+    ours = _normalize_on_device(pixels[None], torch.tensor([True]), tiny_encoder.preprocess.mean, tiny_encoder.preprocess.std, "cpu")
+    assert torch.equal(ours[0], transform(image))
+    # The store key does not name the input pipeline (entries written before stay valid).
+    _, meta = store_key(tiny_encoder, split, [0], "fp32")
+    assert set(meta) == {"version", "weights_hash", "dataset_fingerprint", "split", "transform", "layers", "precision"}
