@@ -37,6 +37,7 @@ from encoders import Encoder
 STORE_VERSION = 2
 DEFAULT_SHARD_SIZE = 1024
 PRECISIONS = ("fp32", "bf16", "bf16-weights", "int8-dynamic")
+DECODES = ("cpu", "gpu")
 FP16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -57,6 +58,10 @@ class ExtractionConfig:
     ``int8-dynamic`` is the lever that helps. The caller's encoder is never modified.
     ``compile`` runs the feature call through ``torch.compile`` (same math in fused kernels, so it is
     not part of the key; compiling costs about a minute on CPU, worth it for large splits only).
+    ``decode``: ``cpu`` (PIL decode, resize and crop in the DataLoader workers) or ``gpu`` (workers read
+    the file bytes; torchvision decodes them on ``device`` in batches, nvJPEG on CUDA, then resizes
+    with antialias and crops there). Only for datasets of image files (``imagenet``). Its pixels
+    differ slightly from PIL's, so ``gpu`` is part of the store key.
     """
 
     batch_size: int = 64
@@ -67,6 +72,7 @@ class ExtractionConfig:
     shard_size: int = DEFAULT_SHARD_SIZE
     progress: bool = True
     compile: bool = False
+    decode: str = "cpu"
 
 
 @dataclass
@@ -98,8 +104,9 @@ def feature_names(layers: Sequence[int]) -> list[str]:
     return ["cls", "mean"] + [f"L{layer}.{pool}" for layer in layers for pool in ("cls", "mean")]
 
 
-def store_key(encoder: Encoder, split: ImageSplit, layers: Sequence[int], precision: str) -> tuple[str, dict]:
-    """Cache key (hex) and the description it hashes."""
+def store_key(encoder: Encoder, split: ImageSplit, layers: Sequence[int], precision: str, decode: str = "cpu") -> tuple[str, dict]:
+    """Cache key (hex) and the description it hashes (``decode`` only when not the default, so that
+    entries written before it existed keep their keys)."""
     meta = {
         "version": STORE_VERSION,
         "weights_hash": encoder.weights_hash,
@@ -109,6 +116,8 @@ def store_key(encoder: Encoder, split: ImageSplit, layers: Sequence[int], precis
         "layers": list(layers),
         "precision": precision,
     }
+    if decode != "cpu":
+        meta["decode"] = decode
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:32], meta
 
 
@@ -180,6 +189,74 @@ def _prefetch(loader, device: str) -> Iterator[tuple]:
         following = next(batches, None)
         upcoming = None if following is None else start(following)
         yield current
+
+
+class _FileBytes(Dataset):
+    """(file bytes as a uint8 numpy array, label, index, readable) per image, for device-side decoding.
+    numpy arrays, not tensors: thousands of small tensors through worker queues exhaust file descriptors."""
+
+    def __init__(self, split: ImageSplit, indices: Sequence[int]) -> None:
+        self.split, self.indices = split, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int):
+        index = self.indices[position]
+        label = int(self.split.labels[index]) if len(self.split.labels) else -1
+        try:
+            data = np.fromfile(self.split.path(index), dtype=np.uint8)
+        except OSError:
+            data = np.zeros(0, dtype=np.uint8)
+        return data, label, index, data.size > 0
+
+
+def _collate_bytes(batch: list) -> tuple:
+    data, labels, index, valid = zip(*batch)
+    return list(data), torch.tensor(labels), torch.tensor(index), torch.tensor(valid)
+
+
+def decode_resize_crop(files: Sequence[np.ndarray], preprocess, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode encoded images on ``device`` (JPEGs in one batched ``decode_jpeg`` call, nvJPEG on CUDA;
+    other formats on CPU), resize the shorter side to ``resolution / crop_pct`` with antialias and
+    centre-crop ``resolution``, as the PIL transform does. Returns uint8 (B, 3, R, R) on ``device`` and
+    a bool (B,) readable mask (undecodable files give zero images)."""
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    resolution = preprocess.resolution
+    size = int(round(resolution / preprocess.crop_pct))
+    mode = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR, "nearest": InterpolationMode.NEAREST}[preprocess.interpolation]
+    decoded: list[torch.Tensor | None] = [None] * len(files)
+    jpegs = [i for i, data in enumerate(files) if data.size > 3 and data[0] == 0xFF and data[1] == 0xD8]
+    if jpegs:
+        try:
+            images = decode_jpeg([torch.from_numpy(files[i]) for i in jpegs], mode=ImageReadMode.RGB, device=device)
+            for i, image in zip(jpegs, images):
+                decoded[i] = image
+        except RuntimeError:
+            for i in jpegs:  # one bad file fails the batch: decode one by one to find it
+                with contextlib.suppress(RuntimeError):
+                    decoded[i] = decode_jpeg(torch.from_numpy(files[i]), mode=ImageReadMode.RGB, device=device)
+    for i, data in enumerate(files):
+        if decoded[i] is None and i not in jpegs and data.size:
+            with contextlib.suppress(RuntimeError):
+                decoded[i] = decode_image(torch.from_numpy(data), mode=ImageReadMode.RGB).to(device)
+    out = torch.zeros(len(files), 3, resolution, resolution, dtype=torch.uint8, device=device)
+    for i, image in enumerate(decoded):
+        if image is not None:
+            image = TF.resize(image, [size], interpolation=mode, antialias=True)
+            out[i] = TF.center_crop(image, [resolution, resolution])
+    return out, torch.tensor([image is not None for image in decoded])
+
+
+def _device_decoded(split: ImageSplit, indices: Sequence[int], preprocess, config: ExtractionConfig) -> Iterator[tuple]:
+    """Batches (uint8 images on the device, labels, indices, readable) decoded on ``config.device``."""
+    loader = DataLoader(_FileBytes(split, indices), batch_size=config.batch_size, num_workers=config.workers, collate_fn=_collate_bytes, persistent_workers=False)
+    for files, labels, index, valid in loader:
+        images, readable = decode_resize_crop(files, preprocess, config.device)
+        yield images, labels, index, valid & readable
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
@@ -290,7 +367,11 @@ def extract_features(
         raise FeatureError(f"{split!r} is empty: no images to extract features from")
     resolved = encoder.resolve_layers(layers)
     _autocast(config.precision, config.device)  # rejects an unknown precision before anything is written
-    key, meta = store_key(encoder, split, resolved, config.precision)
+    if config.decode not in DECODES:
+        raise ValueError(f"unknown decode mode {config.decode!r}; use one of {', '.join(DECODES)}")
+    if config.decode == "gpu" and not hasattr(split, "path"):
+        raise ValueError(f"--decode gpu reads image files, but {split.spec} has none (use it with imagenet:root=...; or --decode cpu)")
+    key, meta = store_key(encoder, split, resolved, config.precision, config.decode)
     entry = Path(cache_dir) / key
     entry.mkdir(parents=True, exist_ok=True)
     names = feature_names(resolved)
@@ -334,7 +415,8 @@ def _extract_shards(encoder, split, entry, shards, todo, layers, names, config, 
     shard_iter = iter(todo)
     current = next(shard_iter)
     started = time.perf_counter()
-    for images, labels, index, valid in _prefetch(loader, config.device):
+    batches = _prefetch(loader, config.device) if config.decode == "cpu" else _device_decoded(split, indices, encoder.preprocess, config)
+    for images, labels, index, valid in batches:
         images = _normalize_on_device(images, valid, mean, std, config.device)
         for name, value in _batch_features(encoder, fn, images, config).items():
             pending[name].append(value)

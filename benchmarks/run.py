@@ -55,6 +55,7 @@ class RunConfig:
     sklearn: bool = False
     linear: str = "auto"
     grid_extend: bool = True
+    decode: str = "cpu"
     note: str = ""
     report: bool = True
     version: str = field(default_factory=package_version)
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layers", default="", help="extra blocks to probe: -1,-2,-4 or all")
     parser.add_argument("--linear-epochs", type=int, default=10)
     parser.add_argument("--sklearn", action="store_true", help="also run the scikit-learn LogisticRegression reference probe")
+    parser.add_argument("--decode", default="cpu", choices=("cpu", "gpu"), help="cpu: PIL decode/resize/crop in the workers; gpu: workers read file bytes, torchvision decodes (nvJPEG on CUDA), resizes and crops on --device (image-file datasets only; part of the cache key)")
     parser.add_argument("--linear", default="auto", choices=("auto", "lbfgs", "sgd", "both"), help="cls linear probe: exact L-BFGS logistic regression (task linear), the SGD grid of heads (task linear_sgd), both, or auto: L-BFGS when the features fit the device's memory")
     parser.add_argument("--grid-extend", action=argparse.BooleanOptionalAction, default=True, help="extend the SGD grid one step beyond an edge while its choice sits there (up to 3 steps)")
     parser.add_argument("--note", default="", help="free text shown in the report (e.g. demo-sized schedules)")
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     config = RunConfig(
         encoders=[asdict(spec) for spec in specs], suites=suites, data=args.data, out=str(out), cache_dir=args.cache_dir,
         device=args.device, precision=args.precision, compile=args.compile, seed=args.seed, batch_size=args.batch_size, workers=args.workers,
-        layers=args.layers, linear_epochs=args.linear_epochs, sklearn=args.sklearn, linear=args.linear, grid_extend=args.grid_extend, note=args.note, report=not args.no_report,
+        layers=args.layers, linear_epochs=args.linear_epochs, sklearn=args.sklearn, linear=args.linear, grid_extend=args.grid_extend, decode=args.decode, note=args.note, report=not args.no_report,
     )
     config_hash = config.config_hash()
     torch.manual_seed(args.seed)
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "config.json").write_text(json.dumps(config_dict, indent=2, sort_keys=True))
     context = RunContext(
         data=args.data, run_dir=out, cache_dir=Path(args.cache_dir),
-        extraction=ExtractionConfig(batch_size=args.batch_size, workers=args.workers, precision=args.precision, compile=args.compile, device=args.device, progress=rank == 0 and sys.stderr.isatty()),
+        extraction=ExtractionConfig(batch_size=args.batch_size, workers=args.workers, precision=args.precision, compile=args.compile, device=args.device, decode=args.decode, progress=rank == 0 and sys.stderr.isatty()),
         seed=args.seed, config_hash=config_hash, layers=parse_layers(args.layers),
         options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn, "linear": args.linear, "grid_extend": args.grid_extend}, log=log,
     )
