@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument(
         "--sklearn-cs", type=float, nargs="+", default=None, help="fit exactly these C values and extrapolate"
     )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for the grid, L-BFGS and sklearn's standardisation (default: torch's)")
     parser.add_argument("--clip-threads", type=int, default=1, help="torch threads for CLIP_benchmark's recipe")
     parser.add_argument("--clip-epochs", type=int, default=10, help="CLIP_benchmark's --fewshot_epochs")
     parser.add_argument("--seed", type=int, default=0)
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         args.n_cs = min(args.n_cs, 6)
         args.clip_epochs = 1
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = make_features(args.n, args.n_eval, args.dim, args.classes, seed=args.seed)
     config = LinearProbeConfig(seed=args.seed)
     if args.epochs is not None:
