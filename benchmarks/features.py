@@ -44,6 +44,7 @@ from encoders import Encoder
 STORE_VERSION = 2
 DEFAULT_SHARD_SIZE = 1024
 PRECISIONS = ("fp32", "bf16", "bf16-weights", "int8-dynamic")
+DECODES = ("cpu", "gpu")
 
 
 class FeatureError(RuntimeError):
@@ -63,6 +64,10 @@ class ExtractionConfig:
     ``int8-dynamic`` is the lever that helps. The caller's encoder is never modified.
     ``compile`` runs the feature call through ``torch.compile`` (same math in fused kernels, so it is
     not part of the key; compiling costs about a minute on CPU, worth it for large splits only).
+    ``decode``: ``cpu`` (PIL decode, resize and crop in the DataLoader workers) or ``gpu`` (workers read
+    the file bytes; torchvision decodes them on ``device`` in batches, nvJPEG on CUDA, then resizes
+    with antialias and crops there). Only for datasets of image files (``imagenet``). Its pixels
+    differ slightly from PIL's, so ``gpu`` is part of the store key.
     """
 
     batch_size: int = 64
@@ -73,6 +78,7 @@ class ExtractionConfig:
     shard_size: int = DEFAULT_SHARD_SIZE
     progress: bool = True
     compile: bool = False
+    decode: str = "cpu"
 
 
 @dataclass
@@ -104,13 +110,9 @@ def feature_names(layers: Sequence[int]) -> list[str]:
     return ["cls", "mean"] + [f"L{layer}.{pool}" for layer in layers for pool in ("cls", "mean")]
 
 
-def token_names(patch_layers: Sequence[int]) -> list[str]:
-    return [f"tokens.L{layer}" for layer in patch_layers]
-
-
-def store_key(encoder: Encoder, split: ImageSplit, layers: Sequence[int], precision: str, patch_layers: Sequence[int] = ()) -> tuple[str, dict]:
+def store_key(encoder: Encoder, split: ImageSplit, layers: Sequence[int], precision: str, patch_layers: Sequence[int] = (), decode: str = "cpu") -> tuple[str, dict]:
     """Cache key (hex) and the description it hashes (``patch_layers`` only when patch tokens are kept,
-    so entries without them keep their keys)."""
+    ``decode`` only when not the default, so that entries without them keep their keys)."""
     meta = {
         "version": STORE_VERSION,
         "weights_hash": encoder.weights_hash,
@@ -122,6 +124,8 @@ def store_key(encoder: Encoder, split: ImageSplit, layers: Sequence[int], precis
     }
     if patch_layers:
         meta["patch_tokens"] = list(patch_layers)
+    if decode != "cpu":
+        meta["decode"] = decode
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:32], meta
 
 
@@ -141,7 +145,126 @@ class _TransformedSplit(Dataset):
             image = self.transform(self.split.load_image(index))
             return image, label, index, True
         except BadImageError:
-            return torch.zeros(3, self.resolution, self.resolution), label, index, False
+            return torch.zeros(3, self.resolution, self.resolution, dtype=torch.uint8), label, index, False
+
+
+def _uint8_transform(preprocess):
+    """The encoder's eval transform up to (not including) ``ToTensor``/``Normalize``: PIL -> uint8 (3, R, R).
+
+    Workers hand these uint8 pixels over (a quarter of float32's bytes through queues and to the
+    device); :func:`_normalize_on_device` then does exactly what ``ToTensor`` + ``Normalize`` did
+    (``/ 255``, ``- mean``, ``/ std`` in float32, in that order), so the inputs are bit-identical."""
+    from torchvision import transforms as T
+
+    steps = preprocess.transform().transforms
+    if not (isinstance(steps[-2], T.ToTensor) and isinstance(steps[-1], T.Normalize)):
+        raise TypeError(f"expected a transform ending in ToTensor, Normalize; got {steps}")
+    return T.Compose([*steps[:-2], T.PILToTensor()])
+
+
+def _normalize_on_device(images: torch.Tensor, valid: torch.Tensor, mean: Sequence[float], std: Sequence[float], device: str) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> normalised float32 on ``device`` (rows of unreadable images stay zeros, as before)."""
+    x = images.to(device, non_blocking=True).to(torch.float32).div_(255)
+    x.sub_(torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(-1, 1, 1))
+    x.div_(torch.as_tensor(std, dtype=torch.float32, device=x.device).view(-1, 1, 1))
+    if not bool(valid.all()):
+        x[~valid.to(x.device)] = 0.0
+    return x
+
+
+def _prefetch(loader, device: str) -> Iterator[tuple]:
+    """Batches of ``loader`` with their images already on ``device``. On CUDA the next batch's (pinned,
+    non-blocking) copy is issued on a side stream before the current batch is handed out, so it
+    overlaps the current forward; elsewhere batches pass through unchanged."""
+    if torch.device(device).type != "cuda":
+        yield from loader
+        return
+    stream = torch.cuda.Stream(device=device)
+
+    def start(batch):
+        images, *rest = batch
+        with torch.cuda.stream(stream):
+            images = images.to(device, non_blocking=True)
+        return (images, *rest)
+
+    batches = iter(loader)
+    upcoming = next(batches, None)
+    upcoming = None if upcoming is None else start(upcoming)
+    while upcoming is not None:
+        torch.cuda.current_stream(device).wait_stream(stream)
+        current = upcoming
+        current[0].record_stream(torch.cuda.current_stream(device))
+        following = next(batches, None)
+        upcoming = None if following is None else start(following)
+        yield current
+
+
+class _FileBytes(Dataset):
+    """(file bytes as a uint8 numpy array, label, index, readable) per image, for device-side decoding.
+    numpy arrays, not tensors: thousands of small tensors through worker queues exhaust file descriptors."""
+
+    def __init__(self, split: ImageSplit, indices: Sequence[int]) -> None:
+        self.split, self.indices = split, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int):
+        index = self.indices[position]
+        label = int(self.split.labels[index]) if len(self.split.labels) else -1
+        try:
+            data = np.fromfile(self.split.path(index), dtype=np.uint8)
+        except OSError:
+            data = np.zeros(0, dtype=np.uint8)
+        return data, label, index, data.size > 0
+
+
+def _collate_bytes(batch: list) -> tuple:
+    data, labels, index, valid = zip(*batch)
+    return list(data), torch.tensor(labels), torch.tensor(index), torch.tensor(valid)
+
+
+def decode_resize_crop(files: Sequence[np.ndarray], preprocess, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode encoded images on ``device`` (JPEGs in one batched ``decode_jpeg`` call, nvJPEG on CUDA;
+    other formats on CPU), resize the shorter side to ``resolution / crop_pct`` with antialias and
+    centre-crop ``resolution``, as the PIL transform does. Returns uint8 (B, 3, R, R) on ``device`` and
+    a bool (B,) readable mask (undecodable files give zero images)."""
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    resolution = preprocess.resolution
+    size = int(round(resolution / preprocess.crop_pct))
+    mode = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR, "nearest": InterpolationMode.NEAREST}[preprocess.interpolation]
+    decoded: list[torch.Tensor | None] = [None] * len(files)
+    jpegs = [i for i, data in enumerate(files) if data.size > 3 and data[0] == 0xFF and data[1] == 0xD8]
+    if jpegs:
+        try:
+            images = decode_jpeg([torch.from_numpy(files[i]) for i in jpegs], mode=ImageReadMode.RGB, device=device)
+            for i, image in zip(jpegs, images):
+                decoded[i] = image
+        except RuntimeError:
+            for i in jpegs:  # one bad file fails the batch: decode one by one to find it
+                with contextlib.suppress(RuntimeError):
+                    decoded[i] = decode_jpeg(torch.from_numpy(files[i]), mode=ImageReadMode.RGB, device=device)
+    for i, data in enumerate(files):
+        if decoded[i] is None and i not in jpegs and data.size:
+            with contextlib.suppress(RuntimeError):
+                decoded[i] = decode_image(torch.from_numpy(data), mode=ImageReadMode.RGB).to(device)
+    out = torch.zeros(len(files), 3, resolution, resolution, dtype=torch.uint8, device=device)
+    for i, image in enumerate(decoded):
+        if image is not None:
+            image = TF.resize(image, [size], interpolation=mode, antialias=True)
+            out[i] = TF.center_crop(image, [resolution, resolution])
+    return out, torch.tensor([image is not None for image in decoded])
+
+
+def _device_decoded(split: ImageSplit, indices: Sequence[int], preprocess, config: ExtractionConfig) -> Iterator[tuple]:
+    """Batches (uint8 images on the device, labels, indices, readable) decoded on ``config.device``."""
+    loader = DataLoader(_FileBytes(split, indices), batch_size=config.batch_size, num_workers=config.workers, collate_fn=_collate_bytes, persistent_workers=False)
+    for files, labels, index, valid in loader:
+        images, readable = decode_resize_crop(files, preprocess, config.device)
+        yield images, labels, index, valid & readable
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
@@ -287,7 +410,11 @@ def extract_features(
     resolved = encoder.resolve_layers(layers)
     token_layers = encoder.resolve_layers(patch_layers) if patch_layers else []
     _autocast(config.precision, config.device)  # rejects an unknown precision before anything is written
-    key, meta = store_key(encoder, split, resolved, config.precision, token_layers)
+    if config.decode not in DECODES:
+        raise ValueError(f"unknown decode mode {config.decode!r}; use one of {', '.join(DECODES)}")
+    if config.decode == "gpu" and not hasattr(split, "path"):
+        raise ValueError(f"--decode gpu reads image files, but {split.spec} has none (use it with imagenet:root=...; or --decode cpu)")
+    key, meta = store_key(encoder, split, resolved, config.precision, token_layers, config.decode)
     entry = Path(cache_dir) / key
     entry.mkdir(parents=True, exist_ok=True)
     names = feature_names(resolved) + token_names(token_layers)
@@ -329,15 +456,18 @@ def _extract_shards(encoder, split, entry, shards, todo, layers, names, config, 
     from tqdm import tqdm
 
     indices = [index for shard in todo for index in shards[shard]]
-    dataset = _TransformedSplit(split, encoder.preprocess.transform(), encoder.preprocess.resolution, indices)
+    dataset = _TransformedSplit(split, _uint8_transform(encoder.preprocess), encoder.preprocess.resolution, indices)
     loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=config.workers, pin_memory=config.device.startswith("cuda"), persistent_workers=False)
+    mean, std = encoder.preprocess.mean, encoder.preprocess.std
     fn = _feature_fn(encoder, layers, config, patch_layers)
     bar = tqdm(total=len(indices), desc=f"features {encoder.name} / {split.split}", unit="img", disable=not config.progress, dynamic_ncols=True)
     pending: dict[str, list[torch.Tensor]] = {name: [] for name in names + ["labels", "valid", "index"]}
     shard_iter = iter(todo)
     current = next(shard_iter)
     started = time.perf_counter()
-    for images, labels, index, valid in loader:
+    batches = _prefetch(loader, config.device) if config.decode == "cpu" else _device_decoded(split, indices, encoder.preprocess, config)
+    for images, labels, index, valid in batches:
+        images = _normalize_on_device(images, valid, mean, std, config.device)
         batch = _batch_features(encoder, fn, images, config)
         for name in names:  # blocks run only for their patch tokens have pooled features nobody asked for
             pending[name].append(batch[name])

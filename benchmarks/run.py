@@ -78,6 +78,9 @@ class RunConfig:
     seg_head_epochs: int = 20
     seg_iters: int = 40000
     seg_blocks: int = 1
+    linear: str = "auto"
+    grid_extend: bool = True
+    decode: str = "cpu"
     note: str = ""
     report: bool = True
     version: str = field(default_factory=package_version)
@@ -139,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seg-head-epochs", type=int, default=20, help="seg: epochs of the fast linear head on cached tokens")
     parser.add_argument("--seg-iters", type=int, default=40000, help="seg: mmseg linear-head iterations (the literature: 40k-80k)")
     parser.add_argument("--seg-blocks", type=int, default=1, choices=(1, 4), help="seg: linear heads on the last block's patch map or the last four concatenated")
+    parser.add_argument("--decode", default="cpu", choices=("cpu", "gpu"), help="cpu: PIL decode/resize/crop in the workers; gpu: workers read file bytes, torchvision decodes (nvJPEG on CUDA), resizes and crops on --device (image-file datasets only; part of the cache key)")
+    parser.add_argument("--linear", default="auto", choices=("auto", "lbfgs", "sgd", "both"), help="cls linear probe: exact L-BFGS logistic regression (task linear), the SGD grid of heads (task linear_sgd), both, or auto: L-BFGS when the features fit the device's memory")
+    parser.add_argument("--grid-extend", action=argparse.BooleanOptionalAction, default=True, help="extend the SGD grid one step beyond an edge while its choice sits there (up to 3 steps)")
     parser.add_argument("--note", default="", help="free text shown in the report (e.g. demo-sized schedules)")
     parser.add_argument("--no-report", action="store_true", help="do not build report.html")
     return parser
@@ -234,7 +240,7 @@ def _run(args: argparse.Namespace, specs: list[EncoderSpec], suites: list[str], 
         device=args.device, precision=args.precision, compile=args.compile, seed=args.seed, batch_size=args.batch_size, workers=args.workers,
         layers=args.layers, linear_epochs=args.linear_epochs, sklearn=args.sklearn, features=args.features, verify_data=args.verify_data, note=args.note, report=not args.no_report,
         seg_protocols=args.seg_protocols, seg_epochs=args.seg_epochs, seg_seeds=args.seg_seeds, seg_head_epochs=args.seg_head_epochs,
-        seg_iters=args.seg_iters, seg_blocks=args.seg_blocks,
+        seg_iters=args.seg_iters, seg_blocks=args.seg_blocks, linear=args.linear, grid_extend=args.grid_extend, decode=args.decode,
     )
     config_hash = config.config_hash()
     torch.manual_seed(args.seed)
@@ -270,10 +276,11 @@ def _run(args: argparse.Namespace, specs: list[EncoderSpec], suites: list[str], 
         (out / "config.json").write_text(json.dumps(config_dict, indent=2, sort_keys=True))
     context = RunContext(
         data=args.data, run_dir=out, cache_dir=Path(args.cache_dir),
-        extraction=ExtractionConfig(batch_size=args.batch_size, workers=args.workers, precision=args.precision, compile=args.compile, device=args.device, progress=rank == 0 and sys.stderr.isatty()),
+        extraction=ExtractionConfig(batch_size=args.batch_size, workers=args.workers, precision=args.precision, compile=args.compile, device=args.device, decode=args.decode, progress=rank == 0 and sys.stderr.isatty()),
         seed=args.seed, config_hash=config_hash, layers=layers,
-        options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn, "seg_protocols": args.seg_protocols, "seg_epochs": args.seg_epochs,
-                 "seg_seeds": args.seg_seeds, "seg_head_epochs": args.seg_head_epochs, "seg_iters": args.seg_iters, "seg_blocks": args.seg_blocks}, log=log,
+        options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn, "linear": args.linear, "grid_extend": args.grid_extend,
+                 "seg_protocols": args.seg_protocols, "seg_epochs": args.seg_epochs, "seg_seeds": args.seg_seeds, "seg_head_epochs": args.seg_head_epochs,
+                 "seg_iters": args.seg_iters, "seg_blocks": args.seg_blocks}, log=log,
     )
     for suite in suites:
         started = time.perf_counter()

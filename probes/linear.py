@@ -72,7 +72,10 @@ class LinearProbeConfig:
     warm-up of ``warmup_epochs``. Small train sets get more epochs, so that every head takes at
     least ``min_steps`` optimizer steps. ``standardize`` rescales each feature dimension with the
     mean/std of the rows being fitted (never eval rows). ``refit`` retrains the selected head on all
-    of train before evaluating.
+    of train before evaluating. ``grid_extend``: while the chosen head sits on an edge of the grid (the
+    smallest or largest learning rate, the largest or smallest positive weight decay), add one grid
+    step beyond that edge (the edge's own ratio to its neighbour), train only the new heads and select
+    again, at most ``max_grid_extensions`` times; weight decay 0 is not an edge (nothing lies below).
     """
 
     lrs: tuple[float, ...] = tuple(float(v) for v in np.logspace(-3.5, 0, 8))
@@ -89,6 +92,8 @@ class LinearProbeConfig:
     seed: int = 0
     standardize: bool = True
     refit: bool = True
+    grid_extend: bool = True
+    max_grid_extensions: int = 3
 
     def __post_init__(self) -> None:
         if not self.lrs or not self.weight_decays:
@@ -101,6 +106,8 @@ class LinearProbeConfig:
             raise ValueError("LinearProbeConfig: epochs and batch_size must be >= 1, min_steps >= 0")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"LinearProbeConfig: holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.max_grid_extensions < 0:
+            raise ValueError(f"LinearProbeConfig: max_grid_extensions must be >= 0, got {self.max_grid_extensions}")
 
     @property
     def n_heads(self) -> int:
@@ -384,6 +391,37 @@ def _score_heads(heads: _Heads, x: Tensor, y: Tensor, rows: Tensor, device: torc
     return (correct / rows.numel()).cpu(), (loss / rows.numel()).cpu()
 
 
+def grid_edges(lr: float, wd: float, lr_values: Sequence[float], wd_values: Sequence[float]) -> list[str]:
+    """Which edges of the (sorted) grid the choice ``(lr, wd)`` sits on: a list of ``lr_low``, ``lr_high``,
+    ``wd_low``, ``wd_high`` (empty: interior). An axis with one value has no edge (no step is known);
+    weight decay 0 is never an edge (nothing lies below it)."""
+    edges = []
+    if len(lr_values) > 1:
+        edges += ["lr_low"] if lr == lr_values[0] else ["lr_high"] if lr == lr_values[-1] else []
+    positive = [v for v in wd_values if v > 0]
+    if len(positive) > 1 or (positive and len(wd_values) > 1):
+        if wd == wd_values[-1]:
+            edges.append("wd_high")
+        elif wd == positive[0] and wd_values[0] == positive[0] and len(positive) > 1:
+            edges.append("wd_low")
+    return edges
+
+
+def _extend_values(edges: list[str], lr_values: list[float], wd_values: list[float]) -> tuple[list[float], list[float]]:
+    """One grid step beyond each edge in ``edges`` (the ratio between the edge and its neighbour)."""
+    lrs, wds = list(lr_values), list(wd_values)
+    if "lr_low" in edges:
+        lrs.insert(0, lrs[0] * lrs[0] / lrs[1])
+    if "lr_high" in edges:
+        lrs.append(lrs[-1] * lrs[-1] / lrs[-2])
+    positive = [v for v in wds if v > 0]
+    if "wd_high" in edges:
+        wds.append(wds[-1] * (wds[-1] / wds[-2] if wds[-2] > 0 else 10.0))
+    if "wd_low" in edges:
+        wds.insert(0, positive[0] * positive[0] / positive[1])
+    return lrs, wds
+
+
 def linear_probe(
     train_x: ArrayLike,
     train_y: ArrayLike,
@@ -408,24 +446,44 @@ def linear_probe(
     n_classes = classes.numel()
     fit_rows, hold_rows = stratified_holdout(ty, config.holdout_fraction, config.seed)
 
-    grid = [(float(lr), float(wd)) for wd in config.weight_decays for lr in config.lrs]
-    lrs = torch.tensor([lr for lr, _ in grid], dtype=torch.float32)
-    wds = torch.tensor([wd for _, wd in grid], dtype=torch.float32)
-    heads, grid_epochs = _train_heads(tx, ty, fit_rows, n_classes, lrs, wds, config, device)
-    hold_acc, hold_loss = _score_heads(heads, tx, ty, hold_rows, device)
-    # Rank by held-out top-1, then by held-out loss: lexsort keys go last-is-primary.
-    best = int(np.lexsort((hold_loss.numpy(), -hold_acc.numpy()))[0])
-    best_lr, best_wd = grid[best]
+    lr_values = sorted({float(v) for v in config.lrs})
+    wd_values = sorted({float(v) for v in config.weight_decays})
+    pending = [(float(lr), float(wd)) for wd in config.weight_decays for lr in config.lrs]
+    grid: list[tuple[float, float]] = []
+    trained: list[tuple[_Heads, int]] = []  # (heads of one training pass, index in it) per grid entry
+    accs, losses, extensions = [], [], []
+    while True:
+        lrs = torch.tensor([lr for lr, _ in pending], dtype=torch.float32)
+        wds = torch.tensor([wd for _, wd in pending], dtype=torch.float32)
+        heads, grid_epochs = _train_heads(tx, ty, fit_rows, n_classes, lrs, wds, config, device)
+        acc, loss = _score_heads(heads, tx, ty, hold_rows, device)
+        grid += pending
+        trained += [(heads, i) for i in range(len(pending))]
+        accs.append(acc)
+        losses.append(loss)
+        hold_acc, hold_loss = torch.cat(accs), torch.cat(losses)
+        # Rank by held-out top-1, then by held-out loss: lexsort keys go last-is-primary.
+        best = int(np.lexsort((hold_loss.numpy(), -hold_acc.numpy()))[0])
+        best_lr, best_wd = grid[best]
+        edges = grid_edges(best_lr, best_wd, lr_values, wd_values)
+        if not edges or not config.grid_extend or len(extensions) >= config.max_grid_extensions:
+            break
+        lr_values, wd_values = _extend_values(edges, lr_values, wd_values)
+        known = set(grid)
+        pending = [(lr, wd) for wd in wd_values for lr in lr_values if (lr, wd) not in known]
+        if not pending:
+            break
+        extensions.append({"edges": edges, "new_heads": len(pending)})
     grid_seconds = time.perf_counter() - started
 
     if config.refit:
         all_rows = torch.arange(tx.shape[0])
         heads, epochs = _train_heads(
-            tx, ty, all_rows, n_classes, lrs[best : best + 1], wds[best : best + 1], config, device
+            tx, ty, all_rows, n_classes, torch.tensor([best_lr]), torch.tensor([best_wd]), config, device
         )
         head, n_fitted = 0, tx.shape[0]
     else:
-        head, n_fitted, epochs = best, fit_rows.numel(), grid_epochs
+        (heads, head), n_fitted, epochs = trained[best], fit_rows.numel(), grid_epochs
 
     top1, top5 = [], []
     for start in range(0, ex.shape[0], _EVAL_CHUNK):
@@ -449,6 +507,8 @@ def linear_probe(
             "n_holdout": int(hold_rows.numel()),
             "refit": config.refit,
             "grid_epochs": grid_epochs,
+            "at_edge": edges,
+            "grid_extensions": extensions,
             "grid_seconds": grid_seconds,
             "total_seconds": time.perf_counter() - started,
             "config": asdict(config),

@@ -196,6 +196,21 @@ def _lineage_view(lineage, cache: PerItemCache, n_boot: int) -> dict[str, Any]:
     }
 
 
+def _edge_warnings(data: ReportData) -> list[str]:
+    """One line per row whose hyperparameter choice sat on an edge of the searched range (``extra.at_edge``)."""
+    lines = []
+    for item in data.rows:
+        edges = item.row.extra.get("at_edge")
+        if edges and item.row.metric == "top1":
+            where = ", ".join(f"{key}={item.row.extra[key]}" for key in ("layer", "pooling") if item.row.extra.get(key) not in (None, ""))
+            shown = ", ".join(edges) if isinstance(edges, list) else str(edges)
+            lines.append(
+                f"{item.row.encoder} {item.row.suite}/{item.row.task} ({where}): the chosen hyperparameter lies on the "
+                f"edge of the searched range ({shown}); the optimum may lie beyond it."
+            )
+    return lines
+
+
 def render_report(data: ReportData, title: str | None = None, n_boot: int = 2000) -> str:
     """The HTML text of the report for already-loaded runs."""
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -215,6 +230,7 @@ def render_report(data: ReportData, title: str | None = None, n_boot: int = 2000
         if isinstance(item.row.extra.get("timings"), dict) and item.row.extra["timings"]
     ]
     warnings = [f"{len(data.duplicates)} row(s) appear in several runs; the later run's value is shown (see Provenance)."] if data.duplicates else []
+    warnings += _edge_warnings(data)
     return environment.from_string(TEMPLATE).render(
         title=title or "Vision encoder evaluation report",
         alpha=ALPHA,

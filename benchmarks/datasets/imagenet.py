@@ -7,10 +7,15 @@ Optional files in ``root``:
 - ``LOC_train_solution.csv`` / ``LOC_val_solution.csv`` (Kaggle ILSVRC localisation,
   ``ImageId,PredictionString`` with ``wnid xmin ymin xmax ymax ...``): object boxes, ``label`` = class
   index; xmax/ymax are taken as inclusive pixel coordinates.
+
+``train_per_class=K`` (spec parameter, 0 = all) keeps K images of every train class, drawn without
+replacement by ``seed`` (the same K images for the same seed, independent of the other classes;
+a class with fewer keeps all); val is never subsampled. Both values are part of the train fingerprint.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +50,24 @@ def _human_names(root: Path, wnids: list[str]) -> list[str]:
     return [f"{name} ({w})" if counts[name] > 1 else name for name, w in zip(names, wnids, strict=True)]
 
 
+def _draw(files: list[tuple[str, int]], k: int, seed: int, wnid: str) -> list[tuple[str, int]]:
+    """``k`` of a class's (sorted) files, in folder order, drawn by a generator seeded from (seed, wnid)."""
+    if len(files) <= k:
+        return files
+    class_key = int.from_bytes(hashlib.sha256(wnid.encode()).digest()[:8], "little")
+    picked = np.random.default_rng([seed, class_key]).choice(len(files), size=k, replace=False)
+    return [files[i] for i in sorted(picked)]
+
+
 @register_dataset("imagenet")
 class ImageNetSplit(ImageSplit):
     """One split (train or val) of an ImageNet-style class-folder tree."""
 
-    PARAMS = {"root": Param(str, help="folder holding train/ and val/")}
+    PARAMS = {
+        "root": Param(str, help="folder holding train/ and val/"),
+        "train_per_class": Param(int, default=0, min=0, help="keep this many train images per class (0: all)"),
+        "seed": Param(int, default=0, min=0, help="seed of the train_per_class draw"),
+    }
     SPLITS = ("train", "val")
 
     @classmethod
@@ -58,7 +76,7 @@ class ImageNetSplit(ImageSplit):
         require_dir(root, "ImageNet root", LAYOUT)
         return [s for s in cls.SPLITS if (root / s).is_dir()]
 
-    def __init__(self, spec: str, split: str, root: str) -> None:
+    def __init__(self, spec: str, split: str, root: str, train_per_class: int = 0, seed: int = 0) -> None:
         self.spec, self.split, self.name = spec, split, "imagenet"
         self.root = Path(root).expanduser()
         require_dir(self.root, "ImageNet root", LAYOUT)
@@ -91,11 +109,16 @@ class ImageNetSplit(ImageSplit):
         paths: list[str] = []
         labels: list[int] = []
         parts = ["imagenet", f"split={split}", *self.wnids]
+        subsample = train_per_class if split == "train" else 0
+        if subsample:
+            parts.append(f"train_per_class={subsample}:seed={seed}")
         empty = []
         for label, wnid in enumerate(self.wnids):
             files = image_files(split_dir / wnid)
             if not files:
                 empty.append(wnid)
+            if subsample:
+                files = _draw(files, subsample, seed, wnid)
             for name, identity in files:
                 rel = f"{wnid}/{name}"
                 paths.append(rel)

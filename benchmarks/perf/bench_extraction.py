@@ -25,10 +25,22 @@ each difference. Exit status 1 when a precision is outside the tolerance.
     python -m benchmarks.perf.bench_extraction --arch vit_small_patch16_224 --images 128
     python -m benchmarks.perf.bench_extraction --settings fp32+compile int8-dynamic
     python -m benchmarks.perf.bench_extraction --quick               # seconds-long smoke test
+
+On a GPU (``--device cuda``) the run instead times, per architecture (default ViT-B/16 @224 and
+SigLIP So400m/14 @384, random init) on ``--data`` (a dataset spec, or a folder of JPEGs; default the
+shapes world): **data only** (the suite's DataLoader of uint8 pixels, nothing else), **forward only**
+(bf16 weights on random device tensors: the ceiling), **plain timm** fp32 and bf16-autocast end to end
+(DataLoader with the float transform in the workers, pinned memory), and each **suite** setting
+(``extract_features``; with ``--decode cpu gpu`` for image files), printing each rate as a fraction of
+the forward-only rate and as a multiple of plain fp32:
+
+    python -m benchmarks.perf.bench_extraction --device cuda --data /data/jpegs --images 4096 --workers 14 --decode cpu gpu
+    python -m benchmarks.perf.bench_extraction --device cpu --quick  # smoke test of the device modes
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import tempfile
@@ -38,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -295,6 +308,124 @@ def bench_arch(arch: str, options: dict[str, Any], settings: list[Setting], imag
             "settings": rows, "best": best, "best_ratio": rows[best]["ratio"] if best else None}
 
 
+# --------------------------------------------------------------------------------------------------
+# Device modes (--device): where the time goes on a GPU
+
+DEVICE_ARCHS = ("vit_base_patch16_224", "vit_so400m_patch14_siglip_384")
+
+
+class JpegFolder:
+    """Every image file under a folder (recursively, sorted), unlabelled: ``--data /path/to/jpegs``."""
+
+    def __init__(self, root: str | Path, limit: int) -> None:
+        from benchmarks.datasets.base import hash_parts, open_rgb
+        from benchmarks.datasets.files import IMAGE_EXTENSIONS
+
+        self.root = Path(root)
+        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())[:limit]
+        if not files:
+            raise ValueError(f"--data {root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) under this folder")
+        self.files, self._open = files, open_rgb
+        self.spec, self.split, self.name = f"folder:{root}", "train", "folder"
+        self.classes, self.seg_classes = [], []
+        self.labels = np.full(len(files), -1, dtype=np.int64)
+        self.fingerprint = hash_parts([f"{p.relative_to(self.root)}\t{p.stat().st_size}" for p in files])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, index: int) -> Path:
+        return self.files[index]
+
+    def load_image(self, index: int):
+        return self._open(self.files[index])
+
+
+def _device_split(data: str | None, images: int, resolution: int):
+    if data and Path(data).expanduser().is_dir():
+        return JpegFolder(Path(data).expanduser(), images)
+    split = open_split(data or f"shapes:n={images}:size={resolution}", "train")
+    return split
+
+
+def _timed(fn, device: str) -> float:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    fn()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def bench_device(arch: str, options: dict[str, Any], device: str, data: str | None, images: int, batch_size: int, workers: int,
+                 settings: list[Setting], decodes: list[str], folder: Path) -> dict[str, float]:
+    """img/s of each mode (see the module docstring) for one architecture on ``device``."""
+    from benchmarks.features import _uint8_transform
+
+    encoder = build_encoder(arch, options, folder)
+    encoder.model.to(device)
+    resolution = encoder.preprocess.resolution
+    split = _device_split(data, images, resolution)
+    n = len(split)
+    print(f"\n== {arch} at {resolution} px on {device}: {encoder.num_parameters() / 1e6:.1f} M parameters; {n} images of {split.spec}; "
+          f"batch {batch_size}, {workers} workers; {_load()}", flush=True)
+    pin = torch.device(device).type == "cuda"
+    rates: dict[str, float] = {}
+
+    def loader(transform):
+        dataset = _TransformedSplit(split, transform, resolution, range(n))
+        return DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=pin)
+
+    rates["data only (uint8 workers)"] = n / _timed(lambda: [None for _ in loader(_uint8_transform(encoder.preprocess))], device)
+    model16 = copy.deepcopy(encoder.model).to(torch.bfloat16)
+    batch = torch.randn(batch_size, 3, resolution, resolution, device=device, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        model16(batch)
+        steps = max(1, n // batch_size)
+        rates["forward only (bf16 weights)"] = steps * batch_size / _timed(lambda: [model16(batch) for _ in range(steps)], device)
+    del model16
+
+    def plain(autocast: bool) -> None:
+        with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
+            for images_, *_ in loader(encoder.preprocess.transform()):
+                encoder.model(images_.to(device, non_blocking=True))
+
+    for label, autocast in (("plain timm fp32", False), ("plain timm bf16 autocast", True)):
+        plain(autocast) if n <= batch_size else None  # warm-up of kernels on small runs only costs one pass
+        rates[label] = n / _timed(lambda: plain(autocast), device)
+    for setting in settings:
+        for decode in decodes:
+            config = ExtractionConfig(batch_size=batch_size, workers=workers, precision=setting.precision, compile=setting.compile,
+                                      device=device, decode=decode, progress=False)
+            quiet = lambda *_: None
+            extract_features(encoder, _device_split(data, min(n, batch_size), resolution), folder / f"warm-{setting.label}-{decode}", config=config, log=quiet)
+            label = f"suite {setting.label}" + (f" decode={decode}" if len(decodes) > 1 or decode != "cpu" else "")
+            rates[label] = n / _timed(lambda: extract_features(encoder, split, folder / f"{arch}-{setting.label}-{decode}", config=config, log=quiet), device)
+    ceiling, plain32 = rates["forward only (bf16 weights)"], rates["plain timm fp32"]
+    print(f"{'mode':<40} {'img/s':>9} {'of forward-only':>16} {'x plain fp32':>13}")
+    for label, rate in rates.items():
+        print(f"{label:<40} {rate:>9.1f} {rate / ceiling:>16.1%} {rate / plain32:>13.2f}", flush=True)
+    return rates
+
+
+def main_device(args) -> dict[str, Any]:
+    settings = args.settings or [Setting("fp32"), Setting("bf16"), Setting("bf16-weights"), Setting("bf16-weights", True)]
+    archs = args.arch if args.arch != list(ARCHS) else list(DEVICE_ARCHS)
+    options: dict[str, Any] = {}
+    if args.quick:
+        archs, args.images, args.batch_size, args.workers, options = [TINY_ARCH], 8, 4, 0, TINY_OPTIONS
+        settings = args.settings or [Setting("fp32")]
+    print(f"torch {torch.__version__}, device {args.device}" + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else "") + f"; {_load()}")
+    results: dict[str, Any] = {"archs": {}, "accuracy_ok": True}
+    with tempfile.TemporaryDirectory(prefix="bench_extraction_") as tmp:
+        for arch in archs:
+            results["archs"][arch] = bench_device(arch, options, args.device, args.data, args.images, args.batch_size, args.workers, settings, args.decode, Path(tmp))
+    if args.quick:
+        print("(--quick: tiny model and few images, timings are not meaningful)")
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print the tables, and return its numbers."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -307,7 +438,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile settings out of the default candidates")
     parser.add_argument("--check-precisions", nargs="*", default=[], choices=PRECISIONS, help="more precisions for the accuracy check")
     parser.add_argument("--quick", action="store_true", help="tiny model and few images for a smoke test (timings meaningless)")
+    parser.add_argument("--device", default=None, help="time the device modes on this device (cuda; cpu for a smoke test) instead of the CPU comparison")
+    parser.add_argument("--data", default=None, help="with --device: a dataset spec or a folder of JPEGs (default: the shapes world)")
+    parser.add_argument("--decode", nargs="+", default=["cpu"], choices=("cpu", "gpu"), help="with --device: the suite's decode modes to time")
     args = parser.parse_args(argv)
+    if args.device is not None:
+        return main_device(args)
     options: dict[str, Any] = {}
     probe_options, probe_dataset, matmul_budget = PROBE_OPTIONS, PROBE_DATASET, 3.0
     if args.quick:

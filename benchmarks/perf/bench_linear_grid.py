@@ -1,20 +1,32 @@
-"""Benchmark: one-pass grid of linear heads vs. sequential scikit-learn LogisticRegression fits.
+"""Benchmark: four linear probes on the same features, each choosing its regularisation on the same held-out part of train.
 
-Both methods see the same synthetic features, choose their regularisation on the same held-out part
-of train and are scored on the same eval rows. Printed: wall time of each, the speed ratio, the best
-held-out and eval top-1 of each (percent), and the eval top-1 difference.
+Contenders (``--methods``, default all four):
+
+- ``grid``: :func:`probes.linear.linear_probe`, the one-pass grid of minibatch heads (SGD/Adam);
+- ``lbfgs``: :func:`probes.logreg.logreg_probe`, scikit-learn's objective solved exactly with full-batch
+  L-BFGS in torch along a warm-started C path;
+- ``sklearn``: :func:`probes.linear.sklearn_logreg_probe`, ``LogisticRegression`` fitted once per C;
+- ``clip``: CLIP_benchmark's linear probe (``clip_benchmark/metrics/linear_probe.py``, LAION-AI, 2025-06
+  snapshot): L2-normalised features, ``nn.Linear`` trained with AdamW (lr 0.1, batch 64, 10 epochs,
+  cosine schedule, no warm-up), weight decay searched over ``logspace(-6, 2, 97)`` (7 starting values,
+  then three around the peak for spans 8, 4, 2, 1; every probe retrained as there), final model trained
+  on train + held-out. Its training loop is re-implemented here (tensor indexing instead of a
+  DataLoader, which only favours it), run on ``--clip-threads`` torch threads (default 1, its best on
+  shared cores).
+
+Printed: wall time, best held-out and eval top-1 (percent), the choice, and speed ratios.
 
     python -m benchmarks.perf.bench_linear_grid                  # 50k x 768, 100 classes
     python -m benchmarks.perf.bench_linear_grid --quick          # seconds-long smoke test
+    python -m benchmarks.perf.bench_linear_grid --n 20000 --n-eval 5000 --methods lbfgs clip
     python -m benchmarks.perf.bench_linear_grid --sklearn-fits 4 # time 4 C values, extrapolate the rest
-    python -m benchmarks.perf.bench_linear_grid --sklearn-cs 0.003 0.01 0.03 0.1
 
-By default scikit-learn is fitted once per C for as many C values as the grid has heads, log-spaced
-over the range the grid's weight decays cover (``C = 1 / (wd * n_fit)``, widened 3x each way). At
-50k x 768 x 100 one lbfgs fit takes minutes, so ``--sklearn-fits k`` fits only ``k`` of those values
-(evenly spread) and ``--sklearn-cs`` fits exactly the given values; either way sklearn's time for the
-full count is extrapolated from its mean time per fit (plus one refit), its accuracy is the best of
-the values actually fitted, and the output says so.
+scikit-learn and the L-BFGS solver sweep the same ``--n-cs`` C values (default 13), log-spaced over the
+range the grid's weight decays cover (``C = 1 / (wd * n_fit)``, widened 3x each way). At 50k x 768 x 100
+one lbfgs fit takes minutes, so ``--sklearn-fits k`` fits only ``k`` of those values (evenly spread) and
+``--sklearn-cs`` fits exactly the given values; either way sklearn's time for the full count is
+extrapolated from its mean time per fit (plus one refit), its accuracy is the best of the values
+actually fitted, and the output says so.
 """
 from __future__ import annotations
 
@@ -25,7 +37,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from probes.linear import LinearProbeConfig, linear_probe, sklearn_logreg_probe
+import torch.nn.functional as F
+
+from probes.linear import LinearProbeConfig, _at_most_threads, linear_probe, sklearn_logreg_probe, stratified_holdout
+from probes.logreg import LogRegConfig, logreg_probe
+
+METHODS = ("grid", "lbfgs", "sklearn", "clip")
 
 
 @dataclass
@@ -65,6 +82,63 @@ def make_features(
     return SyntheticFeatures(train_x, train_y, eval_x, eval_y)
 
 
+def _clip_train(x: torch.Tensor, y: torch.Tensor, n_classes: int, weight_decay: float, *, lr: float, epochs: int, batch_size: int, seed: int) -> torch.nn.Module:
+    """CLIP_benchmark's ``train``: nn.Linear, AdamW, cross-entropy, per-step cosine lr without warm-up."""
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(x.shape[1], n_classes)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    criterion = torch.nn.CrossEntropyLoss()
+    steps_per_epoch = -(-x.shape[0] // batch_size)
+    total = epochs * steps_per_epoch
+    for epoch in range(epochs):
+        order = torch.randperm(x.shape[0])  # DataLoader(shuffle=True) draws from the global generator
+        for i, start in enumerate(range(0, x.shape[0], batch_size)):
+            step = i + epoch * steps_per_epoch
+            for group in optimizer.param_groups:
+                group["lr"] = 0.5 * (1 + np.cos(np.pi * step / total)) * lr
+            idx = order[start : start + batch_size]
+            optimizer.zero_grad()
+            loss = criterion(model(x[idx]), y[idx])
+            loss.backward()
+            optimizer.step()
+    return model
+
+
+def clip_benchmark_probe(data: SyntheticFeatures, *, holdout_fraction: float, seed: int, lr: float = 0.1, epochs: int = 10, batch_size: int = 64) -> dict[str, float]:
+    """CLIP_benchmark's linear-probe evaluation (weight-decay search + final fit), on ``data``; top-1 in percent."""
+    classes, train_y = torch.unique(data.train_y, return_inverse=True)
+    eval_y = torch.searchsorted(classes, data.eval_y)
+    train_x, eval_x = F.normalize(data.train_x.float(), dim=-1), F.normalize(data.eval_x.float(), dim=-1)
+    fit_rows, hold_rows = stratified_holdout(train_y, holdout_fraction, seed)
+    n_classes = classes.numel()
+
+    def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float((model(x).argmax(1) == y).float().mean()) * 100.0
+
+    wd_list = np.logspace(-6, 2, num=97).tolist()
+    wd_init = np.logspace(-6, 2, num=7).tolist()
+    trained = {"count": 0}
+
+    def find_peak(idxs: list[int]) -> tuple[int, float]:
+        best_idx, max_acc = 0, 0.0
+        for idx in idxs:
+            model = _clip_train(train_x[fit_rows], train_y[fit_rows], n_classes, wd_list[idx], lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
+            trained["count"] += 1
+            acc = top1(model, train_x[hold_rows], train_y[hold_rows])
+            if max_acc < acc:
+                best_idx, max_acc = idx, acc
+        return best_idx, max_acc
+
+    peak, hold = find_peak([i for i, v in enumerate(wd_list) if v in wd_init])
+    span = 8
+    while span > 0:
+        peak, hold = find_peak([max(peak - span, 0), peak, min(peak + span, len(wd_list) - 1)])
+        span //= 2
+    final = _clip_train(train_x, train_y, n_classes, wd_list[peak], lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
+    return {"top1": top1(final, eval_x, eval_y), "holdout": hold, "weight_decay": wd_list[peak], "trainings": trained["count"] + 1}
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Run the benchmark, print the table, and return its numbers."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,11 +146,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--n-eval", type=int, default=10_000, help="eval rows")
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="contenders to run")
+    parser.add_argument("--device", default="cpu", help="device of the grid and the L-BFGS solver (CLIP's recipe too)")
     parser.add_argument("--epochs", type=int, default=None, help="grid epochs (default: LinearProbeConfig's)")
+    parser.add_argument("--n-cs", type=int, default=13, help="C values swept by sklearn and the L-BFGS solver")
     parser.add_argument("--sklearn-fits", type=int, default=None, help="fit only this many C values and extrapolate")
     parser.add_argument(
         "--sklearn-cs", type=float, nargs="+", default=None, help="fit exactly these C values and extrapolate"
     )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for the grid, L-BFGS and sklearn's standardisation (default: torch's)")
+    parser.add_argument("--clip-threads", type=int, default=1, help="torch threads for CLIP_benchmark's recipe")
+    parser.add_argument("--clip-epochs", type=int, default=10, help="CLIP_benchmark's --fewshot_epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny problem for a smoke test (timings meaningless)")
     args = parser.parse_args(argv)
@@ -84,12 +164,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         args.n, args.n_eval, args.dim, args.classes = 600, 200, 32, 5
         args.epochs = args.epochs or 5
         args.sklearn_fits = args.sklearn_fits or 4
+        args.n_cs = min(args.n_cs, 6)
+        args.clip_epochs = 1
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = make_features(args.n, args.n_eval, args.dim, args.classes, seed=args.seed)
     config = LinearProbeConfig(seed=args.seed)
     if args.epochs is not None:
         config = LinearProbeConfig(epochs=args.epochs, seed=args.seed)
-    n_values = config.n_heads
+    n_values = args.n_cs
     # The same regularisation range as the grid's weight decays, via C = 1 / (wd * n_fit).
     n_fit = round(args.n * (1.0 - config.holdout_fraction))
     positive_wds = [wd for wd in config.weight_decays if wd > 0]
@@ -104,62 +188,80 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     print(
         f"features: train {args.n} x {args.dim}, eval {args.n_eval}, {args.classes} classes; "
-        f"torch threads {torch.get_num_threads()}"
+        f"torch threads {torch.get_num_threads()}; methods {' '.join(args.methods)}"
     )
-    started = time.perf_counter()
-    grid = linear_probe(data.train_x, data.train_y, data.eval_x, data.eval_y, config=config)
-    grid_seconds = time.perf_counter() - started
-
-    started = time.perf_counter()
-    ref = sklearn_logreg_probe(
-        data.train_x, data.train_y, data.eval_x, data.eval_y, Cs=tuple(cs), seed=args.seed,
-        holdout_fraction=config.holdout_fraction,
-    )
-    sklearn_seconds = time.perf_counter() - started
-    fit_seconds = ref.extra["fit_seconds"]
-    refit_seconds = ref.extra["refit_seconds"]
-    # Time outside the fits (import, standardisation, scoring) is counted once, not extrapolated.
-    overhead = sklearn_seconds - sum(fit_seconds) - refit_seconds
-    extrapolated = n_sklearn != n_values
-    sklearn_total = (np.mean(fit_seconds) * n_values + refit_seconds + overhead) if extrapolated else sklearn_seconds
-
-    rows = [
-        ("one-pass grid", f"{n_values} heads", grid_seconds, grid.selection_score, grid.top1, str(grid.selected)),
-        (
-            "sklearn LogisticRegression",
-            f"{n_sklearn} C values" + (f" (time for {n_values} extrapolated)" if extrapolated else ""),
-            sklearn_total,
-            ref.selection_score,
-            ref.top1,
-            str(ref.selected),
-        ),
-    ]
-    print(f"\n{'method':<28} {'values':<36} {'wall s':>8} {'holdout top1':>13} {'eval top1':>10}  selected")
-    for name, values, seconds, hold, top1, selected in rows:
-        print(f"{name:<28} {values:<36} {seconds:>8.1f} {hold:>13.2f} {top1:>10.2f}  {selected}")
-    speedup = sklearn_total / grid_seconds
-    diff = grid.top1 - ref.top1
-    print(f"\nspeed ratio (sklearn / grid): {speedup:.1f}x")
-    print(f"eval top-1 difference (grid - sklearn): {diff:+.2f} points")
-    not_converged = [c for c, ok in ref.extra["converged"].items() if not ok]
-    if not_converged:
-        print(f"sklearn did not converge within max_iter for: {', '.join(not_converged)}")
-    if extrapolated:
-        print(
-            f"note: sklearn fitted {n_sklearn} C values ({', '.join(f'{c:.3g}' for c in cs)}; "
-            f"{np.mean(fit_seconds):.1f} s per fit, refit {refit_seconds:.1f} s); its time for {n_values} values is "
-            f"extrapolated from the mean per fit and its accuracy is the best of the {n_sklearn} values fitted"
+    rows, out = [], {}
+    if "grid" in args.methods:
+        started = time.perf_counter()
+        grid = linear_probe(data.train_x, data.train_y, data.eval_x, data.eval_y, config=config, device=args.device)
+        out["grid_seconds"] = time.perf_counter() - started
+        out["grid_top1"] = grid.top1
+        rows.append(("one-pass grid (SGD/Adam heads)", f"{config.n_heads} heads", out["grid_seconds"], grid.selection_score, grid.top1, str(grid.selected)))
+    if "lbfgs" in args.methods:
+        started = time.perf_counter()
+        exact = logreg_probe(
+            data.train_x, data.train_y, data.eval_x, data.eval_y, device=args.device,
+            config=LogRegConfig(Cs=tuple(float(c) for c in all_cs), seed=args.seed, holdout_fraction=config.holdout_fraction),
         )
+        out["lbfgs_seconds"] = time.perf_counter() - started
+        out["lbfgs_top1"] = exact.top1
+        iters = sum(exact.extra["n_iter"].values())
+        rows.append(("exact L-BFGS (probes.logreg)", f"{n_values} C values, {iters} iterations", out["lbfgs_seconds"], exact.selection_score, exact.top1, f"{{'C': {exact.selected['C']:.4g}}}"))
+    if "sklearn" in args.methods:
+        started = time.perf_counter()
+        ref = sklearn_logreg_probe(
+            data.train_x, data.train_y, data.eval_x, data.eval_y, Cs=tuple(cs), seed=args.seed,
+            holdout_fraction=config.holdout_fraction,
+        )
+        sklearn_seconds = time.perf_counter() - started
+        fit_seconds = ref.extra["fit_seconds"]
+        refit_seconds = ref.extra["refit_seconds"]
+        # Time outside the fits (import, standardisation, scoring) is counted once, not extrapolated.
+        overhead = sklearn_seconds - sum(fit_seconds) - refit_seconds
+        extrapolated = n_sklearn != n_values
+        sklearn_total = (np.mean(fit_seconds) * n_values + refit_seconds + overhead) if extrapolated else sklearn_seconds
+        out["sklearn_seconds"], out["sklearn_top1"] = float(sklearn_total), ref.top1
+        rows.append((
+            "sklearn LogisticRegression",
+            f"{n_sklearn} C values" + (f" (time for {n_values} extrap.)" if extrapolated else ""),
+            sklearn_total, ref.selection_score, ref.top1, f"{{'C': {ref.selected['C']:.4g}}}",
+        ))
+    if "clip" in args.methods:
+        started = time.perf_counter()
+        with _at_most_threads(args.clip_threads):
+            clip = clip_benchmark_probe(data, holdout_fraction=config.holdout_fraction, seed=args.seed, epochs=args.clip_epochs)
+        out["clip_seconds"], out["clip_top1"] = time.perf_counter() - started, clip["top1"]
+        rows.append((
+            f"CLIP_benchmark recipe ({args.clip_threads} thr)", f"{clip['trainings']} AdamW trainings", out["clip_seconds"],
+            clip["holdout"], clip["top1"], f"{{'weight_decay': {clip['weight_decay']:.3g}}}",
+        ))
+
+    print(f"\n{'method':<32} {'values':<36} {'wall s':>8} {'holdout top1':>13} {'eval top1':>10}  selected")
+    for name, values, seconds, hold, top1, selected in rows:
+        print(f"{name:<32} {values:<36} {seconds:>8.1f} {hold:>13.2f} {top1:>10.2f}  {selected}")
+    if "lbfgs_seconds" in out:
+        for other in ("grid", "sklearn", "clip"):
+            if f"{other}_seconds" in out:
+                out[f"{other}_over_lbfgs"] = out[f"{other}_seconds"] / out["lbfgs_seconds"]
+                print(f"speed ratio ({other} / exact L-BFGS): {out[f'{other}_over_lbfgs']:.1f}x; "
+                      f"eval top-1 exact - {other}: {out['lbfgs_top1'] - out[f'{other}_top1']:+.2f} points")
+    if "grid_seconds" in out and "sklearn_seconds" in out:
+        out["speedup"] = out["sklearn_seconds"] / out["grid_seconds"]
+        out["top1_difference"] = out["grid_top1"] - out["sklearn_top1"]
+        print(f"speed ratio (sklearn / grid): {out['speedup']:.1f}x; eval top-1 grid - sklearn: {out['top1_difference']:+.2f} points")
+    if "sklearn" in args.methods:
+        not_converged = [c for c, ok in ref.extra["converged"].items() if not ok]
+        if not_converged:
+            print(f"sklearn did not converge within max_iter for: {', '.join(not_converged)}")
+        if extrapolated:
+            print(
+                f"note: sklearn fitted {n_sklearn} C values ({', '.join(f'{c:.3g}' for c in cs)}; "
+                f"{np.mean(fit_seconds):.1f} s per fit, refit {refit_seconds:.1f} s); its time for {n_values} values is "
+                f"extrapolated from the mean per fit and its accuracy is the best of the {n_sklearn} values fitted"
+            )
     if args.quick:
         print("(--quick: tiny problem, timings are not meaningful)")
-    return {
-        "grid_seconds": grid_seconds,
-        "sklearn_seconds": float(sklearn_total),
-        "speedup": float(speedup),
-        "grid_top1": grid.top1,
-        "sklearn_top1": ref.top1,
-        "top1_difference": diff,
-    }
+    return out
 
 
 if __name__ == "__main__":

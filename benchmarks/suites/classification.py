@@ -2,20 +2,31 @@
 
 Per encoder, features of the train and val splits are taken from the feature store; for each feature
 (pooled output ``cls`` and mean of patch tokens ``mean``, at the last block and any ``--layers``) it fits
-the one-pass linear grid (head chosen on a held-out part of train, reported on val), kNN (k = 10, 20)
-and the class-mean prototype classifier, plus scikit-learn's LogisticRegression when
-``options["sklearn"]`` is set. Accuracies are percentages with 95% bootstrap CIs.
+a linear probe (regularisation chosen on a held-out part of train, reported on val), kNN (k = 10, 20)
+and the class-mean prototype classifier (both on the run's device), plus scikit-learn's
+LogisticRegression when ``options["sklearn"]`` is set. Accuracies are percentages with 95% bootstrap CIs.
+
+Linear probes, by task name (``options["linear"]``: ``auto`` (default), ``lbfgs``, ``sgd`` or ``both``):
+
+- ``linear``: the protocol's objective (scikit-learn's L2 multinomial logistic regression) solved
+  exactly by :func:`probes.logreg.logreg_probe` (full-batch L-BFGS on the run's device); ``auto`` runs
+  it whenever the standardised train features fit the device memory budget;
+- ``linear_sgd``: the one-pass grid of minibatch heads (:func:`probes.linear.linear_probe`), which
+  streams rows; ``auto`` runs it instead when the features do not fit.
 """
 from __future__ import annotations
 
 import math
 import time
 
+import torch
+
 from benchmarks.datasets import open_split
 from benchmarks.features import extract_features, unreadable_items
 from benchmarks.results import ResultRow
 from probes.knn import knn_probe, prototype_probe
 from probes.linear import DEFAULT_CS, ClassificationResult, LinearProbeConfig, linear_probe, sklearn_logreg_probe
+from probes.logreg import DEFAULT_MEMORY_BUDGET, LogRegConfig, fits_in_memory, logreg_probe
 
 from . import SUITES
 from .base import LoadedEncoder, RunContext
@@ -50,6 +61,8 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, result: Classification
     selected = {key: value if not isinstance(value, float) or math.isfinite(value) else str(value) for key, value in result.selected.items()}
     extra = {"pooling": feature, "selected": selected, "n_tried": result.n_tried, "split": EVAL_SPLIT,
              "n_classes": n_classes, "chance": 100.0 / n_classes, "features_cached": cached, **layer_labels(context, loaded, feature)}
+    if "at_edge" in result.extra:  # the choice sits on an edge of the searched range: the optimum may lie beyond
+        extra["at_edge"] = result.extra["at_edge"]
     if "." in feature:  # an intermediate block: "L3.mean" -> layer 3 (rows of the last block carry no layer)
         layer, pooling = feature.split(".")
         extra.update(layer=int(layer[1:]), pooling=pooling)
@@ -63,13 +76,46 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, result: Classification
     return rows
 
 
+LINEAR_MODES = ("auto", "lbfgs", "sgd", "both")
+
+
+def linear_results(
+    context: RunContext, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor, eval_y: torch.Tensor
+) -> dict[str, ClassificationResult]:
+    """The linear probe(s) that ``options["linear"]`` asks for, keyed by task name (see the module docstring)."""
+    mode = context.options.get("linear", "auto")
+    if mode not in LINEAR_MODES:
+        raise ValueError(f"--linear {mode!r}: expected one of {', '.join(LINEAR_MODES)}")
+    device = context.extraction.device
+    if mode == "auto":
+        n_classes = int(train_y.unique().numel())
+        mode = "lbfgs" if fits_in_memory(train_x.shape[0], train_x.shape[1], n_classes, _memory_budget(device)) else "sgd"
+    results = {}
+    if mode in ("lbfgs", "both"):
+        results["linear"] = logreg_probe(train_x, train_y, eval_x, eval_y, config=LogRegConfig(seed=context.seed), device=device)
+    if mode in ("sgd", "both"):
+        config = LinearProbeConfig(
+            epochs=int(context.options.get("linear_epochs", 10)), seed=context.seed,
+            grid_extend=bool(context.options.get("grid_extend", True)),
+        )
+        results["linear_sgd"] = linear_probe(train_x, train_y, eval_x, eval_y, config=config, device=device)
+    return results
+
+
+def _memory_budget(device: str | torch.device) -> int:
+    """Bytes the full-batch solver may hold: half the free GPU memory, or a fixed 8 GiB elsewhere."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    return DEFAULT_MEMORY_BUDGET
+
+
 @SUITES.register("cls")
 def classification_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
     train_split = open_split(context.data, TRAIN_SPLIT)
     eval_split = open_split(context.data, EVAL_SPLIT)
     if not len(train_split.classes):
         raise ValueError(f"{context.data} has no image-level labels; the cls suite needs a classification dataset")
-    probe_config = LinearProbeConfig(epochs=int(context.options.get("linear_epochs", 10)), seed=context.seed)
     n_classes = len(train_split.classes)
     rows: list[ResultRow] = []
     for loaded in encoders:
@@ -79,10 +125,11 @@ def classification_suite(context: RunContext, encoders: list[LoadedEncoder]) -> 
         cached = bool(train.meta.get("cache_hit") and evaluation.meta.get("cache_hit"))
         for feature in train.arrays:
             train_x, eval_x = train.tensor(feature), evaluation.tensor(feature)
-            results = {"linear": linear_probe(train_x, train_y, eval_x, eval_y, config=probe_config, device=context.extraction.device)}
-            for k, result in knn_probe(train_x, train_y, eval_x, eval_y, ks=(10, 20)).items():
+            results = linear_results(context, train_x, train_y, eval_x, eval_y)
+            device = context.extraction.device
+            for k, result in knn_probe(train_x, train_y, eval_x, eval_y, ks=(10, 20), device=device).items():
                 results[f"knn{k}"] = result
-            results["prototype"] = prototype_probe(train_x, train_y, eval_x, eval_y)
+            results["prototype"] = prototype_probe(train_x, train_y, eval_x, eval_y, device=device)
             if context.options.get("sklearn"):
                 started = time.perf_counter()
                 context.log(f"sklearn LogisticRegression reference on {loaded.name} / {feature}: {estimate_sklearn(train_x, n_classes)}")

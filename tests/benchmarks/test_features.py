@@ -94,3 +94,70 @@ def test_two_runs_share_one_cache(tmp_path):
     assert results[0] == results[1]
     entry = next(p for p in (tmp_path / "cache").iterdir())
     assert (entry / "done.json").exists() and not list(entry.glob("*.tmp*"))
+
+
+def test_uint8_inputs_normalised_on_device_give_the_features_of_the_float_transform(tmp_path, tiny_encoder):
+    import torch
+
+    from benchmarks.features import _feature_dict, _uint8_transform, store_key
+
+    split = ListSplit(10, bad={4})
+    config = ExtractionConfig(batch_size=4, shard_size=8, progress=False, max_bad_fraction=0.5)
+    features = extract_features(tiny_encoder, split, tmp_path, layers=[0], config=config)
+    # Today's inputs: the float transform (ToTensor + Normalize) in the workers.
+    transform = tiny_encoder.preprocess.transform()
+    rows = [i for i in range(10) if i != 4]
+    images = torch.stack([transform(split.load_image(i)) for i in rows])
+    with torch.inference_mode():
+        reference = _feature_dict(tiny_encoder, images, [0])
+    for name, value in reference.items():
+        np.testing.assert_array_equal(np.asarray(features.arrays[name])[rows], value.numpy().astype(np.float16))
+    # The pixels themselves are bit-identical: uint8 / 255, - mean, / std == ToTensor + Normalize.
+    image = split.load_image(0)
+    pixels = _uint8_transform(tiny_encoder.preprocess)(image)
+    assert pixels.dtype == torch.uint8
+    from benchmarks.features import _normalize_on_device
+
+    ours = _normalize_on_device(pixels[None], torch.tensor([True]), tiny_encoder.preprocess.mean, tiny_encoder.preprocess.std, "cpu")
+    assert torch.equal(ours[0], transform(image))
+    # The store key does not name the input pipeline (entries written before stay valid).
+    _, meta = store_key(tiny_encoder, split, [0], "fp32")
+    assert set(meta) == {"version", "weights_hash", "dataset_fingerprint", "split", "transform", "layers", "precision"}
+
+
+def _smooth_imagenet(root, n_per_class: int = 3):
+    from PIL import Image
+
+    for c, wnid in enumerate(["n01", "n02"]):
+        for k in range(n_per_class):
+            yy, xx = np.mgrid[0:45, 0:60]
+            pixels = np.stack([xx * 4 + 20 * k, yy * 5 + 40 * c, (xx + yy) * 2], axis=-1).clip(0, 255).astype(np.uint8)
+            for split in ("train", "val"):
+                folder = root / split / wnid
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{k}.{'png' if k == 2 else 'JPEG'}", quality=95)
+    return root
+
+
+def test_decode_on_device_reads_files_close_to_pil_and_has_its_own_key(tmp_path, tiny_encoder):
+    import torch
+
+    from benchmarks.datasets import open_split
+    from benchmarks.features import _uint8_transform, decode_resize_crop
+
+    root = _smooth_imagenet(tmp_path / "imagenet")
+    (root / "train" / "n01" / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    split = open_split(f"imagenet:root={root}", "train")
+    pil = extract_features(tiny_encoder, split, tmp_path / "cache", config=ExtractionConfig(batch_size=4, shard_size=8, progress=False, max_bad_fraction=0.5))
+    device = extract_features(tiny_encoder, split, tmp_path / "cache", config=ExtractionConfig(batch_size=4, shard_size=8, progress=False, max_bad_fraction=0.5, decode="gpu"))
+    assert pil.key != device.key and device.meta["decode"] == "gpu" and "decode" not in pil.meta
+    assert device.valid.tolist() == pil.valid.tolist() and device.bad_count == 1
+    # Same decoded pixels up to the resize kernels' rounding (JPEG and PNG alike).
+    files = [np.fromfile(split.path(i), dtype=np.uint8) for i in range(len(split)) if pil.valid[i]]
+    ours, readable = decode_resize_crop(files, tiny_encoder.preprocess, "cpu")
+    theirs = torch.stack([_uint8_transform(tiny_encoder.preprocess)(split.load_image(i)) for i in range(len(split)) if pil.valid[i]])
+    assert readable.all() and ours.shape == theirs.shape and ours.dtype == torch.uint8
+    assert (ours.float() - theirs.float()).abs().mean() < 2.0
+    np.testing.assert_allclose(np.asarray(device.arrays["mean"])[pil.valid], np.asarray(pil.arrays["mean"])[pil.valid], atol=0.1)
+    with pytest.raises(ValueError, match="--decode gpu"):
+        extract_features(tiny_encoder, ListSplit(4), tmp_path / "cache", config=ExtractionConfig(decode="gpu", progress=False))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from probes import knn
 from probes.knn import knn_probe, prototype_probe
 
 
@@ -74,6 +75,32 @@ def test_knn_chunking_does_not_change_results():
     for k in (5, 10):
         assert np.array_equal(whole[k].correct, chunked[k].correct)
         assert whole[k].top5 == chunked[k].top5
+
+
+def test_knn_train_chunks_merge_to_the_same_neighbours(monkeypatch):
+    tx, ty = clusters(230, 8, 5, spread=0.6, seed=0)
+    ex, ey = clusters(40, 8, 5, spread=0.6, seed=1)
+    whole = knn_probe(tx, ty, ex, ey, ks=(5, 10))
+    monkeypatch.setattr(knn, "_SIM_BUDGET", 40 * 23)  # 23 train rows per block: 10 blocks, the last one partial
+    chunked = knn_probe(tx, ty, ex, ey, ks=(5, 10))
+    for k in (5, 10):
+        assert np.array_equal(whole[k].correct, chunked[k].correct) and whole[k].top5 == chunked[k].top5
+    queries, train = torch.randn(6, 4), torch.randn(50, 4)
+    sims, idx = knn._topk_similar(queries, train, 7, train_chunk=9)
+    expected_sims, expected_idx = (queries @ train.T).topk(7, dim=1)
+    assert torch.equal(idx, expected_idx) and torch.allclose(sims, expected_sims)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine: CPU vs CUDA equality not checked")
+def test_knn_and_prototype_equal_on_cpu_and_cuda():
+    tx, ty = clusters(3000, 32, 10, spread=0.7, seed=0)
+    ex, ey = clusters(500, 32, 10, spread=0.7, seed=1)
+    cpu, gpu = knn_probe(tx, ty, ex, ey), knn_probe(tx, ty, ex, ey, device="cuda")
+    for k in (10, 20):
+        # float32 sums differ in the last bits between devices: allow one near-tie to flip
+        assert np.sum(cpu[k].correct != gpu[k].correct) <= 1 and abs(cpu[k].top5 - gpu[k].top5) <= 0.2
+    cpu_p, gpu_p = prototype_probe(tx, ty, ex, ey), prototype_probe(tx, ty, ex, ey, device="cuda")
+    assert np.sum(cpu_p.correct != gpu_p.correct) <= 1
 
 
 def test_knn_matches_a_direct_computation():

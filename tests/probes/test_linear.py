@@ -14,7 +14,9 @@ from probes.linear import (
     validate_classification_inputs,
 )
 
-SMALL = LinearProbeConfig(lrs=(0.01, 0.1), weight_decays=(0.0, 1e-3), epochs=5, batch_size=64, min_steps=100)
+SMALL = LinearProbeConfig(
+    lrs=(0.01, 0.1), weight_decays=(0.0, 1e-3), epochs=5, batch_size=64, min_steps=100, grid_extend=False
+)
 
 
 def blobs(n: int, dim: int, n_classes: int, *, spread: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,3 +195,36 @@ def test_sgd_optimizer_and_binary_sklearn():
     assert linear_probe(tx, ty, ex, ey, config=config).top1 > 90.0
     ref = sklearn_logreg_probe(tx, ty, ex, ey, Cs=(1.0,))
     assert ref.top1 > 90.0 and ref.top5 is None
+
+
+def test_grid_edges_names_each_extendable_edge():
+    lrs, wds = [0.01, 0.1, 1.0], [0.0, 1e-4, 1e-3]
+    assert linear.grid_edges(0.1, 1e-4, lrs, wds) == []
+    assert linear.grid_edges(0.01, 0.0, lrs, wds) == ["lr_low"]  # weight decay 0 has nothing below it
+    assert linear.grid_edges(1.0, 1e-3, lrs, wds) == ["lr_high", "wd_high"]
+    assert linear.grid_edges(0.1, 1e-4, lrs, [1e-4, 1e-3]) == ["wd_low"]
+    assert linear.grid_edges(0.1, 1e-4, [0.1], [1e-4]) == []  # one value per axis: no step known
+    assert linear._extend_values(["lr_low", "wd_high"], lrs, wds) == (
+        pytest.approx([0.001, 0.01, 0.1, 1.0]), pytest.approx([0.0, 1e-4, 1e-3, 1e-2])
+    )
+
+
+def test_choice_below_the_grid_is_flagged_then_found_by_extension():
+    # Adam on well-separated blobs: held-out top-1 falls as lr grows (100% at lr <= 1e-3, 95% at 0.1),
+    # so a grid of 0.1..10 chooses its smallest lr.
+    tx, ty, ex, ey = split(400, 200, 32, 4, spread=2.0)
+    grid = dict(lrs=(0.1, 1.0, 10.0), weight_decays=(0.0,), epochs=5, batch_size=64, min_steps=60, refit=False)
+    fixed = linear_probe(tx, ty, ex, ey, config=LinearProbeConfig(**grid, grid_extend=False))
+    assert fixed.selected["lr"] == 0.1 and fixed.extra["at_edge"] == ["lr_low"]
+    assert fixed.n_tried == 3 and fixed.extra["grid_extensions"] == []
+
+    extended = linear_probe(tx, ty, ex, ey, config=LinearProbeConfig(**grid, max_grid_extensions=3))
+    assert extended.selected["lr"] < 0.1
+    assert extended.selection_score > fixed.selection_score
+    steps = extended.extra["grid_extensions"]
+    assert 1 <= len(steps) <= 3 and all(step == {"edges": ["lr_low"], "new_heads": 1} for step in steps)
+    assert extended.n_tried == 3 + len(steps)  # only the new heads were trained
+    # The original heads' held-out scores are unchanged by the extension.
+    for key, value in fixed.extra["holdout_top1"].items():
+        assert extended.extra["holdout_top1"][key] == value
+    assert extended.extra["at_edge"] == [] or len(steps) == 3  # interior, or the stated limit was hit

@@ -183,3 +183,16 @@ def test_robust_to_sparse_and_odd_inputs(tmp_path):
     assert "Per-layer rows (2)" in html and "CKA vs layer" in html
     assert "&Delta; -1.00" in html  # delta shown, untested (no per-item file, no CIs)
     assert "could not be drawn" not in html
+
+
+def test_choice_on_the_grid_edge_is_shown(tmp_path):
+    run = tmp_path / "edge"
+    append_rows(run, [
+        ResultRow(encoder="lone", suite="cls", task="linear_sgd", dataset="imagenet-tiny", metric="top1", value=60.0,
+                  extra={"pooling": "mean", "at_edge": ["lr_low"]}),
+        ResultRow(encoder="lone", suite="cls", task="linear", dataset="imagenet-tiny", metric="top1", value=61.0,
+                  extra={"pooling": "mean", "at_edge": []}),
+    ])
+    html = build_report([run], tmp_path / "r.html").read_text()
+    assert "lone cls/linear_sgd (pooling=mean): the chosen hyperparameter lies on the edge of the searched range (lr_low)" in html
+    assert "cls/linear (" not in html

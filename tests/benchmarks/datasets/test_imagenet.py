@@ -127,3 +127,25 @@ def test_boxes_from_localisation_csv(imagenet_root: Path):
     boxes = val.boxes(ids.index("val/n01443537/ILSVRC2012_val_10000000.JPEG"))
     assert [(b.x0, b.y0, b.x1, b.y1, b.label) for b in boxes] == [(1, 2, 11, 13, 1), (0, 0, 5, 5, 1)]
     assert val.boxes(ids.index("val/n01440764/ILSVRC2012_val_00000001.JPEG")) == []
+
+
+def test_train_per_class_draws_the_same_images_for_the_same_seed(imagenet_root: Path):
+    for wnid in ("n01440764", "n01443537"):
+        for i in range(3, 9):
+            write_image(imagenet_root / "train" / wnid / f"{wnid}_{i}.JPEG", seed=i)
+    spec = f"imagenet:root={imagenet_root}"
+    full = open_split(spec, "train")
+    first = open_split(f"{spec}:train_per_class=2:seed=3", "train")
+    again = open_split(f"{spec}:train_per_class=2:seed=3", "train")
+    other = open_split(f"{spec}:train_per_class=2:seed=4", "train")
+    ids = lambda split: [split.item_id(i) for i in range(len(split))]  # noqa: E731
+    assert len(full) == 21 and len(first) == 6 and first.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert ids(first) == ids(again) and first.fingerprint == again.fingerprint
+    assert ids(first) != ids(other) and first.fingerprint != other.fingerprint
+    assert set(ids(first)) <= set(ids(full)) and first.fingerprint != full.fingerprint
+    # The val split is never subsampled, and its fingerprint does not depend on the train draw.
+    assert open_split(f"{spec}:train_per_class=2:seed=3", "val").fingerprint == open_split(spec, "val").fingerprint
+    # A class with fewer images than K keeps all of them.
+    assert len(open_split(f"{spec}:train_per_class=100", "train")) == 21
+    with pytest.raises(ValueError, match="train_per_class"):
+        open_split(f"{spec}:train_per_class=-1", "train")

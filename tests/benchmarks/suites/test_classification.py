@@ -1,0 +1,39 @@
+"""Tests for the cls suite's choice of linear probe (task names and the memory rule)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from benchmarks.suites import classification
+
+
+def context(**options) -> SimpleNamespace:
+    return SimpleNamespace(options={"linear_epochs": 1, **options}, extraction=SimpleNamespace(device="cpu"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    generator = torch.Generator().manual_seed(0)
+    means = torch.randn(4, 6, generator=generator) * 2
+    ty, ey = torch.randint(0, 4, (120,), generator=generator), torch.randint(0, 4, (60,), generator=generator)
+    return means[ty] + torch.randn(120, 6, generator=generator), ty, means[ey] + torch.randn(60, 6, generator=generator), ey
+
+
+def test_auto_runs_the_exact_solver_when_features_fit(data):
+    results = classification.linear_results(context(), *data)
+    assert list(results) == ["linear"] and results["linear"].method == "logreg_lbfgs"
+
+
+def test_auto_falls_back_to_the_sgd_grid_when_they_do_not(data, monkeypatch):
+    monkeypatch.setattr(classification, "DEFAULT_MEMORY_BUDGET", 1000)
+    results = classification.linear_results(context(grid_extend=False), *data)
+    assert list(results) == ["linear_sgd"] and results["linear_sgd"].method == "linear_grid"
+    assert results["linear_sgd"].extra["grid_extensions"] == []
+
+
+def test_both_and_bad_mode(data):
+    assert set(classification.linear_results(context(linear="both"), *data)) == {"linear", "linear_sgd"}
+    with pytest.raises(ValueError, match="--linear"):
+        classification.linear_results(context(linear="newton"), *data)
