@@ -1,0 +1,80 @@
+"""Representation alignment: linear CKA and mutual k-nearest-neighbour alignment (PROTOCOL.md sections 5-6).
+
+- :func:`linear_cka`: centred kernel alignment with linear kernels (Kornblith et al. 2019),
+  ``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` for row-paired features X (n, p), Y (n, q); 1 for
+  identical representations, invariant to orthogonal maps and isotropic scaling of either side.
+- :func:`mutual_knn`: the platonic-representation metric (Huh et al. 2024, minyoungg/platonic-rep
+  ``metrics.py``/``measure_alignment.py``): each side is clipped at the mean over rows of the 95th
+  percentile of |x| (their ``remove_outliers``), L2-normalised, and each item's k nearest neighbours by
+  inner product (itself excluded) are found; the score of an item is the fraction of its k neighbours
+  the two sides share. Identical representations give 1; independent ones about k / (n - 1).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def _as_pair(x, y) -> tuple[Tensor, Tensor]:
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).double()
+    y = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y).double()
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"alignment needs row-paired 2-D features; got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.shape[0] < 2:
+        raise ValueError("alignment needs at least 2 items")
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        raise ValueError("alignment: features contain NaN or Inf")
+    return x, y
+
+
+def linear_cka(x, y) -> float:
+    """Linear CKA of row-paired features ``x`` (n, p) and ``y`` (n, q), in [0, 1]; computed in float64
+    with the feature-space formula (cost O(n p q), never an n x n Gram matrix)."""
+    x, y = _as_pair(x, y)
+    x = x - x.mean(dim=0)
+    y = y - y.mean(dim=0)
+    cross = torch.linalg.matrix_norm(y.T @ x) ** 2
+    norm = torch.linalg.matrix_norm(x.T @ x) * torch.linalg.matrix_norm(y.T @ y)
+    return float(cross / norm) if norm > 0 else 0.0
+
+
+def linear_cka_ci(x, y, *, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`linear_cka` over items (rows resampled with replacement)."""
+    x, y = _as_pair(x, y)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        rows = torch.from_numpy(rng.integers(0, x.shape[0], x.shape[0]))
+        values.append(linear_cka(x[rows], y[rows]))
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def _prepare(x: Tensor, q: float) -> Tensor:
+    if q < 1.0:  # platonic-rep's remove_outliers (exact=False): clamp at the mean per-row quantile of |x|
+        bound = torch.quantile(x.abs(), q, dim=1).mean()
+        x = x.clamp(-bound, bound)
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+def nearest_neighbours(x: Tensor, k: int) -> Tensor:
+    """(n, k) indices of each row's k largest inner products with the other rows (itself excluded)."""
+    scores = x @ x.T
+    scores.fill_diagonal_(-float("inf"))
+    return scores.topk(k, dim=1).indices
+
+
+def mutual_knn(x, y, *, k: int = 10, outlier_quantile: float = 0.95) -> np.ndarray:
+    """Per-item mutual kNN alignment of row-paired ``x`` (n, p) and ``y`` (n, q): the fraction (0..1)
+    of each item's k nearest neighbours that both representations share. Mean = the platonic metric."""
+    x, y = _as_pair(x, y)
+    n = x.shape[0]
+    if not 1 <= k < n:
+        raise ValueError(f"mutual kNN needs 1 <= k < n items; got k={k}, n={n}")
+    knn_x = nearest_neighbours(_prepare(x, outlier_quantile), k)
+    knn_y = nearest_neighbours(_prepare(y, outlier_quantile), k)
+    mask_x = torch.zeros(n, n, dtype=torch.bool).scatter_(1, knn_x, True)
+    mask_y = torch.zeros(n, n, dtype=torch.bool).scatter_(1, knn_y, True)
+    return ((mask_x & mask_y).sum(dim=1).double() / k).numpy()
