@@ -53,6 +53,11 @@ class RunConfig:
     layers: str = ""
     linear_epochs: int = 10
     sklearn: bool = False
+    loc_items: int = 500
+    loc_layers: str = "-1,-2"
+    align_items: int = 1000
+    align_lm: str = ""
+    grad_items: int = 64
     note: str = ""
     report: bool = True
     version: str = field(default_factory=package_version)
@@ -120,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layers", default="", help="extra blocks to probe: -1,-2,-4 or all")
     parser.add_argument("--linear-epochs", type=int, default=10)
     parser.add_argument("--sklearn", action="store_true", help="also run the scikit-learn LogisticRegression reference probe")
+    parser.add_argument("--loc-items", type=int, default=500, help="loc: images of the eval split to explain (spread evenly; 0 = all)")
+    parser.add_argument("--loc-layers", default="-1,-2", help="loc: blocks whose input Grad-CAM explains (default the last and the penultimate)")
+    parser.add_argument("--align-items", type=int, default=1000, help="align: image-caption pairs of the eval split (spread evenly; 0 = all)")
+    parser.add_argument("--align-lm", default="", help="align: a local transformers causal-LM directory for caption embeddings (default: <mllm>/lm of the lineage's original)")
+    parser.add_argument("--grad-items", type=int, default=64, help="grad: preference items about one object to back-propagate (0 = all)")
     parser.add_argument("--note", default="", help="free text shown in the report (e.g. demo-sized schedules)")
     parser.add_argument("--no-report", action="store_true", help="do not build report.html")
     return parser
@@ -165,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         encoders=[asdict(spec) for spec in specs], suites=suites, data=args.data, out=str(out), cache_dir=args.cache_dir,
         device=args.device, precision=args.precision, compile=args.compile, seed=args.seed, batch_size=args.batch_size, workers=args.workers,
         layers=args.layers, linear_epochs=args.linear_epochs, sklearn=args.sklearn, note=args.note, report=not args.no_report,
+        loc_items=args.loc_items, loc_layers=args.loc_layers, align_items=args.align_items, align_lm=args.align_lm, grad_items=args.grad_items,
     )
     config_hash = config.config_hash()
     torch.manual_seed(args.seed)
@@ -199,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         data=args.data, run_dir=out, cache_dir=Path(args.cache_dir),
         extraction=ExtractionConfig(batch_size=args.batch_size, workers=args.workers, precision=args.precision, compile=args.compile, device=args.device, progress=rank == 0 and sys.stderr.isatty()),
         seed=args.seed, config_hash=config_hash, layers=parse_layers(args.layers),
-        options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn}, log=log,
+        options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn, "loc_items": args.loc_items, "loc_layers": args.loc_layers,
+                 "align_items": args.align_items, "align_lm": args.align_lm, "grad_items": args.grad_items}, log=log,
     )
     for suite in suites:
         started = time.perf_counter()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 
@@ -28,25 +29,32 @@ def _as_pair(x, y) -> tuple[Tensor, Tensor]:
     return x, y
 
 
+def _cka(x: np.ndarray, y: np.ndarray) -> float:
+    x = x - x.mean(axis=0)
+    y = y - y.mean(axis=0)
+    cross = np.linalg.norm(y.T @ x) ** 2
+    norm = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    return float(cross / norm) if norm > 0 else 0.0
+
+
 def linear_cka(x, y) -> float:
     """Linear CKA of row-paired features ``x`` (n, p) and ``y`` (n, q), in [0, 1]; computed in float64
     with the feature-space formula (cost O(n p q), never an n x n Gram matrix)."""
     x, y = _as_pair(x, y)
-    x = x - x.mean(dim=0)
-    y = y - y.mean(dim=0)
-    cross = torch.linalg.matrix_norm(y.T @ x) ** 2
-    norm = torch.linalg.matrix_norm(x.T @ x) * torch.linalg.matrix_norm(y.T @ y)
-    return float(cross / norm) if norm > 0 else 0.0
+    return _cka(x.numpy(), y.numpy())
 
 
 def linear_cka_ci(x, y, *, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of :func:`linear_cka` over items (rows resampled with replacement)."""
     x, y = _as_pair(x, y)
+    x, y = x.numpy(), y.numpy()
     rng = np.random.default_rng(seed)
     values = []
-    for _ in range(n_boot):
-        rows = torch.from_numpy(rng.integers(0, x.shape[0], x.shape[0]))
-        values.append(linear_cka(x[rows], y[rows]))
+    # Many small products: BLAS threads only wait on each other (40x slower measured on 2 busy cores).
+    with threadpool_limits(1):
+        for _ in range(n_boot):
+            rows = rng.integers(0, x.shape[0], x.shape[0])
+            values.append(_cka(x[rows], y[rows]))
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(values, [alpha, 1.0 - alpha])
     return float(low), float(high)

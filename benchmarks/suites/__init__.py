@@ -11,11 +11,11 @@ ALL_SUITES = ("cls", "seg", "loc", "grad", "align", "vqa")
 PLANNED = {
     "seg": "ADE20K / shapes segmentation heads are not built yet",
     "grad": "gradient-signal analysis (SFT vs DPO) is not built yet",
-    "align": "vision-language alignment (mutual kNN, CKA) is not built yet",
     "vqa": "lmms-eval VQA import is not built yet",
 }
 
 from . import classification  # noqa: E402,F401  (registers "cls")
 from . import localization  # noqa: E402,F401  (registers "loc")
+from . import alignment  # noqa: E402,F401  (registers "align")
 
 __all__ = ["ALL_SUITES", "PLANNED", "RunContext", "SUITES", "Suite"]
