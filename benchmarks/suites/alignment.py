@@ -49,12 +49,12 @@ def caption_lm(loaded: LoadedEncoder, encoders: list[LoadedEncoder], override: s
 
 def caption_embeddings(lm_dir: str, captions: list[str], *, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
     """(n, H) float64: per caption, the mean over its tokens of the LM's last hidden state."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from train.mllm import load_lm  # reads word-level tokenizers as declared, where AutoTokenizer would not
 
-    tokenizer = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)
+    model, tokenizer = load_lm(lm_dir)
+    model = model.to(device).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(lm_dir, local_files_only=True).to(device).eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(captions), batch_size):

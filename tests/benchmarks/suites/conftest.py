@@ -11,22 +11,10 @@ DATA = "shapes:n=60:n_val=24:seed=0:size=32"
 
 
 def write_tiny_lm(folder: Path, corpus: list[str]) -> Path:
-    """A randomly initialised 1-layer Qwen2 with a word-level tokenizer over ``corpus``, saved as a
-    transformers model directory (what a real Qwen2.5 directory looks like, at toy size)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    """train.tiny_lm's randomly initialised Qwen2 with a word-level tokenizer over ``corpus``, at its smallest."""
+    from train.tiny_lm import TinyLMConfig, build_tiny_lm
 
-    tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.train_from_iterator(corpus, trainer=trainers.WordLevelTrainer(special_tokens=["<pad>", "<unk>", "<eos>"]))
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(wrapped), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=1, max_position_embeddings=64, pad_token_id=wrapped.pad_token_id, eos_token_id=wrapped.eos_token_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    wrapped.save_pretrained(folder)
-    return folder
+    return build_tiny_lm(folder, corpus, TinyLMConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64))
 
 
 def write_lineage(folder: Path, *, mllm: bool = False) -> Path:
