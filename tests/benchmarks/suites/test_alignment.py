@@ -22,7 +22,7 @@ def test_align_rows_with_the_lineage_lm(tmp_path):
     assert (frame.status == "ok").all(), frame[["status", "reason"]]
     vl = frame[frame.task == "vision_language"]
     assert set(vl.metric) == {"mutual_knn_k10", "cka_linear"} and set(vl.encoder) == {"orig", "tuned"}
-    assert all(extra["lm"].endswith("mllm/lm") for extra in vl.extra)
+    assert {extra["lm"] for extra in vl.extra} == {str(tmp_path / "mllm_orig" / "lm")}  # the original's LM for both
     knn = vl[vl.metric == "mutual_knn_k10"]
     assert knn.value.between(0, 1).all() and (knn.n == 24).all()
     for _, row in knn.iterrows():
