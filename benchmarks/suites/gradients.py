@@ -21,6 +21,7 @@ from benchmarks.datasets import open_split
 from benchmarks.results import STATUS_SKIPPED, ResultRow
 from probes.gradients import LOSSES, SITES, gradient_maps, map_scores, patch_cover
 from probes.stats import bootstrap_ci, paired_bootstrap
+from probes.threads import threads_for
 
 from . import SUITES
 from .base import LoadedEncoder, RunContext
@@ -169,7 +170,8 @@ def gradient_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[R
         base = by_name.get(loaded.spec.base)
         reference_path = base.spec.mllm if base is not None and base.spec.mllm and base.spec.mllm != loaded.spec.mllm else ""
         reference = _load(reference_path, context.extraction.device, cache) if reference_path else None
-        maps, cover = _maps_for(context, mllm, reference, split, items)
+        with threads_for(mllm, *([reference] if reference is not None else []), device=context.extraction.device):
+            maps, cover = _maps_for(context, mllm, reference, split, items)
         figure = Path("figures") / "grad" / f"{loaded.name}.png"
         shown = min(FIGURE_ITEMS, len(items))
         _figure(context.run_dir / figure, mllm, split, items[:shown], {k: v[:shown] for k, v in maps.items()}, f"{loaded.name}: |d loss / d visual token| (projector output)")

@@ -22,6 +22,7 @@ from benchmarks.results import STATUS_SKIPPED, ResultRow
 from probes.gradcam import grad_cam, localization_scores, resolve_block
 from probes.linear import LinearProbeConfig, fit_linear_head, linear_probe
 from probes.stats import bootstrap_ci
+from probes.threads import threads_for
 
 from . import SUITES
 from .base import LoadedEncoder, RunContext
@@ -172,7 +173,8 @@ def localization_suite(context: RunContext, encoders: list[LoadedEncoder]) -> li
             regions_by_resolution[key] = _items(eval_split, limit, encoder.preprocess)
         indices, images, boxes, masks = regions_by_resolution[key]
         head, head_info = linear_head(context, loaded, train_split, eval_split)
-        maps = encoder_maps(context, loaded, eval_split, indices, images, blocks, head)
+        with threads_for(encoder, device=context.extraction.device):
+            maps = encoder_maps(context, loaded, eval_split, indices, images, blocks, head)
         figure = Path("figures") / "loc" / f"{encoder.name}.png"
         shown = min(n_figure, len(indices))
         if shown:
