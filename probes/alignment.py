@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
@@ -44,20 +46,28 @@ def linear_cka(x, y) -> float:
     return _cka(x.numpy(), y.numpy())
 
 
-def linear_cka_ci(x, y, *, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of :func:`linear_cka` over items (rows resampled with replacement)."""
+def linear_cka_ci(x, y, *, groups: int = 20, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of :func:`linear_cka` by the grouped (delete-a-group) jackknife: items are
+    dealt at random into ``groups`` groups, CKA is recomputed without each group, and the interval is
+    ``cka +- z * se`` clipped to [0, 1]. Not the percentile bootstrap: resampling with replacement
+    duplicates items, which inflates CKA (measured: the bootstrap interval of a CKA of 0.07 on 200 items
+    was [0.070, 0.134], excluding the value itself)."""
+    from statistics import NormalDist
+
     x, y = _as_pair(x, y)
     x, y = x.numpy(), y.numpy()
-    rng = np.random.default_rng(seed)
-    values = []
+    n = x.shape[0]
+    groups = min(groups, n)
+    if groups < 2:
+        raise ValueError("a jackknife interval needs at least 2 items")
+    assignment = np.random.default_rng(seed).permutation(n) % groups
     # Many small products: BLAS threads only wait on each other (40x slower measured on 2 busy cores).
     with threadpool_limits(1):
-        for _ in range(n_boot):
-            rows = rng.integers(0, x.shape[0], x.shape[0])
-            values.append(_cka(x[rows], y[rows]))
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(values, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+        value = _cka(x, y)
+        left_out = np.array([_cka(x[assignment != g], y[assignment != g]) for g in range(groups)])
+    se = math.sqrt((groups - 1) / groups * float(((left_out - left_out.mean()) ** 2).sum()))
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    return max(0.0, value - z * se), min(1.0, value + z * se)
 
 
 def _prepare(x: Tensor, q: float) -> Tensor:

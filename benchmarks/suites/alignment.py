@@ -4,7 +4,7 @@
 - ``vision_language``: the encoder's pooled image embeddings (``cls`` features of the eval split)
   against a causal LM's embeddings of the paired captions (mean over the caption's tokens of the LM's
   last hidden states): mutual kNN alignment (k = 10, per-item scores, bootstrap CI over items with the
-  neighbour sets held fixed) and linear CKA (bootstrap CI). The LM is ``options["align_lm"]`` (any local
+  neighbour sets held fixed) and linear CKA (grouped-jackknife CI). The LM is ``options["align_lm"]`` (any local
   transformers causal-LM directory), else ``<mllm>/lm`` of the lineage's original (so every encoder of a
   lineage is compared with the same LM), else of the encoder itself; skipped with the reason when there
   is none, or when the dataset has no captions (a ``caption(index)`` method on the split).
