@@ -82,6 +82,7 @@ def reference_grad_cam(model_forward, block, images, targets, prefix, grid):
         return result.transpose(2, 3).transpose(1, 2)
 
     def save_activation(module, inputs, output):
+        output = output[0] if isinstance(output, tuple) else output  # transformers layers may return tuples
         saved["activation"] = reshape_transform(output).cpu().detach()
 
         def store_grad(grad):
@@ -145,8 +146,29 @@ def test_register_tokens_are_removed_by_count_and_non_square_grids_use_the_encod
     score = random_head(encoder)
     images = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(3))
     maps = grad_cam(encoder, images, torch.tensor([0, 1]), [-1], score)[encoder.num_layers - 1]
-    assert maps.shape == (2, 4, 6)
+    assert maps.shape == (2, 4, 6) and maps.flatten(1).std(dim=1).gt(0).all()
     expected = reference_grad_cam(lambda x: score(encoder.features(x).pooled), block_modules(encoder)[-2], images, torch.tensor([0, 1]), 3, (4, 6))
+    assert np.abs(_normalised(maps) - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("family", ["hf-siglip", "open_clip"])
+def test_other_families_siglip_without_prefix_tokens_and_open_clip(tmp_path, family):
+    from tests.encoders.conftest import OPEN_CLIP, hf_vision_model, open_clip_model
+
+    if family == "hf-siglip":
+        hf_vision_model("siglip").save_pretrained(tmp_path / "hf")
+        encoder = load_encoder(tmp_path / "hf")
+        assert encoder.num_prefix_tokens == 0
+    else:
+        torch.save(open_clip_model().state_dict(), tmp_path / "oc.pt")
+        encoder = load_encoder(tmp_path / "oc.pt", arch=f"open_clip:{OPEN_CLIP[0]}", options=OPEN_CLIP[1])
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    weight = torch.randn(encoder.features(images[:1]).pooled.shape[1], 4, generator=torch.Generator().manual_seed(5))
+    score = lambda pooled: pooled @ weight  # noqa: E731
+    targets = torch.tensor([0, 3, 1])
+    maps = grad_cam(encoder, images, targets, [-1], score)[encoder.num_layers - 1]
+    assert maps.shape == (3, 2, 2) and maps.flatten(1).std(dim=1).gt(0).all()
+    expected = reference_grad_cam(lambda x: score(encoder.features(x).pooled), block_modules(encoder)[-2], images, targets, encoder.num_prefix_tokens, (2, 2))
     assert np.abs(_normalised(maps) - expected).max() < 1e-4
 
 
