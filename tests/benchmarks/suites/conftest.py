@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.benchmarks.conftest import write_tiny_checkpoint
@@ -45,3 +46,15 @@ def write_lineage(folder: Path, *, mllm: bool = False) -> Path:
         f'[[encoder]]\nname = "tuned"\ncheckpoint = "tuned.safetensors"\nrole = "pivot"\nbase = "orig"\n{links["tuned"]}'
     )
     return manifest
+
+
+@pytest.fixture(scope="session")
+def plain_lineage(tmp_path_factory) -> Path:
+    """A lineage without MLLMs, written once per test session (runs write elsewhere)."""
+    return write_lineage(tmp_path_factory.mktemp("lineage"))
+
+
+@pytest.fixture(scope="session")
+def mllm_lineage(tmp_path_factory) -> Path:
+    """A lineage whose encoders have MLLM directories, written once per test session."""
+    return write_lineage(tmp_path_factory.mktemp("mllm_lineage"), mllm=True)

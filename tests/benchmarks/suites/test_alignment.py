@@ -7,7 +7,7 @@ import pytest
 from benchmarks import run
 from benchmarks.results import read_frame
 
-from .conftest import DATA, write_lineage, write_tiny_lm
+from .conftest import DATA, write_tiny_lm
 
 
 def _run(tmp_path, manifest, *extra):
@@ -15,14 +15,14 @@ def _run(tmp_path, manifest, *extra):
                      "--workers", "0", "--no-report", "--suite", "align", *extra])
 
 
-def test_align_rows_with_the_lineage_lm(tmp_path):
-    manifest = write_lineage(tmp_path, mllm=True)
+def test_align_rows_with_the_lineage_lm(tmp_path, mllm_lineage):
+    manifest = mllm_lineage
     assert _run(tmp_path, manifest) == 0
     frame = read_frame(tmp_path / "run")
     assert (frame.status == "ok").all(), frame[["status", "reason"]]
     vl = frame[frame.task == "vision_language"]
     assert set(vl.metric) == {"mutual_knn_k10", "cka_linear"} and set(vl.encoder) == {"orig", "tuned"}
-    assert {extra["lm"] for extra in vl.extra} == {str(tmp_path / "mllm_orig" / "lm")}  # the original's LM for both
+    assert {extra["lm"] for extra in vl.extra} == {str(mllm_lineage.parent / "mllm_orig" / "lm")}  # the original's LM for both
     knn = vl[vl.metric == "mutual_knn_k10"]
     assert knn.value.between(0, 1).all() and (knn.n == 24).all()
     for _, row in knn.iterrows():
@@ -32,8 +32,8 @@ def test_align_rows_with_the_lineage_lm(tmp_path):
     assert lineage.value.between(0, 1 + 1e-9).all() and (lineage.ci_low <= lineage.value + 1e-9).all()
 
 
-def test_align_lm_option_overrides_and_missing_lm_is_a_skipped_row(tmp_path):
-    manifest = write_lineage(tmp_path)
+def test_align_lm_option_overrides_and_missing_lm_is_a_skipped_row(tmp_path, plain_lineage):
+    manifest = plain_lineage
     assert _run(tmp_path, manifest) == 0
     frame = read_frame(tmp_path / "run")
     vl = frame[frame.task == "vision_language"]

@@ -7,7 +7,7 @@ import pytest
 from benchmarks import run
 from benchmarks.results import read_frame
 
-from .conftest import DATA, write_lineage
+from .conftest import DATA
 
 
 def _run(tmp_path, manifest, *extra):
@@ -15,8 +15,8 @@ def _run(tmp_path, manifest, *extra):
                      "--workers", "0", "--no-report", "--suite", "grad", "--grad-items", "6", *extra])
 
 
-def test_grad_rows_for_each_mllm_with_paired_dpo_minus_sft(tmp_path):
-    manifest = write_lineage(tmp_path, mllm=True)
+def test_grad_rows_for_each_mllm_with_paired_dpo_minus_sft(tmp_path, mllm_lineage):
+    manifest = mllm_lineage
     assert _run(tmp_path, manifest) == 0
     frame = read_frame(tmp_path / "run")
     assert (frame.status == "ok").all(), frame[["metric", "status", "reason"]]
@@ -41,8 +41,8 @@ def test_grad_rows_for_each_mllm_with_paired_dpo_minus_sft(tmp_path):
     assert (tmp_path / "run" / figure).read_bytes().startswith(b"\x89PNG")
 
 
-def test_grad_without_an_mllm_is_a_skipped_row(tmp_path):
-    manifest = write_lineage(tmp_path)
+def test_grad_without_an_mllm_is_a_skipped_row(tmp_path, plain_lineage):
+    manifest = plain_lineage
     assert _run(tmp_path, manifest) == 0
     frame = read_frame(tmp_path / "run")
     assert (frame.status == "skipped").all() and frame.reason.str.contains("mllm directory in the manifest").all()

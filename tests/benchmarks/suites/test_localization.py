@@ -8,7 +8,7 @@ import pytest
 from benchmarks import run
 from benchmarks.results import read_frame
 
-from .conftest import DATA, write_lineage
+from .conftest import DATA
 
 
 def _run(tmp_path, manifest, *extra, data=DATA):
@@ -16,8 +16,8 @@ def _run(tmp_path, manifest, *extra, data=DATA):
                      "--workers", "0", "--no-report", "--linear-epochs", "2", *extra])
 
 
-def test_loc_rows_per_block_with_cis_per_item_scores_and_figures(tmp_path):
-    manifest = write_lineage(tmp_path)
+def test_loc_rows_per_block_with_cis_per_item_scores_and_figures(tmp_path, plain_lineage):
+    manifest = plain_lineage
     assert _run(tmp_path, manifest, "--suite", "cls,loc") == 0
     frame = read_frame(tmp_path / "run")
     loc = frame[frame.suite == "loc"]
@@ -35,23 +35,23 @@ def test_loc_rows_per_block_with_cis_per_item_scores_and_figures(tmp_path):
         assert (tmp_path / "run" / row.extra["figure"]).read_bytes().startswith(b"\x89PNG")
 
 
-def test_loc_without_cls_rows_selects_its_own_head(tmp_path):
-    manifest = write_lineage(tmp_path)
+def test_loc_without_cls_rows_selects_its_own_head(tmp_path, plain_lineage):
+    manifest = plain_lineage
     assert _run(tmp_path, manifest, "--suite", "loc", "--loc-layers", "-1", "--loc-items", "10") == 0
     loc = read_frame(tmp_path / "run")
     assert (loc.status == "ok").all() and (loc[loc.metric == "pointing_game"].n == 10).all()
     assert all(e["head"]["source"].startswith("selected here") for e in loc.extra)
 
 
-def test_loc_on_a_dataset_without_boxes_or_masks_is_a_skipped_row(tmp_path):
-    manifest = write_lineage(tmp_path)
+def test_loc_on_a_dataset_without_boxes_or_masks_is_a_skipped_row(tmp_path, plain_lineage):
+    manifest = plain_lineage
     assert _run(tmp_path, manifest, "--suite", "loc", data="digits") == 0
     loc = read_frame(tmp_path / "run")
     assert (loc.status == "skipped").all() and loc.reason.str.contains("no object boxes or masks").all()
 
 
-def test_loc_with_a_block_that_does_not_exist_fails_naming_the_valid_range(tmp_path):
-    manifest = write_lineage(tmp_path)
+def test_loc_with_a_block_that_does_not_exist_fails_naming_the_valid_range(tmp_path, plain_lineage):
+    manifest = plain_lineage
     assert _run(tmp_path, manifest, "--suite", "loc", "--loc-layers", "5") == 1
     loc = read_frame(tmp_path / "run")
     assert (loc.status == "failed").all() and loc.reason.str.contains(r"block 5 does not exist.*-2\.\.1").all()
