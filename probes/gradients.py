@@ -60,13 +60,17 @@ def gradient_maps(
     reference=None,
     beta: float = 0.1,
     score_rejected: bool = True,
+    item_ids: Sequence[str] | None = None,
 ) -> GradientMaps:
     """SFT and DPO gradient maps of ``mllm`` (``train.mllm.MLLM``) for a batch of preference items.
 
     ``reference``: the DPO reference MLLM (frozen; None = the policy itself, whose log-probs then enter
     as constants). ``score_rejected=False`` drops the rejected answer from DPO's margin (both its policy
-    and reference terms), leaving ``-log sigmoid(beta (pc - rc))``.
+    and reference terms), leaving ``-log sigmoid(beta (pc - rc))``. Non-finite maps raise
+    :class:`probes.gradcam.AttributionError` naming the encoder, the loss, the site and the item
+    (``item_ids`` when given).
     """
+    from probes.gradcam import AttributionError
     from train.losses import dpo_loss, sft_loss
 
     h, w = mllm.grid
@@ -95,6 +99,12 @@ def gradient_maps(
     for name, fn in (("sft", sft), ("dpo", dpo)):
         grads, losses[name] = _token_grads(mllm, tokens, fn)
         for site, grad in grads.items():
+            bad = ~torch.isfinite(grad).all(dim=1)
+            if bad.any():
+                first = int(bad.nonzero()[0])
+                which = item_ids[first] if item_ids is not None else f"batch position {first}"
+                raise AttributionError(f"{mllm.encoder.name}: {name} gradient map at the {site} output is NaN/Inf for item {which} "
+                                       f"({int(bad.sum())} of {len(bad)} in the batch); check the MLLM's weights (inf/NaN) or run at fp32")
             maps[(name, site)] = grad.reshape(grad.shape[0], h, w).float().cpu()
     return GradientMaps(maps, {k: v.cpu() for k, v in losses.items()})
 

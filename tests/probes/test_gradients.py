@@ -94,3 +94,13 @@ def test_scores_of_hand_built_maps():
     np.testing.assert_allclose(scores.gini[:3], [0.75, 0.0, 0.75], atol=1e-12)  # one of n tokens: (n - 1) / n
     assert scores.zero.tolist() == [0.0, 0.0, 0.0, 1.0]
     assert np.isnan(scores.inside[3]) and np.isnan(scores.entropy[3]) and np.isnan(scores.gini[3])
+
+
+def test_nan_gradients_name_the_encoder_loss_site_and_item(tiny_mllm):
+    from probes.gradcam import AttributionError
+
+    broken = copy.deepcopy(tiny_mllm)
+    with torch.no_grad():
+        broken.projector.fc2.bias[0] = float("nan")
+    with pytest.raises(AttributionError, match=r"enc: sft gradient map at the projector output is NaN/Inf for item val/0000000"):
+        gradient_maps(broken, images(), QUESTIONS, CHOSEN, REJECTED, item_ids=["val/0000000", "val/0000001", "val/0000002"])
