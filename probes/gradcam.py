@@ -201,10 +201,10 @@ def localization_scores(maps: Tensor, boxes: Tensor, masks: Tensor, *, topk: flo
     peak = full.argmax(dim=1)
     pointing = boxes.gather(1, peak[:, None])[:, 0] & ~zero
     energy = torch.where(zero, torch.zeros_like(total), (full * boxes).sum(dim=1) / total.clamp_min(1e-30))
-    keep = max(1, int(round(topk * full.shape[1])))
+    keep = max(1, round(topk * full.shape[1]))
     top = torch.zeros_like(boxes)
     top.scatter_(1, full.topk(keep, dim=1).indices, True)
     union = (top | masks).sum(dim=1).clamp_min(1)
     iou = torch.where(zero, torch.zeros_like(total), (top & masks).sum(dim=1) / union)
-    as_np = lambda t: t.double().cpu().numpy()  # noqa: E731
+    as_np = lambda t: t.double().cpu().numpy()
     return LocalizationScores(as_np(pointing), as_np(energy), as_np(iou), as_np(zero), topk)

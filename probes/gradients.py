@@ -144,5 +144,5 @@ def map_scores(maps: Tensor, cover: Tensor) -> MapScores:
     ranks = torch.arange(1, n + 1, dtype=torch.float64)
     gini = ((2 * ranks - n - 1) * ordered).sum(dim=1) / (n * safe[:, 0])
     nan = torch.full_like(total, float("nan"))
-    as_np = lambda t: torch.where(zero, nan, t).numpy()  # noqa: E731
+    as_np = lambda t: torch.where(zero, nan, t).numpy()
     return MapScores(as_np(inside), as_np(entropy), as_np(gini), zero.double().numpy())

@@ -55,7 +55,7 @@ def bench_gradcam(encoder, n: int, repeats: int) -> dict:
     images = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
     weight = torch.randn(encoder.embed_dim, 10, generator=torch.Generator().manual_seed(1))
     targets = torch.arange(n) % 10
-    score = lambda pooled: pooled @ weight  # noqa: E731
+    score = lambda pooled: pooled @ weight
     batched = grad_cam(encoder, images, targets, [-1], score)
     single = torch.cat([grad_cam(encoder, images[i : i + 1], targets[i : i + 1], [-1], score)[encoder.num_layers - 1] for i in range(n)])
     max_diff = float((batched[encoder.num_layers - 1] - single).abs().max() / single.abs().max().clamp_min(1e-30))

@@ -49,7 +49,9 @@ def caption_lm(loaded: LoadedEncoder, encoders: list[LoadedEncoder], override: s
 
 def caption_embeddings(lm_dir: str, captions: list[str], *, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
     """(n, H) float64: per caption, the mean over its tokens of the LM's last hidden state."""
-    from train.mllm import load_lm  # reads word-level tokenizers as declared, where AutoTokenizer would not
+    from train.mllm import (
+        load_lm,  # reads word-level tokenizers as declared, where AutoTokenizer would not
+    )
 
     model, tokenizer = load_lm(lm_dir)
     model = model.to(device).eval()
@@ -66,7 +68,7 @@ def caption_embeddings(lm_dir: str, captions: list[str], *, device: str = "cpu",
 
 
 def _vision_language_rows(context: RunContext, encoders: list[LoadedEncoder], split, indices: list[int]) -> list[ResultRow]:
-    common = dict(suite="align", task="vision_language", dataset=context.data, dataset_fingerprint=split.fingerprint)
+    common = {"suite": "align", "task": "vision_language", "dataset": context.data, "dataset_fingerprint": split.fingerprint}
     if not hasattr(split, "caption"):
         reason = f"{context.data} has no captions (a caption(index) method on its splits) to pair with images"
         return [context.row(loaded, **common, metric="-", value=None, status=STATUS_SKIPPED, reason=reason) for loaded in encoders]
@@ -98,7 +100,7 @@ def _vision_language_rows(context: RunContext, encoders: list[LoadedEncoder], sp
 def _lineage_rows(context: RunContext, encoders: list[LoadedEncoder], split, indices: list[int]) -> list[ResultRow]:
     by_name = {loaded.name: loaded for loaded in encoders}
     pairs = [(by_name[loaded.spec.base], loaded) for loaded in encoders if loaded.spec.base in by_name]
-    common = dict(suite="align", task="lineage", dataset=context.data, dataset_fingerprint=split.fingerprint)
+    common = {"suite": "align", "task": "lineage", "dataset": context.data, "dataset_fingerprint": split.fingerprint}
     if not pairs:
         return []
     features = {}

@@ -88,7 +88,7 @@ def _figure(path: Path, mllm, split, items, maps: dict, title: str) -> None:
     from torchvision import transforms as T
 
     preprocess = mllm.encoder.preprocess
-    geometry = T.Compose([T.Resize(int(round(preprocess.resolution / preprocess.crop_pct))), T.CenterCrop(preprocess.resolution)])
+    geometry = T.Compose([T.Resize(round(preprocess.resolution / preprocess.crop_pct)), T.CenterCrop(preprocess.resolution)])
     fig, axes = plt.subplots(len(items), 3, figsize=(5.2, 1.8 * len(items)), squeeze=False)
     for row, (index, item, region) in enumerate(items):
         image = np.asarray(geometry(split.load_image(index)))
@@ -148,7 +148,7 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, maps: dict, cover: tor
 @SUITES.register("grad")
 def gradient_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
     split = open_split(context.data, EVAL_SPLIT)
-    common = dict(suite="grad", dataset=context.data, dataset_fingerprint=split.fingerprint)
+    common = {"suite": "grad", "dataset": context.data, "dataset_fingerprint": split.fingerprint}
     limit = int(context.options.get("grad_items", DEFAULT_ITEMS))
     with_mllm = [loaded for loaded in encoders if loaded.spec.mllm]
     rows = [context.row(loaded, **common, task="-", metric="-", value=None, status=STATUS_SKIPPED,

@@ -119,12 +119,11 @@ def write_figure(path: Path, split, indices: list[int], preprocess, maps: dict[i
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from torchvision import transforms as T
 
     from probes.gradcam import upsample
 
-    from torchvision import transforms as T
-
-    geometry = T.Compose([T.Resize(int(round(preprocess.resolution / preprocess.crop_pct))), T.CenterCrop(preprocess.resolution)])
+    geometry = T.Compose([T.Resize(round(preprocess.resolution / preprocess.crop_pct)), T.CenterCrop(preprocess.resolution)])
     blocks = sorted(maps)
     fig, axes = plt.subplots(len(indices), 1 + len(blocks), figsize=(1.6 * (1 + len(blocks)), 1.6 * len(indices)), squeeze=False)
     for row, index in enumerate(indices):
@@ -153,7 +152,7 @@ def write_figure(path: Path, split, indices: list[int], preprocess, maps: dict[i
 @SUITES.register("loc")
 def localization_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
     eval_split = open_split(context.data, EVAL_SPLIT)
-    common = dict(suite="loc", task="gradcam", dataset=context.data, dataset_fingerprint=eval_split.fingerprint)
+    common = {"suite": "loc", "task": "gradcam", "dataset": context.data, "dataset_fingerprint": eval_split.fingerprint}
     reason = has_regions(eval_split)
     if reason:
         context.log(f"suite loc: skipped ({reason})")

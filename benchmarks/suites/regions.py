@@ -16,7 +16,7 @@ def spread_indices(n: int, limit: int) -> list[int]:
     evenly spaced, not the first ones, because many datasets are sorted by class."""
     if limit <= 0 or limit >= n:
         return list(range(n))
-    return sorted({int(round(v)) for v in np.linspace(0, n - 1, limit)})
+    return sorted({round(v) for v in np.linspace(0, n - 1, limit)})
 
 
 def box_region(boxes: list[Box], shape: tuple[int, int]) -> np.ndarray:
@@ -32,7 +32,7 @@ def to_encoder_frame(region: np.ndarray, preprocess: PreprocessConfig) -> torch.
     resize (shorter side to R / crop_pct, nearest) and centre crop."""
     from torchvision import transforms as T
 
-    resize = int(round(preprocess.resolution / preprocess.crop_pct))
+    resize = round(preprocess.resolution / preprocess.crop_pct)
     geometry = T.Compose([T.Resize(resize, interpolation=T.InterpolationMode.NEAREST), T.CenterCrop(preprocess.resolution)])
     image = geometry(Image.fromarray(region.astype(np.uint8) * 255, "L"))
     return torch.from_numpy(np.asarray(image) > 127)

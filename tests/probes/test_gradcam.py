@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from encoders import load_encoder, save_encoder_checkpoint
-from probes.gradcam import AttributionError, block_modules, grad_cam, localization_scores
+from probes.gradcam import (
+    AttributionError,
+    block_modules,
+    grad_cam,
+    localization_scores,
+)
 
 ARCH = "vit_small_patch16_224"
 
@@ -164,7 +169,7 @@ def test_other_families_siglip_without_prefix_tokens_and_open_clip(tmp_path, fam
         encoder = load_encoder(tmp_path / "oc.pt", arch=f"open_clip:{OPEN_CLIP[0]}", options=OPEN_CLIP[1])
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     weight = torch.randn(encoder.features(images[:1]).pooled.shape[1], 4, generator=torch.Generator().manual_seed(5))
-    score = lambda pooled: pooled @ weight  # noqa: E731
+    score = lambda pooled: pooled @ weight
     targets = torch.tensor([0, 3, 1])
     maps = grad_cam(encoder, images, targets, [-1], score)[encoder.num_layers - 1]
     assert maps.shape == (3, 2, 2) and maps.flatten(1).std(dim=1).gt(0).all()

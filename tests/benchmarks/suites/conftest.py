@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.benchmarks.conftest import write_tiny_checkpoint
 
@@ -13,9 +12,8 @@ DATA = "shapes:n=60:n_val=24:seed=0:size=32"
 
 def write_tiny_lm(folder: Path, corpus: list[str]) -> Path:
     """train.tiny_lm's randomly initialised Qwen2 with a word-level tokenizer over ``corpus``, at its smallest."""
-    from train.tiny_lm import TinyLMConfig, build_tiny_lm
-
     from train.mllm import IMAGE_TOKEN
+    from train.tiny_lm import TinyLMConfig, build_tiny_lm
 
     config = TinyLMConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64)
     return build_tiny_lm(folder, corpus, config, extra_special=[IMAGE_TOKEN])
