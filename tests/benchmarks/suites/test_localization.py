@@ -50,8 +50,11 @@ def test_loc_on_a_dataset_without_boxes_or_masks_is_a_skipped_row(tmp_path, plai
     assert (loc.status == "skipped").all() and loc.reason.str.contains("no object boxes or masks").all()
 
 
-def test_loc_with_a_block_that_does_not_exist_fails_naming_the_valid_range(tmp_path, plain_lineage):
-    manifest = plain_lineage
-    assert _run(tmp_path, manifest, "--suite", "loc", "--loc-layers", "5") == 1
-    loc = read_frame(tmp_path / "run")
-    assert (loc.status == "failed").all() and loc.reason.str.contains(r"block 5 does not exist.*-2\.\.1").all()
+def test_loc_with_a_block_that_does_not_exist_is_a_usage_error_naming_the_valid_range(tmp_path, plain_lineage, capsys):
+    assert _run(tmp_path, plain_lineage, "--suite", "loc", "--loc-layers", "5") == 2
+    assert "--loc-layers" in capsys.readouterr().err
+    assert _run(tmp_path, plain_lineage, "--suite", "loc", "--loc-layers", "-3,-1") == 2
+    err = capsys.readouterr().err
+    assert "--loc-layers" in err and "-2..1" in err
+    assert _run(tmp_path, plain_lineage, "--suite", "loc", "--loc-layers", "a,b") == 2
+    assert "expected a comma list" in capsys.readouterr().err
