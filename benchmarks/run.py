@@ -261,7 +261,10 @@ def _run(args: argparse.Namespace, specs: list[EncoderSpec], suites: list[str], 
         loaded.append(LoadedEncoder(spec, encoder))
     check_layers_in_range(layers, loaded)  # a usage error: the earlier results stay where they are
     if "loc" in suites:
-        check_layers_in_range(check_attribution_options(args.loc_items, args.loc_layers, args.grad_items, args.align_items, args.align_lm), loaded, "--loc-layers")
+        from probes.gradcam import has_blocks
+
+        blocks = check_attribution_options(args.loc_items, args.loc_layers, args.grad_items, args.align_items, args.align_lm)
+        check_layers_in_range(blocks, [item for item in loaded if has_blocks(item.encoder)], "--loc-layers")
     results_path = out / "results.jsonl"
     if rank == 0 and results_path.exists():
         results_path.rename(out / f"results.{int(time.time())}.previous.jsonl")  # one results file per run; keep the old one

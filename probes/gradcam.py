@@ -56,6 +56,15 @@ def block_modules(encoder: Encoder) -> list[nn.Module]:
     )
 
 
+def has_blocks(encoder: Encoder) -> bool:
+    """Whether Grad-CAM can find the encoder's blocks (not so for e.g. an MLLM's projector outputs)."""
+    try:
+        block_modules(encoder)
+    except AttributionError:
+        return False
+    return True
+
+
 def resolve_block(encoder: Encoder, layer: int) -> int:
     """Non-negative block index of ``layer`` (-1 = last); the error lists the valid range."""
     n = encoder.num_layers

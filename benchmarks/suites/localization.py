@@ -19,7 +19,7 @@ import torch
 from benchmarks.datasets import open_split
 from benchmarks.features import extract_features
 from benchmarks.results import STATUS_SKIPPED, ResultRow
-from probes.gradcam import grad_cam, localization_scores, resolve_block
+from probes.gradcam import grad_cam, has_blocks, localization_scores, resolve_block
 from probes.linear import LinearProbeConfig, fit_linear_head, linear_probe
 from probes.stats import bootstrap_ci
 from probes.threads import threads_for
@@ -166,6 +166,10 @@ def localization_suite(context: RunContext, encoders: list[LoadedEncoder]) -> li
     regions_by_resolution: dict = {}
     for loaded in encoders:
         encoder = loaded.encoder
+        if not has_blocks(encoder):
+            reason = f"{encoder.name} ({encoder.arch}) exposes no transformer blocks to explain (an MLLM's projector outputs?); run loc with --features encoder"
+            rows.append(context.row(loaded, **common, metric="-", value=None, status=STATUS_SKIPPED, reason=reason))
+            continue
         blocks = sorted({resolve_block(encoder, layer) for layer in layers})  # a bad index fails before any work
         key = encoder.preprocess.cache_key()
         if key not in regions_by_resolution:

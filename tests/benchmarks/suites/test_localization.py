@@ -58,3 +58,11 @@ def test_loc_with_a_block_that_does_not_exist_is_a_usage_error_naming_the_valid_
     assert "--loc-layers" in err and "-2..1" in err
     assert _run(tmp_path, plain_lineage, "--suite", "loc", "--loc-layers", "a,b") == 2
     assert "expected a comma list" in capsys.readouterr().err
+
+
+def test_projector_features_skip_loc_and_keep_grad_and_align(tmp_path, mllm_lineage):
+    assert _run(tmp_path, mllm_lineage, "--suite", "loc,grad,align", "--features", "projector", "--grad-items", "4") == 0
+    frame = read_frame(tmp_path / "run")
+    loc = frame[frame.suite == "loc"]
+    assert (loc.status == "skipped").all() and loc.reason.str.contains("no transformer blocks").all()
+    assert (frame[frame.suite != "loc"].status == "ok").all()
