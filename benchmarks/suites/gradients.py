@@ -1,8 +1,8 @@
 """Suite ``grad``: where the SFT and DPO losses send gradient in the image (PROTOCOL.md section 3).
 
 Per encoder with an MLLM (manifest field ``mllm``; ``train.mllm.load_mllm``): on up to
-``options["grad_items"]`` preference items of the eval split whose question concerns one object (the
-first such item of each image, images spread evenly), the SFT and the DPO loss of that MLLM are
+``options["grad_items"]`` preference items of the eval split whose question concerns one object (one
+per image, images spread evenly, question kinds rotating), the SFT and the DPO loss of that MLLM are
 back-propagated separately (``probes.gradients``; DPO's reference is the MLLM of the encoder's base
 when the run has one, i.e. the Stage-1 model of a lineage, else the policy itself) and each per-token
 gradient map is scored against the object's region: inside-region mass, normalised entropy and Gini,
@@ -37,18 +37,20 @@ SCORES = {"inside": True, "entropy": False, "gini": True}  # MapScores fields; r
 
 
 def object_items(split, limit: int) -> list[tuple[int, object, np.ndarray]]:
-    """(image index, VQA item, object region (H, W) bool) for the first item about one object of each
-    image; the region is the object's mask inside its box (its box when the dataset has no masks)."""
+    """(image index, VQA item, object region (H, W) bool): one item about one object per image (images
+    spread evenly), the k-th image taking the (k mod count)-th such item of its own, so the question
+    kinds (colour, presence, position) rotate; the region is the object's mask inside its box (its box
+    when the dataset has no masks)."""
     found = []
-    for index in spread_indices(len(split), limit):
-        for item in split.vqa_items(index):
-            if item.box is None:
-                continue
-            mask = split.seg_mask(index)
-            box = box_region([item.box], mask.shape if mask is not None else split.load_image(index).size[::-1])
-            region = box & (mask == item.box.label) if mask is not None else box
-            found.append((index, item, region if region.any() else box))
-            break
+    for position, index in enumerate(spread_indices(len(split), limit)):
+        candidates = [item for item in split.vqa_items(index) if item.box is not None]
+        if not candidates:
+            continue
+        item = candidates[position % len(candidates)]
+        mask = split.seg_mask(index)
+        box = box_region([item.box], mask.shape if mask is not None else split.load_image(index).size[::-1])
+        region = box & (mask == item.box.label) if mask is not None else box
+        found.append((index, item, region if region.any() else box))
     return found
 
 
