@@ -34,6 +34,7 @@ from benchmarks.loading import FEATURE_SOURCES, load_run_encoder
 from benchmarks.validate import (
     UsageError,
     check_arch,
+    check_attribution_options,
     check_cache_dir,
     check_data,
     check_device,
@@ -81,6 +82,11 @@ class RunConfig:
     linear: str = "auto"
     grid_extend: bool = True
     decode: str = "cpu"
+    loc_items: int = 500
+    loc_layers: str = "-1,-2"
+    align_items: int = 1000
+    align_lm: str = ""
+    grad_items: int = 64
     note: str = ""
     report: bool = True
     version: str = field(default_factory=package_version)
@@ -145,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decode", default="cpu", choices=("cpu", "gpu"), help="cpu: PIL decode/resize/crop in the workers; gpu: workers read file bytes, torchvision decodes (nvJPEG on CUDA), resizes and crops on --device (image-file datasets only; part of the cache key)")
     parser.add_argument("--linear", default="auto", choices=("auto", "lbfgs", "sgd", "both"), help="cls linear probe: exact L-BFGS logistic regression (task linear), the SGD grid of heads (task linear_sgd), both, or auto: L-BFGS when the features fit the device's memory")
     parser.add_argument("--grid-extend", action=argparse.BooleanOptionalAction, default=True, help="extend the SGD grid one step beyond an edge while its choice sits there (up to 3 steps)")
+    parser.add_argument("--loc-items", type=int, default=500, help="loc: images of the eval split to explain (spread evenly; 0 = all)")
+    parser.add_argument("--loc-layers", default="-1,-2", help="loc: blocks whose input Grad-CAM explains (default the last and the penultimate)")
+    parser.add_argument("--align-items", type=int, default=1000, help="align: image-caption pairs of the eval split (spread evenly; 0 = all)")
+    parser.add_argument("--align-lm", default="", help="align: a local transformers causal-LM directory for caption embeddings (default: <mllm>/lm of the lineage's original)")
+    parser.add_argument("--grad-items", type=int, default=64, help="grad: preference items about one object to back-propagate (0 = all)")
     parser.add_argument("--note", default="", help="free text shown in the report (e.g. demo-sized schedules)")
     parser.add_argument("--no-report", action="store_true", help="do not build report.html")
     return parser
@@ -186,6 +197,7 @@ def validate(args: argparse.Namespace) -> tuple[list[EncoderSpec], list[str], li
     suites = parse_suites(args.suite, ALL_SUITES, extra=list(SUITES.names()))
     layers = parse_layers(args.layers)
     check_numbers(args.batch_size, args.workers, args.linear_epochs, args.seed)
+    check_attribution_options(args.loc_items, args.loc_layers, args.grad_items, args.align_items, args.align_lm)
     check_device(args.device)
     out = Path(args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
     check_out(out)
@@ -241,6 +253,7 @@ def _run(args: argparse.Namespace, specs: list[EncoderSpec], suites: list[str], 
         layers=args.layers, linear_epochs=args.linear_epochs, sklearn=args.sklearn, features=args.features, verify_data=args.verify_data, note=args.note, report=not args.no_report,
         seg_protocols=args.seg_protocols, seg_epochs=args.seg_epochs, seg_seeds=args.seg_seeds, seg_head_epochs=args.seg_head_epochs,
         seg_iters=args.seg_iters, seg_blocks=args.seg_blocks, linear=args.linear, grid_extend=args.grid_extend, decode=args.decode,
+        loc_items=args.loc_items, loc_layers=args.loc_layers, align_items=args.align_items, align_lm=args.align_lm, grad_items=args.grad_items,
     )
     config_hash = config.config_hash()
     torch.manual_seed(args.seed)
@@ -267,6 +280,11 @@ def _run(args: argparse.Namespace, specs: list[EncoderSpec], suites: list[str], 
         log(f"loaded {encoder.name}: {encoder.family}:{encoder.arch}, {encoder.num_parameters():,} parameters, hash {encoder.weights_hash[:12]}, layout {encoder.remap.summary()}")
         loaded.append(LoadedEncoder(spec, encoder))
     check_layers_in_range(layers, loaded)  # a usage error: the earlier results stay where they are
+    if "loc" in suites:
+        from probes.gradcam import has_blocks
+
+        blocks = check_attribution_options(args.loc_items, args.loc_layers, args.grad_items, args.align_items, args.align_lm)
+        check_layers_in_range(blocks, [item for item in loaded if has_blocks(item.encoder)], "--loc-layers")
     results_path = out / "results.jsonl"
     if rank == 0 and results_path.exists():
         results_path.rename(out / f"results.{int(time.time())}.previous.jsonl")  # one results file per run; keep the old one
@@ -280,7 +298,8 @@ def _run(args: argparse.Namespace, specs: list[EncoderSpec], suites: list[str], 
         seed=args.seed, config_hash=config_hash, layers=layers,
         options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn, "linear": args.linear, "grid_extend": args.grid_extend,
                  "seg_protocols": args.seg_protocols, "seg_epochs": args.seg_epochs, "seg_seeds": args.seg_seeds, "seg_head_epochs": args.seg_head_epochs,
-                 "seg_iters": args.seg_iters, "seg_blocks": args.seg_blocks}, log=log,
+                 "seg_iters": args.seg_iters, "seg_blocks": args.seg_blocks,
+                 "loc_items": args.loc_items, "loc_layers": args.loc_layers, "align_items": args.align_items, "align_lm": args.align_lm, "grad_items": args.grad_items}, log=log,
     )
     for suite in suites:
         started = time.perf_counter()

@@ -15,7 +15,7 @@ import torch
 
 # An option value that looks like a negative number list ("-1,-2"): argparse would take it for a flag.
 _NEGATIVE_LIST = re.compile(r"^-\d+(,\s*-?\d+)*,?$")
-VALUE_FLAGS_WITH_NEGATIVES = ("--layers",)
+VALUE_FLAGS_WITH_NEGATIVES = ("--layers", "--loc-layers")
 
 
 class UsageError(Exception):
@@ -164,12 +164,28 @@ def check_arch(arch: str) -> None:
         raise UsageError(f"--arch {arch!r}: unknown family {family!r}; families: {known}")
 
 
-def check_layers_in_range(layers: list[int] | str | None, encoders) -> None:
-    """After loading: every ``--layers`` index exists in every encoder (a negative index counts from the end)."""
+def check_layers_in_range(layers: list[int] | str | None, encoders, flag: str = "--layers") -> None:
+    """After loading: every ``flag`` index exists in every encoder (a negative index counts from the end)."""
     if layers is None or layers == "all":
         return
     for loaded in encoders:
         try:
             loaded.encoder.resolve_layers(layers)
         except ValueError as err:
-            raise UsageError(f"--layers: {err}") from None
+            raise UsageError(f"{flag}: {err}") from None
+
+
+def check_attribution_options(loc_items: int, loc_layers: str, grad_items: int, align_items: int, align_lm: str) -> list[int]:
+    """The loc / grad / align flags; returns the ``--loc-layers`` block indices."""
+    for flag, value in (("--loc-items", loc_items), ("--grad-items", grad_items), ("--align-items", align_items)):
+        if value < 0:
+            raise UsageError(f"{flag} {value}: must be >= 0 (0 = every item)")
+    try:
+        blocks = [int(part) for part in loc_layers.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--loc-layers {loc_layers!r}: expected a comma list of block indices such as -1,-2 (write --loc-layers=-1,-2)") from None
+    if not blocks:
+        raise UsageError(f"--loc-layers {loc_layers!r}: no block index given; e.g. --loc-layers=-1,-2")
+    if align_lm and not (Path(align_lm) / "config.json").is_file():
+        raise UsageError(f"--align-lm {align_lm}: not a transformers model directory (no config.json); pass a local causal-LM folder (save_pretrained output)")
+    return blocks

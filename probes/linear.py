@@ -609,3 +609,18 @@ def sklearn_logreg_probe(
             "total_seconds": time.perf_counter() - started,
         },
     )
+
+
+def fit_linear_head(
+    train_x: ArrayLike, train_y: ArrayLike, *, lr: float, weight_decay: float, config: LinearProbeConfig | None = None, device: str | torch.device = "cpu"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One softmax-regression head with the given hyperparameters, trained on all of train as
+    :func:`linear_probe` refits its selected head. Returns ``(weight (D, C), bias (C,), classes (C,))``
+    acting on raw features (the standardisation folded in): ``logits = x @ weight + bias``, column c is
+    dataset class id ``classes[c]``."""
+    config = config or LinearProbeConfig()
+    tx, ty, _, _, classes = validate_classification_inputs(train_x, train_y, train_x[:1], train_y[:1])
+    heads, _ = _train_heads(tx, ty, torch.arange(tx.shape[0]), classes.numel(), torch.tensor([float(lr)]), torch.tensor([float(weight_decay)]), config, torch.device(device))
+    weight = heads.weight[:, 0] / heads.std[:, None]
+    bias = heads.bias[0] - (heads.mean / heads.std) @ heads.weight[:, 0]
+    return weight.cpu(), bias.cpu(), classes.cpu()

@@ -9,13 +9,13 @@ from .base import RunContext, Suite
 SUITES: Registry[Suite] = Registry("suite", entry_point_group="vision_encoder_eval.suites")
 ALL_SUITES = ("cls", "seg", "loc", "grad", "align", "vqa")
 PLANNED = {
-    "loc": "Grad-CAM localization is not built yet",
-    "grad": "gradient-signal analysis (SFT vs DPO) is not built yet",
-    "align": "vision-language alignment (mutual kNN, CKA) is not built yet",
     "vqa": "lmms-eval VQA import is not built yet",
 }
 
 from . import classification  # noqa: E402,F401  (registers "cls")
 from . import segmentation  # noqa: E402,F401  (registers "seg")
+from . import localization  # noqa: E402,F401  (registers "loc")
+from . import alignment  # noqa: E402,F401  (registers "align")
+from . import gradients  # noqa: E402,F401  (registers "grad")
 
 __all__ = ["ALL_SUITES", "PLANNED", "RunContext", "SUITES", "Suite"]

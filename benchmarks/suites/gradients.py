@@ -1,0 +1,184 @@
+"""Suite ``grad``: where the SFT and DPO losses send gradient in the image (PROTOCOL.md section 3).
+
+Per encoder with an MLLM (manifest field ``mllm``; ``train.mllm.load_mllm``): on up to
+``options["grad_items"]`` preference items of the eval split whose question concerns one object (one
+per image, images spread evenly, question kinds rotating), the SFT and the DPO loss of that MLLM are
+back-propagated separately (``probes.gradients``; DPO's reference is the MLLM of the encoder's base
+when the run has one, i.e. the Stage-1 model of a lineage, else the policy itself) and each per-token
+gradient map is scored against the object's region: inside-region mass, normalised entropy and Gini,
+at the projector output and at the encoder output (tasks ``projector_output`` / ``encoder_output``).
+Rows: each loss's mean score with a bootstrap CI and per-item scores, ``dpo_minus_sft_*`` with a
+paired bootstrap CI over the same items, and each loss's count of all-zero maps.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.datasets import open_split
+from benchmarks.results import STATUS_SKIPPED, ResultRow
+from probes.gradients import LOSSES, SITES, gradient_maps, map_scores, patch_cover
+from probes.stats import bootstrap_ci, paired_bootstrap
+from probes.threads import threads_for
+
+from . import SUITES
+from .base import LoadedEncoder, RunContext
+from .regions import box_region, spread_indices, to_encoder_frame
+
+EVAL_SPLIT = "val"
+DEFAULT_ITEMS = 64
+BETA = 0.1
+MAX_BATCH = 16
+FIGURE_ITEMS = 4
+# Scores and the direction the study's claim calls better (DPO concentrates gradient on the object).
+SCORES = {"inside": True, "entropy": False, "gini": True}  # MapScores fields; rows call "inside" inside_mass
+
+
+def object_items(split, limit: int) -> list[tuple[int, object, np.ndarray]]:
+    """(image index, VQA item, object region (H, W) bool): one item about one object per image (images
+    spread evenly), the k-th image taking the (k mod count)-th such item of its own, so the question
+    kinds (colour, presence, position) rotate; the region is the object's mask inside its box (its box
+    when the dataset has no masks)."""
+    found = []
+    for position, index in enumerate(spread_indices(len(split), limit)):
+        candidates = [item for item in split.vqa_items(index) if item.box is not None]
+        if not candidates:
+            continue
+        item = candidates[position % len(candidates)]
+        mask = split.seg_mask(index)
+        box = box_region([item.box], mask.shape if mask is not None else split.load_image(index).size[::-1])
+        region = box & (mask == item.box.label) if mask is not None else box
+        found.append((index, item, region if region.any() else box))
+    return found
+
+
+def _load(path: str, device: str, cache: dict):
+    from train.mllm import load_mllm
+
+    if path not in cache:
+        cache[path] = load_mllm(path, device=device)
+    return cache[path]
+
+
+def _maps_for(context: RunContext, mllm, reference, split, items) -> tuple[dict, torch.Tensor]:
+    """Gradient maps (n, h, w) per (loss, site) and the object's token cover (n, h, w)."""
+    from tqdm import tqdm
+
+    transform = mllm.image_transform()
+    device = mllm.device
+    maps: dict[tuple[str, str], list[torch.Tensor]] = {}
+    covers = []
+    batch = max(1, min(context.extraction.batch_size, MAX_BATCH))
+    for start in tqdm(range(0, len(items), batch), desc="gradient maps", disable=not context.extraction.progress, leave=False):
+        part = items[start : start + batch]
+        images = torch.stack([transform(split.load_image(index)) for index, _, _ in part]).to(device)
+        result = gradient_maps(mllm, images, [i.question for _, i, _ in part], [i.chosen for _, i, _ in part], [i.rejected for _, i, _ in part],
+                               reference=reference, beta=BETA, item_ids=[f"{split.item_id(index)} ({item.question!r})" for index, item, _ in part])
+        for key, value in result.maps.items():
+            maps.setdefault(key, []).append(value)
+        covers.append(patch_cover(torch.stack([to_encoder_frame(region, mllm.encoder.preprocess) for _, _, region in part]), mllm.grid))
+    return {key: torch.cat(values) for key, values in maps.items()}, torch.cat(covers)
+
+
+def _figure(path: Path, mllm, split, items, maps: dict, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from torchvision import transforms as T
+
+    preprocess = mllm.encoder.preprocess
+    geometry = T.Compose([T.Resize(round(preprocess.resolution / preprocess.crop_pct)), T.CenterCrop(preprocess.resolution)])
+    fig, axes = plt.subplots(len(items), 3, figsize=(5.2, 1.8 * len(items)), squeeze=False)
+    for row, (index, item, region) in enumerate(items):
+        image = np.asarray(geometry(split.load_image(index)))
+        frame = to_encoder_frame(region, preprocess).numpy()
+        for col, loss in enumerate(("", "sft", "dpo")):
+            ax = axes[row][col]
+            ax.imshow(image)
+            if loss:
+                heat = maps[(loss, "projector")][row].numpy()
+                if heat.max() > 0:
+                    ax.imshow(heat / heat.max(), cmap="jet", alpha=0.55, vmin=0, vmax=1, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5), interpolation="nearest")
+                else:
+                    ax.text(0.5, 0.5, "zero gradient", transform=ax.transAxes, ha="center", fontsize=7, color="white")
+            ax.contour(frame, levels=[0.5], colors="white", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title({"": "input + object", "sft": "SFT |grad|", "dpo": "DPO |grad|"}[loss], fontsize=7)
+        axes[row][0].set_ylabel(f"{item.question}\n{item.chosen} / {item.rejected}", fontsize=5)
+    fig.suptitle(title, fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _rows_for(context: RunContext, loaded: LoadedEncoder, maps: dict, cover: torch.Tensor, common: dict, extra: dict, figure: str) -> list[ResultRow]:
+    rows = []
+    for site in SITES:
+        task = f"{site}_output"
+        scores = {loss: map_scores(maps[(loss, site)], cover) for loss in LOSSES}
+        for loss in LOSSES:
+            zero = scores[loss].zero
+            rows.append(context.row(loaded, **common, task=task, metric=f"{loss}_zero_gradients", value=float(zero.sum()), higher_is_better=False, n=len(zero), extra=extra))
+        for field, higher in SCORES.items():
+            values = {loss: getattr(scores[loss], field) for loss in LOSSES}
+            name = "inside_mass" if field == "inside" else field
+            for loss in LOSSES:
+                finite = values[loss][np.isfinite(values[loss])]
+                row_extra = {**extra, "figure": figure} if (site, name) == ("projector", "inside_mass") and figure else extra
+                if not finite.size:
+                    rows.append(context.row(loaded, **common, task=task, metric=f"{loss}_{name}", value=None, status=STATUS_SKIPPED, reason="every gradient map is zero", extra=row_extra))
+                    continue
+                complete = finite.size == values[loss].size  # per-item files only when every item has a score
+                per_item = context.save_per_item(finite, loaded.name, "grad", site, loss, name) if complete else ""
+                low, high = bootstrap_ci(finite, seed=context.seed)
+                rows.append(context.row(loaded, **common, task=task, metric=f"{loss}_{name}", value=float(finite.mean()), ci_low=low, ci_high=high, n=int(finite.size),
+                                        higher_is_better=higher, per_item=per_item, extra={**row_extra, "items_without_score": int(values[loss].size - finite.size)}))
+            both = np.isfinite(values["sft"]) & np.isfinite(values["dpo"])
+            if both.sum() >= 2:
+                diff = paired_bootstrap(values["sft"][both], values["dpo"][both], seed=context.seed)
+                rows.append(context.row(loaded, **common, task=task, metric=f"dpo_minus_sft_{name}", value=diff.delta, ci_low=diff.ci_low, ci_high=diff.ci_high, n=diff.n,
+                                        higher_is_better=higher, extra={**extra, "p_value": diff.p_value}))
+    return rows
+
+
+@SUITES.register("grad")
+def gradient_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
+    split = open_split(context.data, EVAL_SPLIT)
+    common = {"suite": "grad", "dataset": context.data, "dataset_fingerprint": split.fingerprint}
+    limit = int(context.options.get("grad_items", DEFAULT_ITEMS))
+    with_mllm = [loaded for loaded in encoders if loaded.spec.mllm]
+    rows = [context.row(loaded, **common, task="-", metric="-", value=None, status=STATUS_SKIPPED,
+                        reason="no MLLM for this encoder: give it an mllm directory in the manifest (train.mllm.save_mllm writes one)")
+            for loaded in encoders if not loaded.spec.mllm]
+    if not with_mllm:
+        return rows
+    items = object_items(split, limit)
+    if not items:
+        reason = f"{context.data} has no preference (VQA) items about one object with a box"
+        return rows + [context.row(loaded, **common, task="-", metric="-", value=None, status=STATUS_SKIPPED, reason=reason) for loaded in with_mllm]
+    by_name = {loaded.name: loaded for loaded in encoders}
+    cache: dict = {}
+    for loaded in with_mllm:
+        mllm = _load(loaded.spec.mllm, context.extraction.device, cache)
+        base = by_name.get(loaded.spec.base)
+        reference_path = base.spec.mllm if base is not None and base.spec.mllm and base.spec.mllm != loaded.spec.mllm else ""
+        reference = _load(reference_path, context.extraction.device, cache) if reference_path else None
+        with threads_for(mllm, *([reference] if reference is not None else []), device=context.extraction.device):
+            maps, cover = _maps_for(context, mllm, reference, split, items)
+        figure = Path("figures") / "grad" / f"{loaded.name}.png"
+        shown = min(FIGURE_ITEMS, len(items))
+        _figure(context.run_dir / figure, mllm, split, items[:shown], {k: v[:shown] for k, v in maps.items()}, f"{loaded.name}: |d loss / d visual token| (projector output)")
+        kinds = {}
+        for _, item, _ in items:
+            kinds[item.kind] = kinds.get(item.kind, 0) + 1
+        extra = {"mllm": loaded.spec.mllm, "reference": reference_path or "the policy itself", "beta": BETA, "visual_layer": mllm.visual_layer,
+                 "grid": list(mllm.grid), "item_kinds": kinds, "split": EVAL_SPLIT, "norm": "L1 over channels",
+                 "mllm_encoder_matches": mllm.encoder.weights_hash == loaded.encoder.weights_hash}
+        rows.extend(_rows_for(context, loaded, maps, cover, common, extra, str(figure)))
+    return rows

@@ -1,0 +1,71 @@
+"""Object regions of a dataset item in the encoder's input frame, shared by the ``loc`` and ``grad``
+suites: boxes and masks are carried through the same resize + centre-crop as the image, so a map over
+the encoder's patch grid and the region cover the same pixels."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.datasets import Box, ImageSplit
+from encoders import PreprocessConfig
+
+
+def spread_indices(n: int, limit: int) -> list[int]:
+    """At most ``limit`` indices spread evenly over ``range(n)`` (all when ``limit <= 0`` or ``>= n``);
+    evenly spaced, not the first ones, because many datasets are sorted by class."""
+    if limit <= 0 or limit >= n:
+        return list(range(n))
+    return sorted({round(v) for v in np.linspace(0, n - 1, limit)})
+
+
+def box_region(boxes: list[Box], shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: the union of ``boxes``."""
+    region = np.zeros(shape, dtype=bool)
+    for box in boxes:
+        region[max(0, box.y0) : box.y1, max(0, box.x0) : box.x1] = True
+    return region
+
+
+def to_encoder_frame(region: np.ndarray, preprocess: PreprocessConfig) -> torch.Tensor:
+    """A (H, W) bool region of the original image as (R, R) bool in the encoder's input: the image's
+    resize (shorter side to R / crop_pct, nearest) and centre crop."""
+    from torchvision import transforms as T
+
+    resize = round(preprocess.resolution / preprocess.crop_pct)
+    geometry = T.Compose([T.Resize(resize, interpolation=T.InterpolationMode.NEAREST), T.CenterCrop(preprocess.resolution)])
+    image = geometry(Image.fromarray(region.astype(np.uint8) * 255, "L"))
+    return torch.from_numpy(np.asarray(image) > 127)
+
+
+def class_region(split: ImageSplit, index: int, label: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(box, mask) of image ``index``'s object of image-level class ``label``, both (H, W) bool in the
+    original image, or None when the item has neither. Without a mask, the box stands in for it;
+    without a box, the mask's bounding box is used."""
+    name = split.classes[label]
+    mask = split.seg_mask(index)
+    seg_id = split.seg_classes.index(name) if mask is not None and name in split.seg_classes else None
+    object_mask = (mask == seg_id) if seg_id is not None else None
+    box_label = seg_id if split.seg_classes else label
+    boxes = [box for box in split.boxes(index) if box.label == box_label]
+    if object_mask is not None and not object_mask.any():
+        object_mask = None
+    if not boxes and object_mask is None:
+        return None
+    shape = object_mask.shape if object_mask is not None else split.load_image(index).size[::-1]
+    if boxes:
+        box = box_region(boxes, shape)
+    else:
+        rows, cols = np.flatnonzero(object_mask.any(axis=1)), np.flatnonzero(object_mask.any(axis=0))
+        box = box_region([Box(int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1, box_label)], shape)
+    return box, (object_mask if object_mask is not None else box)
+
+
+def has_regions(split: ImageSplit) -> str:
+    """'' when the split has object boxes or masks for its labelled images, else the reason it has none."""
+    if not len(split.classes):
+        return f"{split.spec} has no image-level classes to localize"
+    for index in spread_indices(len(split), 8):
+        if split.labels[index] >= 0 and class_region(split, index, int(split.labels[index])) is not None:
+            return ""
+    return f"{split.spec} ({split.split}) has no object boxes or masks for its labelled images"

@@ -1,0 +1,48 @@
+"""The grad suite end to end on a tiny lineage with MLLM directories."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import run
+from benchmarks.results import read_frame
+
+from .conftest import DATA
+
+
+def _run(tmp_path, manifest, *extra):
+    return run.main(["--encoders", str(manifest), "--data", DATA, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
+                     "--workers", "0", "--no-report", "--suite", "grad", "--grad-items", "6", *extra])
+
+
+def test_grad_rows_for_each_mllm_with_paired_dpo_minus_sft(tmp_path, mllm_lineage):
+    manifest = mllm_lineage
+    assert _run(tmp_path, manifest) == 0
+    frame = read_frame(tmp_path / "run")
+    assert (frame.status == "ok").all(), frame[["metric", "status", "reason"]]
+    assert set(frame.encoder) == {"orig", "tuned"} and set(frame.task) == {"projector_output", "encoder_output"}
+    metrics = set(frame.metric)
+    for loss in ("sft", "dpo"):
+        assert {f"{loss}_inside_mass", f"{loss}_entropy", f"{loss}_gini", f"{loss}_zero_gradients"} <= metrics
+    assert {"dpo_minus_sft_inside_mass", "dpo_minus_sft_entropy", "dpo_minus_sft_gini"} <= metrics
+    scored = frame[frame.metric.str.match(r"(sft|dpo)_(inside_mass|entropy|gini)")]
+    assert scored.value.between(0, 1).all() and (scored.n == 6).all()
+    assert (frame[frame.metric.str.endswith("zero_gradients")].value == 0).all()
+    for _, row in scored.iterrows():
+        assert np.load(tmp_path / "run" / row.per_item).mean() == pytest.approx(row.value)
+    delta = frame[(frame.metric == "dpo_minus_sft_inside_mass") & (frame.task == "projector_output")]
+    for _, row in delta.iterrows():
+        sft = frame[(frame.encoder == row.encoder) & (frame.task == row.task) & (frame.metric == "sft_inside_mass")].value.item()
+        dpo = frame[(frame.encoder == row.encoder) & (frame.task == row.task) & (frame.metric == "dpo_inside_mass")].value.item()
+        assert row.value == pytest.approx(dpo - sft) and row.ci_low <= row.value <= row.ci_high
+    references = {row.encoder: row.extra["reference"] for _, row in frame.iterrows()}
+    assert references["orig"] == "the policy itself" and references["tuned"].endswith("mllm_orig")
+    figure = frame[(frame.metric == "sft_inside_mass") & (frame.task == "projector_output")].extra.iloc[0]["figure"]
+    assert (tmp_path / "run" / figure).read_bytes().startswith(b"\x89PNG")
+
+
+def test_grad_without_an_mllm_is_a_skipped_row(tmp_path, plain_lineage):
+    manifest = plain_lineage
+    assert _run(tmp_path, manifest) == 0
+    frame = read_frame(tmp_path / "run")
+    assert (frame.status == "skipped").all() and frame.reason.str.contains("mllm directory in the manifest").all()

@@ -1,0 +1,68 @@
+"""The loc suite end to end on a tiny lineage: rows per block, per-item scores, the gallery figure,
+the head's provenance, and the bad inputs (no boxes or masks, a block that does not exist)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import run
+from benchmarks.results import read_frame
+
+from .conftest import DATA
+
+
+def _run(tmp_path, manifest, *extra, data=DATA):
+    return run.main(["--encoders", str(manifest), "--data", data, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
+                     "--workers", "0", "--no-report", "--linear-epochs", "2", *extra])
+
+
+def test_loc_rows_per_block_with_cis_per_item_scores_and_figures(tmp_path, plain_lineage):
+    manifest = plain_lineage
+    assert _run(tmp_path, manifest, "--suite", "cls,loc") == 0
+    frame = read_frame(tmp_path / "run")
+    loc = frame[frame.suite == "loc"]
+    assert (loc.status == "ok").all() and set(loc.encoder) == {"orig", "tuned"}
+    assert set(loc.metric) == {"pointing_game", "energy_pointing_game", "iou_top15", "zero_maps"}
+    scored = loc[loc.metric != "zero_maps"]
+    assert (scored.n == 24).all() and scored.value.between(0, 100).all()
+    assert ((scored.ci_low <= scored.value + 1e-9) & (scored.value <= scored.ci_high + 1e-9)).all()
+    # the tiny ViT has 2 blocks: the last block's rows carry no layer (as in cls), the penultimate's layer 0
+    assert sorted({e["block"] for e in scored.extra}) == [0, 1]
+    assert {e.get("layer") for e in scored.extra} == {None, 0}
+    assert {e["head"]["source"] for e in scored.extra} == {"cls suite selection (this run)"}
+    for _, row in scored.iterrows():
+        assert np.load(tmp_path / "run" / row.per_item).mean() * 100 == pytest.approx(row.value)
+        assert (tmp_path / "run" / row.extra["figure"]).read_bytes().startswith(b"\x89PNG")
+
+
+def test_loc_without_cls_rows_selects_its_own_head(tmp_path, plain_lineage):
+    manifest = plain_lineage
+    assert _run(tmp_path, manifest, "--suite", "loc", "--loc-layers", "-1", "--loc-items", "10") == 0
+    loc = read_frame(tmp_path / "run")
+    assert (loc.status == "ok").all() and (loc[loc.metric == "pointing_game"].n == 10).all()
+    assert all(e["head"]["source"].startswith("selected here") for e in loc.extra)
+
+
+def test_loc_on_a_dataset_without_boxes_or_masks_is_a_skipped_row(tmp_path, plain_lineage):
+    manifest = plain_lineage
+    assert _run(tmp_path, manifest, "--suite", "loc", data="digits") == 0
+    loc = read_frame(tmp_path / "run")
+    assert (loc.status == "skipped").all() and loc.reason.str.contains("no object boxes or masks").all()
+
+
+def test_loc_with_a_block_that_does_not_exist_is_a_usage_error_naming_the_valid_range(tmp_path, plain_lineage, capsys):
+    assert _run(tmp_path, plain_lineage, "--suite", "loc", "--loc-layers", "5") == 2
+    assert "--loc-layers" in capsys.readouterr().err
+    assert _run(tmp_path, plain_lineage, "--suite", "loc", "--loc-layers", "-3,-1") == 2
+    err = capsys.readouterr().err
+    assert "--loc-layers" in err and "-2..1" in err
+    assert _run(tmp_path, plain_lineage, "--suite", "loc", "--loc-layers", "a,b") == 2
+    assert "expected a comma list" in capsys.readouterr().err
+
+
+def test_projector_features_skip_loc_and_keep_grad_and_align(tmp_path, mllm_lineage):
+    assert _run(tmp_path, mllm_lineage, "--suite", "loc,grad,align", "--features", "projector", "--grad-items", "4") == 0
+    frame = read_frame(tmp_path / "run")
+    loc = frame[frame.suite == "loc"]
+    assert (loc.status == "skipped").all() and loc.reason.str.contains("no transformer blocks").all()
+    assert (frame[frame.suite != "loc"].status == "ok").all()
