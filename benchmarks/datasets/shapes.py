@@ -359,5 +359,16 @@ class ShapesSplit(ImageSplit):
             items.append(VQAItem(f"What colour is the {obj.shape_name}?", obj.colour, other_colour(obj.colour), "colour", obj.box))
         return items
 
+    def caption(self, index: int) -> str:
+        """A one-sentence description of image ``index``: the labelled (largest) shape first, then the
+        other visible shapes in drawing order, e.g. ``"a large red circle with a blue star and a green ring"``."""
+        objects = self.objects(index)
+        main, others = objects[-1], objects[:-1]
+        text = f"a large {main.colour} {main.shape_name}"
+        if others:
+            parts = [f"{'an' if obj.colour[0] in 'aeiou' else 'a'} {obj.colour} {obj.shape_name}" for obj in others]
+            text += " with " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
+        return text
+
     def item_id(self, index: int) -> str:
         return f"{self.split}/{self._check_index(index):07d}"
