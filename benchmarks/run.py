@@ -53,6 +53,10 @@ class RunConfig:
     layers: str = ""
     linear_epochs: int = 10
     sklearn: bool = False
+    vqa_tasks: str = ""
+    vqa_items: int = 0
+    vqa_limit: int = 0
+    vqa_results: str = ""
     note: str = ""
     report: bool = True
     version: str = field(default_factory=package_version)
@@ -120,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layers", default="", help="extra blocks to probe: -1,-2,-4 or all")
     parser.add_argument("--linear-epochs", type=int, default=10)
     parser.add_argument("--sklearn", action="store_true", help="also run the scikit-learn LogisticRegression reference probe")
+    parser.add_argument("--vqa-tasks", default="", help="vqa suite: comma list of lmms-eval tasks to run on each encoder's MLLM (default: the 16 Cambrian benchmarks; shapes_vqa,shapes_vqa_mc = the offline shapes-world tasks)")
+    parser.add_argument("--vqa-items", type=int, default=200, help="vqa suite: shapes-world VQA items written for shapes_vqa / shapes_vqa_mc")
+    parser.add_argument("--vqa-limit", type=int, default=0, help="vqa suite: lmms-eval --limit (documents per task; rows are then marked partial)")
+    parser.add_argument("--vqa-results", default="", help="vqa suite: ingest lmms-eval results (a file, or a folder with one subfolder per encoder name) instead of running anything")
     parser.add_argument("--note", default="", help="free text shown in the report (e.g. demo-sized schedules)")
     parser.add_argument("--no-report", action="store_true", help="do not build report.html")
     return parser
@@ -165,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         encoders=[asdict(spec) for spec in specs], suites=suites, data=args.data, out=str(out), cache_dir=args.cache_dir,
         device=args.device, precision=args.precision, compile=args.compile, seed=args.seed, batch_size=args.batch_size, workers=args.workers,
         layers=args.layers, linear_epochs=args.linear_epochs, sklearn=args.sklearn, note=args.note, report=not args.no_report,
+        vqa_tasks=args.vqa_tasks, vqa_items=args.vqa_items, vqa_limit=args.vqa_limit, vqa_results=args.vqa_results,
     )
     config_hash = config.config_hash()
     torch.manual_seed(args.seed)
@@ -199,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         data=args.data, run_dir=out, cache_dir=Path(args.cache_dir),
         extraction=ExtractionConfig(batch_size=args.batch_size, workers=args.workers, precision=args.precision, compile=args.compile, device=args.device, progress=rank == 0 and sys.stderr.isatty()),
         seed=args.seed, config_hash=config_hash, layers=parse_layers(args.layers),
-        options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn}, log=log,
+        options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn, "vqa_tasks": [t.strip() for t in args.vqa_tasks.split(",") if t.strip()],
+                 "vqa_items": args.vqa_items, "vqa_limit": args.vqa_limit, "vqa_results": args.vqa_results}, log=log,
     )
     for suite in suites:
         started = time.perf_counter()

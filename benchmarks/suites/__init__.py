@@ -13,9 +13,9 @@ PLANNED = {
     "loc": "Grad-CAM localization is not built yet",
     "grad": "gradient-signal analysis (SFT vs DPO) is not built yet",
     "align": "vision-language alignment (mutual kNN, CKA) is not built yet",
-    "vqa": "lmms-eval VQA import is not built yet",
 }
 
 from . import classification  # noqa: E402,F401  (registers "cls")
+from . import vqa  # noqa: E402,F401  (registers "vqa")
 
 __all__ = ["ALL_SUITES", "PLANNED", "RunContext", "SUITES", "Suite"]
