@@ -59,6 +59,7 @@ class TaskResult:
     higher_is_better: dict[str, bool] = field(default_factory=dict)
     samples: Path | None = None
     notes: list[str] = field(default_factory=list)
+    provenance: dict[str, str] = field(default_factory=dict)  # model, model_args, lmms_eval_version, date
 
     @property
     def partial(self) -> bool:
@@ -149,6 +150,11 @@ def read_results_file(path: str | os.PathLike) -> ResultsFile:
     n_samples = data.get("n-samples") if isinstance(data.get("n-samples"), dict) else None
     higher = data.get("higher_is_better") if isinstance(data.get("higher_is_better"), dict) else {}
     groups = {name for name, members in (data.get("group_subtasks") or {}).items() if members}
+    model_args = config.get("model_args", "")
+    model_args = model_args if isinstance(model_args, str) else json.dumps(model_args, sort_keys=True)
+    model = str(config.get("model", data.get("model_name", "")))
+    version = str(data.get("lmms_eval_version", ""))
+    provenance = {"model": model, "model_args": model_args, "lmms_eval_version": version, "date": date}
     tasks: dict[str, TaskResult] = {}
     legacy_keys = False
     for task, entry in results.items():
@@ -162,7 +168,7 @@ def read_results_file(path: str | os.PathLike) -> ResultsFile:
             n=counts.get("effective") if isinstance(counts.get("effective"), int) else None,
             n_original=counts.get("original") if isinstance(counts.get("original"), int) else None,
             higher_is_better={k: bool(v) for k, v in (higher.get(task) or {}).items() if v is not None},
-            samples=_samples_file(path, date, task),
+            samples=_samples_file(path, date, task), provenance=provenance,
         )
         if result.n is None and result.samples is not None:
             result.n = _count_documents(result.samples)
@@ -178,12 +184,7 @@ def read_results_file(path: str | os.PathLike) -> ResultsFile:
         reasons = (["no n-samples"] if n_samples is None else []) + (["metric keys without ',<filter>'"] if legacy_keys else [])
         layout = f"older lmms-eval ({', '.join(reasons)})"
         notes.append(f"{path.name}: {layout}; read with the older layout" + ("; n taken from the samples files" if n_samples is None else ""))
-    model_args = config.get("model_args", "")
-    return ResultsFile(
-        path=path, date=date, model=str(config.get("model", data.get("model_name", ""))),
-        model_args=model_args if isinstance(model_args, str) else json.dumps(model_args, sort_keys=True),
-        version=str(data.get("lmms_eval_version", "")), layout=layout, tasks=tasks, notes=notes,
-    )
+    return ResultsFile(path=path, date=date, model=model, model_args=model_args, version=version, layout=layout, tasks=tasks, notes=notes)
 
 
 def _samples_file(results_path: Path, date: str, task: str) -> Path | None:

@@ -65,7 +65,7 @@ class _Rows:
         extra: dict[str, Any] = {
             "category": benchmark.category if benchmark else "uncategorised",
             "lmms_metric": f"{metric},{measured.filter}", "lmms_value": measured.value, "scale": scale,
-            "stderr": stderr, "results_file": str(result.file), "n_original": result.n_original,
+            "stderr": stderr, "results_file": str(result.file), "n_original": result.n_original, "lmms": result.provenance,
         }
         if benchmark:
             extra["benchmark"] = benchmark.name
