@@ -111,11 +111,12 @@ class ProjectMLLM(lmms):
         return answers  # type: ignore[return-value]
 
     @torch.no_grad()
-    def _score(self, images: torch.Tensor, questions: list[str], answers: list[str]) -> tuple[list[float], list[bool], list[int]]:
-        """Summed answer log-probs (nats), greedy flags and prompt lengths for one batch."""
+    def _score(self, images: torch.Tensor, visual: torch.Tensor, questions: list[str], answers: list[str]) -> tuple[list[float], list[bool], list[int]]:
+        """Summed answer log-probs (nats), greedy flags and prompt lengths for one batch, given each
+        item's image and its projector outputs ``visual`` (B, N, D_lm)."""
         mllm = self.mllm
         batch = mllm.prepare(images, questions, answers)
-        hidden = mllm.lm.get_decoder()(inputs_embeds=mllm.embed(batch), attention_mask=batch.attention_mask).last_hidden_state
+        hidden = mllm.lm.get_decoder()(inputs_embeds=mllm.embed(batch, visual), attention_mask=batch.attention_mask).last_hidden_state
         targets = batch.labels[:, 1:]
         scored = targets != -100
         logits = mllm.lm.get_output_embeddings()(hidden[:, :-1][scored]).float()
@@ -130,22 +131,31 @@ class ProjectMLLM(lmms):
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
         """``(log P(continuation | image, context), is_greedy)`` per request, batched.
 
-        Returned inside ``GenerationResult`` (with token counts): lmms-eval 0.7.3's
-        ``unwrap_generation_output`` turns a bare ``(float, bool)`` tuple into its string, which breaks
-        every ``multiple_choice`` task; the wrapper's ``text`` is passed through unchanged.
+        The choices of one document (consecutive requests with the same task and doc_id) share one
+        pass of the vision tower. Returned inside ``GenerationResult`` (with token counts): lmms-eval
+        0.7.3's ``unwrap_generation_output`` turns a bare ``(float, bool)`` tuple into its string, which
+        breaks every ``multiple_choice`` task; the wrapper's ``text`` is passed through unchanged.
         """
         results: list[GenerationResult | None] = [None] * len(requests)
-        order = list(range(len(requests)))
-        for chunk in _chunks(order, self.batch_size):
-            rows, questions, answers = [], [], []
+        for chunk in _chunks(list(range(len(requests))), self.batch_size):
+            images: dict[tuple, int] = {}
+            rows, which, questions, answers = [], [], [], []
             for i in chunk:
                 context, continuation, doc_to_visual, doc_id, task, split = requests[i].args
                 if callable(continuation):
                     continuation = continuation(self.task_dict[task][split][doc_id])
-                rows.append((doc_to_visual, doc_id, task, split))
+                key = (task, split, doc_id)
+                if key not in images:
+                    images[key] = len(rows)
+                    rows.append((doc_to_visual, doc_id, task, split))
+                which.append(images[key])
                 questions.append(self._question(context))
                 answers.append(str(continuation).strip())
-            logps, greedy, prompt_lengths = self._score(self._images(rows), questions, answers)
+            index = torch.tensor(which, device=self.mllm.device)
+            unique = self._images(rows)
+            with torch.no_grad():
+                visual = self.mllm.visual_tokens(unique)[index]
+            logps, greedy, prompt_lengths = self._score(unique[index], visual, questions, answers)
             for i, logp, is_greedy, length in zip(chunk, logps, greedy, prompt_lengths):
                 results[i] = GenerationResult(text=(float(logp), bool(is_greedy)), token_counts=TokenCounts(input_tokens=length))  # type: ignore[arg-type]
         return results  # type: ignore[return-value]

@@ -122,6 +122,23 @@ def _write_status(job: Job, error: str, seconds: float, **extra) -> None:
     (Path(job.output_dir) / STATUS_FILE).write_text(json.dumps({"error": error, "seconds": round(seconds, 2), "extra": extra}, indent=2))
 
 
+def _share_task_index() -> None:
+    """Index lmms-eval's task folders once per process instead of once per job: ``cli_evaluate_single``
+    builds a ``TaskManager`` (a walk over every task YAML, seconds) on each call; same arguments, same index."""
+    import lmms_eval.__main__ as cli
+
+    made: dict[tuple, object] = {}
+    original = cli.TaskManager
+
+    def shared(*args, **kwargs):
+        key = (args, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+        if key not in made:
+            made[key] = original(*args, **kwargs)
+        return made[key]
+
+    cli.TaskManager = shared
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(argv[0]).read_text())
@@ -131,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     from lmms_eval.__main__ import cli_evaluate_single, parse_eval_args
 
     _register_model()
+    _share_task_index()
     sys.argv = sys.argv[:1]  # parse_eval_args parses sys.argv when it builds its defaults
     parser, _ = parse_eval_args()
     unknown_message = ""

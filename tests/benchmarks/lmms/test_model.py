@@ -85,6 +85,11 @@ def test_loglikelihood_is_the_mllms_answer_logprob_and_batching_does_not_change_
     single = [instance.loglikelihood([r])[0].text[0] for r in requests]
     assert single == pytest.approx(logps, abs=1e-4)
     assert all(v < 0 for v in logps) and all(isinstance(item.text[1], bool) for item in out)
+    # The choices of one document share its image pass; each still gets its own answer's log-prob.
+    pair = instance.loglikelihood(_requests("loglikelihood", [(docs[0]["q"], " " + a, _visual, 0, "t", "test") for a in ("red", "blue")]))
+    with torch.no_grad():
+        red_blue, _ = mllm.answer_logprobs(mllm.prepare(images[:1].repeat(2, 1, 1, 1), [docs[0]["q"]] * 2, ["red", "blue"]))
+    assert [item.text[0] for item in pair] == pytest.approx(red_blue.tolist(), abs=1e-4)
 
 
 def test_generate_until_matches_mllm_generate_and_cuts_at_stop_strings(model):
