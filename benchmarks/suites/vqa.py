@@ -9,7 +9,8 @@ Per encoder, results come from one of (in this order):
    the 16 Cambrian benchmarks) on it with the ``vee_mllm`` model, then its results file is ingested.
    ``shapes_vqa`` / ``shapes_vqa_mc`` are written from the shapes world first (``--vqa-items`` items).
 
-Rows: one per benchmark (value in points 0..100 per ``benchmarks.lmms.cambrian``, CI = value +-
+Rows: one per Cambrian benchmark (metric ``score``: points 0..100 per ``benchmarks.lmms.cambrian``, the
+lmms-eval metric and value in ``extra``; CI = value +-
 1.96 x lmms-eval's stderr, n = documents evaluated, per-item scores from the samples file when they
 are numbers), one per Cambrian category and ``overall`` (mean of the category means; task = the
 category, dataset ``cambrian16``, metric ``score``), and rows for tasks outside the map
@@ -34,6 +35,7 @@ from .base import LoadedEncoder, RunContext
 
 DATASET = "lmms-eval"
 CATEGORY_DATASET = "cambrian16"
+SCORE = "score"  # the metric of Cambrian rows: points 0..100 (the lmms-eval metric is in extra["lmms_metric"])
 Z95 = 1.959964
 SHAPES_DEFAULT_DATA = "shapes:n=800:seed=0"
 
@@ -78,7 +80,7 @@ class _Rows:
         if notes:
             extra["notes"] = notes
         row = self.row(
-            task=result.task, dataset=_dataset(result), dataset_fingerprint=fingerprint, metric=metric, value=value,
+            task=result.task, dataset=_dataset(result), dataset_fingerprint=fingerprint, metric=SCORE if benchmark else metric, value=value,
             higher_is_better=result.higher_is_better.get(metric, True), n=result.n or 0,
             ci_low=value - Z95 * stderr if stderr is not None else None, ci_high=value + Z95 * stderr if stderr is not None else None,
             per_item=relative, extra=extra,
@@ -124,11 +126,11 @@ class _Rows:
                 missing = aggregate.missing if level == "overall" else [f"{name} ({task_of[name]})" for name in aggregate.missing]
                 reason = (f"{aggregate.name} needs all of its members; missing: {', '.join(missing)} "
                           f"(no result for them in {where}); a mean over fewer is a different number")
-                rows.append(self.row(task=aggregate.name, dataset=dataset, metric="score", value=None, status=STATUS_SKIPPED, reason=reason, extra=extra))
+                rows.append(self.row(task=aggregate.name, dataset=dataset, metric=SCORE, value=None, status=STATUS_SKIPPED, reason=reason, extra=extra))
                 continue
             score = aggregate.score
             ci = (score.value - Z95 * score.stderr, score.value + Z95 * score.stderr) if score.stderr is not None else (None, None)
-            rows.append(self.row(task=aggregate.name, dataset=dataset, metric="score", value=score.value, n=score.n, ci_low=ci[0], ci_high=ci[1], extra={**extra, "stderr": score.stderr}))
+            rows.append(self.row(task=aggregate.name, dataset=dataset, metric=SCORE, value=score.value, n=score.n, ci_low=ci[0], ci_high=ci[1], extra={**extra, "stderr": score.stderr}))
         return rows
 
     def ingest(self, path: str | Path, expected: list[str] | None = None, run_error: str = "") -> list[ResultRow]:

@@ -49,10 +49,11 @@ def test_cambrian_table_matches_hand_computed_means(tmp_path, encoder):
     assert ocr.ci_low == pytest.approx(35.0 - 1.959964 * 0.5) and ocr.ci_high == pytest.approx(35.0 + 1.959964 * 0.5)
     assert ocr.n == 400 and rows[("overall", "score")].n == 1600
     assert rows[("General", "score")].ci_low is None  # MME has no stderr: none is invented
-    mme = rows[("mme", "mme_perception_score")]
+    mme = rows[("mme", "score")]
     assert mme.value == pytest.approx(75.0) and mme.extra["lmms_value"] == 1500.0 and mme.extra["category"] == "General"
+    assert mme.extra["lmms_metric"] == "mme_perception_score,none" and mme.extra["benchmark"] == "MME"
     assert ("mme", "mme_cognition_score") not in rows  # not a Cambrian number
-    gqa = rows[("gqa", "exact_match")]
+    gqa = rows[("gqa", "score")]
     assert gqa.value == pytest.approx(50.0) and gqa.ci_high == pytest.approx(50.0 + 1.959964 * 0.5) and gqa.n == 100
     assert rows[("shapes_vqa", "exact_match")].value == pytest.approx(25.0)  # a known fraction, outside the map
     other = rows[("my_task", "foo_score")]
@@ -76,7 +77,7 @@ def test_partial_run_is_kept_apart_from_full_numbers(tmp_path, encoder):
     n = {task: (50, 1000) for task in CAMBRIAN_VALUES}
     write_lmms_results(tmp_path / "lmms", CAMBRIAN_VALUES, n=n, limit=50)
     _, rows = _ingest(tmp_path, encoder, tmp_path / "lmms")
-    gqa = rows[("gqa", "exact_match")]
+    gqa = rows[("gqa", "score")]
     assert gqa.dataset == "lmms-eval:limit=50/1000" and gqa.n == 50
     assert any("partial run: 50 of 1000 documents" in note and "--limit 50" in note for note in gqa.extra["notes"])
     assert rows[("overall", "score")].dataset == "cambrian16:partial"
@@ -94,8 +95,8 @@ def test_older_layout_is_read_with_a_note(tmp_path, encoder):
     parsed = read_results_file(folder / "results.json")
     assert parsed.layout.startswith("older lmms-eval") and "no n-samples" in parsed.layout and "without ',<filter>'" in parsed.layout
     _, rows = _ingest(tmp_path, encoder, tmp_path / "old")
-    assert rows[("mme", "mme_percetion_score")].value == pytest.approx(70.0)
-    gqa = rows[("gqa", "exact_match")]
+    assert rows[("mme", "score")].value == pytest.approx(70.0)
+    gqa = rows[("gqa", "score")]
     assert gqa.value == pytest.approx(60.0) and gqa.n == 10  # n counted from the samples file
     assert any("older lmms-eval" in note for note in gqa.extra["file_notes"])
     assert gqa.per_item and np.load(tmp_path / "run" / gqa.per_item).tolist() == [float(i % 5 != 0) for i in range(10)]
@@ -113,7 +114,7 @@ def test_file_that_is_not_lmms_evals(tmp_path, encoder):
     write_lmms_results(bad.parent, {"gqa": {"exact_match": (0.5, None)}}, date="20250102_000000")
     (bad.parent / "20250103_000000_results.json").write_bytes(b"\x89PNG\r\n")
     _, rows = _ingest(tmp_path / "second", encoder, bad.parent)
-    assert rows[("gqa", "exact_match")].value == pytest.approx(50.0)
+    assert rows[("gqa", "score")].value == pytest.approx(50.0)
     failed = [row for key, row in rows.items() if row.status == "failed"]
     assert failed and all("not an lmms-eval results file" in row.reason for row in failed)
 
@@ -137,10 +138,10 @@ def test_per_item_scores_from_samples_feed_the_paired_bootstrap(tmp_path, encode
                         f'[[encoder]]\nname = "pivot"\ncheckpoint = "{encoder}"\nrole = "pivot"\nbase = "orig"\n')
     status = run.main(["--encoders", str(manifest), "--suite", "vqa", "--vqa-results", str(tmp_path / "lmms"), "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
     rows = {(row.encoder, row.task, row.metric): row for row in read_rows(tmp_path / "run")}
-    pivot = rows[("pivot", "gqa", "exact_match")]
+    pivot = rows[("pivot", "gqa", "score")]
     assert np.array_equal(np.load(tmp_path / "run" / pivot.per_item), better)
-    assert pivot.dataset_fingerprint == rows[("orig", "gqa", "exact_match")].dataset_fingerprint
-    assert "not a number" in rows[("pivot", "mme", "mme_perception_score")].extra["per_item_missing"]
+    assert pivot.dataset_fingerprint == rows[("orig", "gqa", "score")].dataset_fingerprint
+    assert "not a number" in rows[("pivot", "mme", "score")].extra["per_item_missing"]
     html = (tmp_path / "run" / "report.html").read_text()
     assert "paired bootstrap over 200 items" in html and "<strong>VQA.</strong>" in html
     assert status == 0
