@@ -164,3 +164,23 @@ def test_real_lmms_eval_0_7_3_file(tmp_path):
     assert collected.files[0].layout == "lmms-eval 0.4+" and collected.files[0].model == "vee_mllm"
     shutil.copytree(REAL, tmp_path / "copy")
     assert collect_results(tmp_path / "copy").tasks["shapes_vqa"].samples is None  # its samples file was not kept
+
+
+def test_requested_task_without_result_is_a_failed_row_with_lmms_evals_message(tmp_path, encoder):
+    from benchmarks.features import ExtractionConfig
+    from benchmarks.suites.base import LoadedEncoder, RunContext
+    from benchmarks.suites.vqa import _Rows
+    from encoders import EncoderSpec, load_encoder
+
+    spec = EncoderSpec(checkpoint=str(encoder), name="e")
+    context = RunContext(data="shapes", run_dir=tmp_path / "run", cache_dir=tmp_path / "cache", extraction=ExtractionConfig(), seed=0, config_hash="h")
+    builder = _Rows(context, LoadedEncoder(spec, load_encoder(spec)), "lmms-eval run", {"mllm": "m"})
+    write_lmms_results(tmp_path / "out", {"gqa": {"exact_match": (0.5, None)}})
+    rows = {row.task: row for row in builder.ingest(tmp_path / "out", expected=["gqa", "mme"], run_error="KeyError: 'image' in mme's process_results")}
+    assert rows["gqa"].status == "ok"
+    assert rows["mme"].status == "failed" and rows["mme"].reason == "lmms-eval produced no result for mme: KeyError: 'image' in mme's process_results"
+    assert rows["General"].status == "skipped" and "MME (mme)" in rows["General"].reason
+    # Nothing written at all (lmms-eval stopped before saving): every requested task fails with the message.
+    (tmp_path / "empty").mkdir()
+    rows = builder.ingest(tmp_path / "empty", expected=["gqa"], run_error="MLLMError: no mllm.json")
+    assert [(row.task, row.status, row.reason) for row in rows] == [("gqa", "failed", "lmms-eval produced no result for gqa: MLLMError: no mllm.json")]
