@@ -228,9 +228,13 @@ class MLLM(nn.Module):
         logp = torch.zeros(len(batch), dtype=token_logp.dtype, device=token_logp.device).index_add(0, item, token_logp)
         return logp, scored.sum(dim=1)
 
-    def forward(self, batch: MLLMBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Same as :meth:`answer_logprobs` (the call that DDP / FSDP wrap)."""
-        return self.answer_logprobs(batch)
+    def forward(self, batch: MLLMBatch, image_repeats: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`answer_logprobs` (the call that DDP / FSDP wrap). With ``image_repeats`` k the batch holds
+        k answers per image (rows ``j * B + i`` use image ``i``): each image is encoded once."""
+        visual = self.visual_tokens(batch.images)
+        if image_repeats > 1:
+            visual = visual.repeat(image_repeats, 1, 1)
+        return self.answer_logprobs(batch, visual)
 
     @torch.no_grad()
     def generate(self, images: torch.Tensor, questions: Sequence[str], max_new_tokens: int = 16) -> list[str]:

@@ -1,0 +1,96 @@
+"""``python -m train``: build MLLMs, train a stage (alone or under torchrun), make the demo lineage.
+
+Examples::
+
+    python -m train build --encoder ckpt.safetensors --lm /models/Qwen2.5-1.5B-Instruct --out runs/mllm0
+    python -m train stage --stage align --start runs/mllm0 --data captions.jsonl --out runs/align
+    torchrun --nproc_per_node 8 -m train stage --stage dpo --start runs/pretrain/mllm --data prefs.jsonl --out runs/dpo
+    python -m train stage --stage sft --start runs/pretrain/mllm --data prefs.jsonl --out runs/sft --resume
+    python -m train shapes-data --data shapes:n=500:seed=1 --split train --out data/shapes
+    python -m train demo --out runs/demo/lineage
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import STAGES, STRATEGIES, stage_config
+
+
+def _stage_parser(sub) -> None:
+    parser = sub.add_parser("stage", help="train one stage from an MLLM directory")
+    parser.add_argument("--stage", required=True, choices=STAGES)
+    parser.add_argument("--start", required=True, help="MLLM directory to start from (python -m train build, or a previous stage's OUT/mllm)")
+    parser.add_argument("--data", required=True, help="caption or preference JSONL (image paths relative to the file)")
+    parser.add_argument("--out", required=True, help="stage folder: checkpoint/, metrics.jsonl, mllm/, encoder.safetensors, stage.json")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (same start, data and settings)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=None, help="ddp (default) or fsdp (torch fully_shard) under torchrun")
+    for name, kind in (("lr", float), ("encoder-lr", float), ("epochs", float), ("global-batch", int), ("micro-batch", int), ("beta", float),
+                       ("sft-weight", float), ("max-length", int), ("save-every", int), ("seed", int), ("workers", int), ("max-bad-fraction", float),
+                       ("warmup-ratio", float), ("max-grad-norm", float)):
+        parser.add_argument(f"--{name}", type=kind, default=None)
+    parser.add_argument("--no-reference-cache", action="store_true", help="DPO: run a frozen reference copy every step instead of caching its log-probs once")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="a new MLLM: encoder checkpoint + fresh projector + local LM directory")
+    build.add_argument("--encoder", required=True)
+    build.add_argument("--lm", required=True, help="local transformers causal-LM directory (e.g. Qwen2.5)")
+    build.add_argument("--out", required=True)
+    build.add_argument("--visual-layer", type=int, default=-2)
+    build.add_argument("--arch", default="", help="architecture, for encoder files that do not embed one")
+    _stage_parser(sub)
+    shapes = sub.add_parser("shapes-data", help="write the shapes world as caption + preference JSONL with PNG images")
+    shapes.add_argument("--data", default="shapes:n=500:seed=1")
+    shapes.add_argument("--split", default="train")
+    shapes.add_argument("--out", required=True)
+    demo = sub.add_parser("demo", help="train the demo lineage (original, +SFT, +PIVOT) on the shapes world, on CPU")
+    demo.add_argument("--out", default="runs/demo/lineage")
+    demo.add_argument("--force", action="store_true", help="retrain even when a lineage made with the same recipe exists")
+    args = parser.parse_args(argv)
+
+    from encoders import CheckpointError
+
+    from .data import DataError
+    from .loop import TrainingError
+    from .mllm import MLLMError
+
+    try:
+        if args.command == "build":
+            from encoders import EncoderSpec, load_encoder
+
+            from .mllm import build_mllm, save_mllm
+
+            encoder = load_encoder(EncoderSpec(checkpoint=args.encoder, arch=args.arch))
+            path = save_mllm(build_mllm(encoder, args.lm, visual_layer=args.visual_layer), args.out)
+            print(f"MLLM written to {path}")
+        elif args.command == "stage":
+            from .loop import train_stage
+
+            overrides = {key: getattr(args, key) for key in ("lr", "encoder_lr", "epochs", "global_batch", "micro_batch", "beta", "sft_weight", "max_length", "save_every", "seed", "workers", "max_bad_fraction", "warmup_ratio", "max_grad_norm", "strategy")}
+            if args.no_reference_cache:
+                overrides["cache_reference"] = False
+            if args.gradient_checkpointing:
+                overrides["gradient_checkpointing"] = True
+            train_stage(args.start, args.data, args.out, stage_config(args.stage, **overrides), resume=args.resume, device=args.device, progress=sys.stderr.isatty())
+        elif args.command == "shapes-data":
+            from .data import write_shapes_data
+
+            paths = write_shapes_data(args.data, args.split, args.out)
+            print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
+        elif args.command == "demo":
+            from .demo import make_demo_lineage
+
+            print(f"lineage manifest: {make_demo_lineage(args.out, force=args.force)}")
+    except (CheckpointError, DataError, MLLMError, TrainingError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2 if not isinstance(err, TrainingError) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Training data: preference JSONL (MMPR / RLAIF-V layout) and caption JSONL, validated, and writers that
+turn the shapes world into both.
+
+Preference lines: ``{"image": "images/0001.png", "question": ..., "chosen": ..., "rejected": ...}``;
+caption lines: ``{"image": ..., "caption": ...}`` (trained as the answer to :data:`CAPTION_PROMPT`).
+Image paths are relative to the JSONL file. Items with a missing or unreadable image, an empty answer,
+``chosen == rejected`` (preference files) or a sequence longer than the maximum length are skipped and
+counted; above ``max_bad_fraction`` of the file the read stops with an error naming the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+CAPTION_PROMPT = "Describe the image."
+DEFAULT_MAX_BAD_FRACTION = 0.05
+
+
+class DataError(ValueError):
+    """A training file that cannot be used; names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """One training item: an image file, a question and its chosen answer (and, for preferences, a
+    rejected one; empty for captions). ``line`` is the 1-based line of the source file."""
+
+    image: str
+    question: str
+    chosen: str
+    rejected: str = ""
+    line: int = 0
+
+
+@dataclass
+class ReadReport:
+    """What reading a file kept and skipped (reason -> count), with the first few skipped lines."""
+
+    path: str
+    kept: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def skip(self, line: int, reason: str) -> None:
+        self.skipped[reason] += 1
+        if len(self.examples) < 5:
+            self.examples.append(f"line {line}: {reason}")
+
+    def summary(self) -> str:
+        skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(self.skipped.items())) or "none"
+        return f"{self.path}: {self.kept} items kept, skipped: {skipped}"
+
+
+def _image_ok(path: Path, cache: dict[Path, str]) -> str:
+    """'' if the image opens and decodes, else the reason."""
+    if path not in cache:
+        if not path.exists():
+            cache[path] = "missing image"
+        else:
+            try:
+                with Image.open(path) as img:
+                    img.load()
+                cache[path] = ""
+            except Exception:  # PIL raises many types for broken files
+                cache[path] = "unreadable image"
+    return cache[path]
+
+
+def read_items(
+    path: str | os.PathLike, *, length_of: Callable[[str, str], int] | None = None, max_length: int = 2048,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+) -> tuple[list[TrainItem], ReadReport]:
+    """Read a preference or caption JSONL file (the kind is told by each line's keys).
+
+    ``length_of(question, answer)`` gives a sequence's token count (visual tokens included); items whose
+    longer answer makes it exceed ``max_length`` are skipped as ``over max length``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: training file not found")
+    report = ReadReport(str(path))
+    items: list[TrainItem] = []
+    images: dict[Path, str] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    total = 0
+    for number, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        total += 1
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError:
+            report.skip(number, "not JSON")
+            continue
+        if not isinstance(record, dict) or "image" not in record:
+            report.skip(number, "no image field")
+            continue
+        if "caption" in record:
+            question, chosen, rejected = CAPTION_PROMPT, str(record["caption"]).strip(), ""
+        elif {"question", "chosen", "rejected"} <= set(record):
+            question, chosen, rejected = (str(record[key]).strip() for key in ("question", "chosen", "rejected"))
+            if rejected and chosen == rejected:
+                report.skip(number, "chosen equals rejected")
+                continue
+            if not rejected:
+                report.skip(number, "empty answer")
+                continue
+        else:
+            report.skip(number, "neither a caption nor a preference item (needs caption, or question + chosen + rejected)")
+            continue
+        if not chosen or not question:
+            report.skip(number, "empty answer" if not chosen else "empty question")
+            continue
+        image = Path(record["image"])
+        image = image if image.is_absolute() else path.parent / image
+        problem = _image_ok(image, images)
+        if problem:
+            report.skip(number, problem)
+            continue
+        if length_of is not None and max(length_of(question, chosen), length_of(question, rejected or chosen)) > max_length:
+            report.skip(number, "over max length")
+            continue
+        items.append(TrainItem(str(image), question, chosen, rejected, number))
+    report.kept = len(items)
+    bad = sum(report.skipped.values())
+    if total == 0:
+        raise DataError(f"{path}: no items; each line is a JSON object with image + caption, or image + question + chosen + rejected")
+    if bad > max_bad_fraction * total:
+        raise DataError(f"{path}: {bad} of {total} lines unusable (above {max_bad_fraction:.0%}): {'; '.join(report.examples)}; fix the file or raise --max-bad-fraction")
+    return items, report
+
+
+class ItemDataset(Dataset):
+    """Items with their images loaded and transformed: ``(index, image tensor)``; the text stays in
+    :attr:`items` (the training loop tokenises it)."""
+
+    def __init__(self, items: list[TrainItem], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.items, self.transform = items, transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        with Image.open(self.items[index].image) as img:
+            return index, self.transform(img.convert("RGB"))
+
+
+def write_shapes_data(spec: str, split: str, out: str | os.PathLike, *, limit: int | None = None) -> dict[str, Path]:
+    """Write the shapes world's ``split`` as training files under ``out``: ``images/*.png``,
+    ``captions.jsonl`` (one caption per image) and ``preferences.jsonl`` (every VQA item: question,
+    chosen, rejected). Returns the two file paths."""
+    from benchmarks.datasets import open_split
+
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    data = open_split(spec, split)
+    count = len(data) if limit is None else min(limit, len(data))
+    captions, preferences = [], []
+    for index in range(count):
+        name = f"images/{split}-{index:06d}.png"
+        data.load_image(index).save(out / name)
+        captions.append(json.dumps({"image": name, "caption": data.caption(index)}))
+        for item in data.vqa_items(index):
+            preferences.append(json.dumps({"image": name, "question": item.question, "chosen": item.chosen, "rejected": item.rejected, "kind": item.kind}))
+    paths = {"captions": out / "captions.jsonl", "preferences": out / "preferences.jsonl"}
+    paths["captions"].write_text("\n".join(captions) + "\n")
+    paths["preferences"].write_text("\n".join(preferences) + "\n")
+    return paths

@@ -1,0 +1,102 @@
+"""Supervised pretraining of a small ViT on the shapes world: the demo lineage's ``original`` encoder.
+
+Two linear heads on the pooled output predict the type (10 classes) and the colour (10) of the largest
+shape; both are dropped on export, so the checkpoint holds the encoder alone (a project encoder
+checkpoint that ``encoders.load_encoder`` reads with no ``--arch``).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from encoders import save_encoder_checkpoint
+
+
+@dataclass(frozen=True)
+class VitPretrainConfig:
+    """What to train and how: timm ``arch`` + ``options``, the shapes ``data`` spec (its train split),
+    epochs, batch, AdamW ``lr`` / ``weight_decay`` with cosine decay, horizontal-flip augmentation."""
+
+    arch: str = "vit_small_patch16_224"
+    options: dict[str, Any] = field(default_factory=lambda: {"img_size": 64, "patch_size": 8, "embed_dim": 96, "depth": 4, "num_heads": 3})
+    data: str = "shapes:n=3000:seed=3"
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _render(config: VitPretrainConfig, transform: Callable, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All images of ``split`` through the encoder's transform, with type and colour labels."""
+    from benchmarks.datasets import open_split
+    from benchmarks.datasets.shapes import COLOUR_NAMES
+
+    data = open_split(config.data, split)
+    images = torch.stack([transform(data.load_image(i)) for i in range(len(data))])
+    colours = torch.tensor([COLOUR_NAMES.index(data.objects(i)[-1].colour) for i in range(len(data))])
+    return images, torch.as_tensor(data.labels), colours
+
+
+def pretrain_vit(out: str | os.PathLike, config: VitPretrainConfig = VitPretrainConfig(), log: Callable[[str], None] = print, progress: bool = True) -> tuple[Path, dict[str, float]]:
+    """Train the ViT and write it to ``out`` (``.safetensors``); returns the path and val accuracies (%)."""
+    import timm
+    from timm.data import resolve_model_data_config
+    from tqdm import tqdm
+
+    from encoders import PreprocessConfig
+
+    torch.manual_seed(config.seed)
+    model = timm.create_model(config.arch, pretrained=False, num_classes=0, **config.options)
+    data_config = resolve_model_data_config(model)
+    size = model.patch_embed.img_size[-1]
+    transform = PreprocessConfig(size, tuple(data_config["mean"]), tuple(data_config["std"])).transform()
+    started = time.perf_counter()
+    train_x, train_type, train_colour = _render(config, transform, "train")
+    val_x, val_type, val_colour = _render(config, transform, "val")
+    log(f"original encoder: {len(train_x)} train / {len(val_x)} val shapes images rendered in {time.perf_counter() - started:.1f} s")
+    heads = nn.ModuleDict({"shape": nn.Linear(model.num_features, 10), "colour": nn.Linear(model.num_features, 10)})
+    params = list(model.parameters()) + list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * math.ceil(len(train_x) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(config.seed)
+    loss_fn = nn.CrossEntropyLoss()
+    bar = tqdm(total=steps, desc="original encoder", unit="step", disable=not progress)
+    model.train()
+    for _ in range(config.epochs):
+        order = torch.randperm(len(train_x), generator=generator)
+        for start in range(0, len(order), config.batch_size):
+            index = order[start:start + config.batch_size]
+            images = train_x[index]
+            flip = torch.rand(len(index), generator=generator) < 0.5
+            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+            pooled = model(images)
+            loss = loss_fn(heads["shape"](pooled), train_type[index]) + loss_fn(heads["colour"](pooled), train_colour[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update(1)
+    bar.close()
+    model.eval()
+    with torch.no_grad():
+        pooled = torch.cat([model(val_x[i:i + 256]) for i in range(0, len(val_x), 256)])
+        accuracy = {
+            "type_top1": float((heads["shape"](pooled).argmax(1) == val_type).float().mean() * 100),
+            "colour_top1": float((heads["colour"](pooled).argmax(1) == val_colour).float().mean() * 100),
+        }
+    path = save_encoder_checkpoint(model.state_dict(), {"family": "timm", "arch": config.arch, "options": dict(config.options)}, out)
+    log(f"original encoder: val type top-1 {accuracy['type_top1']:.1f}%, colour top-1 {accuracy['colour_top1']:.1f}% after {steps} steps ({time.perf_counter() - started:.1f} s)")
+    return path, accuracy
