@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import configparser
 import importlib.metadata
-import sys
 from pathlib import Path
 
 import pytest
@@ -47,10 +46,6 @@ def test_entry_point_is_discovered_by_lmms_evals_registry(tmp_path, monkeypatch)
     assert registry.resolve("vee_mllm").model_type == "simple"
 
 
-class _Docs(dict):
-    """task_dict[task][split][doc_id] -> doc, as lmms-eval sets it on the model."""
-
-
 def _requests(kind: str, args: list[tuple]) -> list[Instance]:
     return [Instance(request_type=kind, arguments=a, idx=0, metadata={"task": "t", "doc_id": i, "repeats": 1}) for i, a in enumerate(args)]
 
@@ -61,7 +56,7 @@ def model(tiny_mllm):
 
     instance = ProjectMLLM(pretrained=str(tiny_mllm), batch_size=3)
     colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), (20, 20, 20)]
-    docs = [{"image": Image.new("RGB", (48, 48), colour), "q": f"What colour is the circle?", "a": name}
+    docs = [{"image": Image.new("RGB", (48, 48), colour), "q": "What colour is the circle?", "a": name}
             for colour, name in zip(colours, ["red", "green", "blue", "yellow", "black"])]
     instance.task_dict = {"t": {"test": docs}}
     return instance, docs
