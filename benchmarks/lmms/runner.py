@@ -8,8 +8,8 @@ there and checks every requested task in it.
 
 A task name lmms-eval does not know fails every job, with the close names lmms-eval's ``TaskManager``
 knows (with the ``--include_path`` folder).
-The subprocess runs offline (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``) with the datasets cache in
-the run's cache folder, and registers the ``vee_mllm`` model itself when the installed entry point is
+The subprocess runs offline (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``: benchmark datasets must be in
+the Hugging Face cache beforehand), and registers the ``vee_mllm`` model itself when the installed entry point is
 not there yet (an editable install made before setup.cfg gained it).
 """
 from __future__ import annotations
@@ -55,8 +55,11 @@ class Outcome:
     extra: dict = field(default_factory=dict)
 
 
-def run_jobs(jobs: list[Job], include_path: str | os.PathLike | None, work_dir: str | os.PathLike, hf_cache: str | os.PathLike, log: Callable[[str], None] = print, timeout: float | None = None) -> list[Outcome]:
-    """Run every job in one subprocess (lmms-eval is imported once); returns one outcome per job."""
+def run_jobs(jobs: list[Job], include_path: str | os.PathLike | None, work_dir: str | os.PathLike, hf_cache: str | os.PathLike | None = None, log: Callable[[str], None] = print, timeout: float | None = None) -> list[Outcome]:
+    """Run every job in one subprocess (lmms-eval is imported once); returns one outcome per job.
+
+    ``hf_cache``: the datasets cache for the subprocess (None: the user's own, where benchmark datasets
+    downloaded beforehand live; nothing is downloaded here, the subprocess runs offline)."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     spec = {"include_path": str(include_path) if include_path else None, "jobs": [asdict(job) for job in jobs]}
@@ -67,7 +70,9 @@ def run_jobs(jobs: list[Job], include_path: str | os.PathLike | None, work_dir: 
         (Path(job.output_dir) / STATUS_FILE).unlink(missing_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_CACHE=str(hf_cache), TOKENIZERS_PARALLELISM="false")
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if hf_cache is not None:
+        env["HF_DATASETS_CACHE"] = str(hf_cache)
     console = work_dir / "lmms_runner.log"
     log(f"vqa: lmms-eval on {len(jobs)} MLLM(s), tasks {sorted({t for job in jobs for t in job.tasks})} (log {console})")
     started = time.perf_counter()

@@ -236,7 +236,9 @@ def _run(context: RunContext, to_run: list[tuple[LoadedEncoder, _Rows]], tasks: 
         context.log(f"vqa: shapes VQA tasks: {written.n_items} items of {data} ({written.kinds}) in {include_path}")
     jobs = [Job(loaded.name, str(loaded.spec.mllm), str(root / "lmms" / loaded.name), tasks, batch_size=int(options.get("vqa_batch_size") or 32),
                 limit=options.get("vqa_limit") or None, device=context.extraction.device) for loaded, _ in to_run]
-    outcomes = run_jobs(jobs, include_path, root, context.cache_dir.parent / "hf-datasets", log=context.log)
+    # Local shapes tasks only: keep their processed copies out of the user's Hugging Face cache.
+    hf_cache = root / "hf-datasets" if all(task in SHAPES_TASKS for task in tasks) else None
+    outcomes = run_jobs(jobs, include_path, root, hf_cache, log=context.log)
     rows: list[ResultRow] = []
     for (loaded, builder), outcome in zip(to_run, outcomes):
         context.log(f"vqa: {loaded.name}: lmms-eval {'failed: ' + outcome.error.splitlines()[0] if outcome.error else 'done'} in {outcome.seconds:.1f} s (log {outcome.log})")
