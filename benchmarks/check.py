@@ -5,7 +5,8 @@
     python -m benchmarks.check --results RUN_DIR --write-baseline baseline.json [--encoder NAME]
 
 Exit status: 0 = no regression; 1 = at least one REGRESSION, MISSING, SKIPPED or FAILED entry;
-2 = usage error (bad path, unreadable baseline, ambiguous encoder, malformed --tolerance).
+2 = usage error (bad path, unreadable baseline, ambiguous encoder, malformed --tolerance, a --tolerance
+for a metric the baseline lacks, --write-baseline of a run with NaN/Inf values).
 
 Which encoder: ``--encoder NAME``; without it, the run's only encoder; when the run holds several,
 the one the baseline was written from if it is among them, else a usage error listing them.
@@ -25,6 +26,8 @@ higher is better, ``new - base`` otherwise) and ``tol`` = ``--tolerance`` for th
   must exceed both.
 * ``improved`` when the new value is better by more than ``tol``; ``ok`` otherwise (a drop inside the
   tolerance or the CI is ``ok``, with the reason printed).
+* ``FAILED`` also when the new value or the baseline value is NaN or Inf (a NaN compares false with
+  everything, so it would otherwise pass as ``ok``); the detail names the metric.
 * ``MISSING`` when the new run has no row for the entry; ``SKIPPED`` / ``FAILED`` when its row has
   that status (or no value). All three fail the gate: a metric that silently stopped being
   computed is the regression this gate exists to catch.
@@ -211,6 +214,25 @@ def make_baseline(rows: list[ResultRow], encoder: str, source: Path) -> dict[str
     }
 
 
+def non_finite_entries(document: dict[str, Any]) -> list[str]:
+    """``suite/task/dataset/metric [variant]`` of entries whose value or CI bound is NaN or Inf."""
+    bad = []
+    for entry in document["entries"]:
+        if not _finite(entry["value"]) or any(entry.get(k) is not None and not _finite(entry[k]) for k in ("ci_low", "ci_high")):
+            suite, task, dataset, metric, variant = entry_key(entry)
+            bad.append("/".join((suite, task, dataset, metric)) + (f" [{variant}]" if variant else "") + f" = {entry['value']!r}")
+    return bad
+
+
+def check_tolerances(tolerances: dict[str, float], baseline: dict[str, Any], path: Path) -> None:
+    """UsageError for a ``--tolerance`` naming a metric the baseline does not have (a typo would
+    otherwise silently leave the real metric at tolerance 0)."""
+    metrics = sorted({str(entry["metric"]) for entry in baseline["entries"]})
+    unknown = sorted(name for name in tolerances if name != "*" and name not in metrics)
+    if unknown:
+        raise UsageError(f"--tolerance for {', '.join(map(repr, unknown))}: no such metric in baseline {path}; its metrics are: {', '.join(metrics)} (or use *=ABS)")
+
+
 def write_baseline(document: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
@@ -224,20 +246,28 @@ def write_baseline(document: dict[str, Any], path: Path) -> None:
 def _outside_noise(entry: dict[str, Any], row: ResultRow, higher: bool) -> tuple[bool, str]:
     """Whether a drop from the baseline to ``row`` is outside the 95% CIs (see module docstring)."""
     base = float(entry["value"])
-    if row.ci_low is not None and row.ci_high is not None:
+    if _finite(row.ci_low) and _finite(row.ci_high):
         outside = row.ci_high < base if higher else row.ci_low > base
         return outside, f"new 95% CI [{row.ci_low:.4g}, {row.ci_high:.4g}] {'excludes' if outside else 'contains'} base"
     base_low, base_high = entry.get("ci_low"), entry.get("ci_high")
-    if base_low is not None and base_high is not None:
+    if _finite(base_low) and _finite(base_high):
         new = float(row.value)
         outside = new < base_low if higher else new > base_high
         return outside, f"new value {'outside' if outside else 'inside'} base 95% CI [{base_low:.4g}, {base_high:.4g}]"
     return True, "no CI"
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def compare_entry(entry: dict[str, Any], row: ResultRow | None, tolerance: float) -> Comparison:
     """Verdict for one baseline entry against the run's row for it (None when absent)."""
     key = entry_key(entry)
+    if not _finite(entry["value"]):
+        # A NaN baseline compares False with everything: it would pass any new value.
+        return Comparison(key, None, None if row is None or not _finite(row.value) else float(row.value), None, FAILED,
+                          f"baseline value of {entry['metric']!r} is {entry['value']!r}, not a finite number; rewrite the baseline from a trusted run (--write-baseline)")
     base = float(entry["value"])
     if row is None:
         return Comparison(key, base, None, None, MISSING, "no row in the new run")
@@ -246,6 +276,8 @@ def compare_entry(entry: dict[str, Any], row: ResultRow | None, tolerance: float
     if row.status != STATUS_OK or row.value is None:
         # Any other status (failed, or ok without a value) means the metric was not produced.
         return Comparison(key, base, None, None, FAILED, row.reason or f"status {row.status!r} without a value")
+    if not _finite(row.value):
+        return Comparison(key, base, None, None, FAILED, f"new value of {entry['metric']!r} is {row.value!r}, not a finite number; the run produced a broken metric")
     higher = bool(entry["higher_is_better"])
     new = float(row.value)
     delta = new - base
@@ -339,13 +371,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             document = make_baseline(rows, encoder, args.results)
             if not document["entries"]:
                 raise UsageError(f"{args.results}: encoder {encoder!r} has no ok rows; nothing to write")
-            write_baseline(document, target)
+            bad = non_finite_entries(document)
+            if bad:
+                raise UsageError(f"{args.results}: refusing to write baseline {target}: {len(bad)} non-finite value(s) ({'; '.join(bad[:5])}); fix the run (a diverged checkpoint?) and rerun it")
+            try:
+                write_baseline(document, target)
+            except OSError as err:
+                raise UsageError(f"{target}: cannot write the baseline ({err.strerror or err}); pass a writable file path") from err
             print(f"wrote {target}: {len(document['entries'])} entries for encoder {encoder!r}")
             return 0
         if args.baseline is None:
             raise UsageError("--baseline PATH is required (or --write-baseline PATH to create one)")
         tolerances = parse_tolerances(args.tolerance)
         baseline = load_baseline(args.baseline)
+        check_tolerances(tolerances, baseline, args.baseline)
         encoder = select_encoder(rows, args.encoder, baseline.get("encoder"), args.results)
     except UsageError as err:
         print(f"benchmarks.check: error: {err}", file=sys.stderr)

@@ -2,9 +2,11 @@
 (weights hash, dataset fingerprint, split, transform, layers, precision) and never again.
 
 Layout of one entry ``<cache>/<key>/``: ``meta.json`` (what the key stands for); while extracting,
-shards ``shard-00000.<name>.npy`` (fp16 features, int64 labels, uint8 validity) each written to a temp
+shards ``shard-00000.<name>.npy`` (features in fp16, or fp32 for a shard whose values fp16 cannot
+keep: see ``storage_dtype``; int64 labels, uint8 validity) each written to a temp
 file and renamed, so a killed run resumes at the first missing shard; once every shard exists they are
-merged, streamed, into one ``<name>.npy`` per array, ``done.json`` is written and the shards are
+merged, streamed, into one ``<name>.npy`` per array (fp32 if any shard of it is), ``done.json``
+(recording each feature's stored dtype) is written and the shards are
 removed. A finished entry is memory-mapped on read. Under torchrun, rank r extracts the shards with
 ``index % world_size == r`` into the same entry and rank 0 merges them.
 
@@ -37,7 +39,6 @@ from encoders import Encoder
 STORE_VERSION = 2
 DEFAULT_SHARD_SIZE = 1024
 PRECISIONS = ("fp32", "bf16", "bf16-weights", "int8-dynamic")
-FP16_MAX = float(np.finfo(np.float16).max)
 
 
 class FeatureError(RuntimeError):
@@ -210,8 +211,6 @@ def _batch_features(encoder: Encoder, fn: Callable, images: torch.Tensor, config
         where = f"encoder {encoder.name} ({encoder.weights_hash[:12]}), layer {name.split('.')[0] if '.' in name else 'last block'}, feature {name!r}"
         if not torch.isfinite(value).all():
             raise FeatureError(f"features of {where} contain NaN/Inf in {int((~torch.isfinite(value)).any(dim=1).sum())} of {len(value)} rows; check the checkpoint (python -m encoders inspect) or use --precision fp32")
-        if value.abs().max() > FP16_MAX:
-            raise FeatureError(f"features of {where} reach {float(value.abs().max()):.3g}, beyond the fp16 range of the feature store; the checkpoint's scale looks broken (python -m encoders inspect)")
     return features
 
 
@@ -246,6 +245,7 @@ def extract_features(
     shards = _shard_ranges(len(split), config.shard_size)
     rank, world = _rank_world()
     done = entry / "done.json"
+    cache_hit = done.exists()
     if not done.exists():
         # One writer per entry and rank: a second run on the same cache waits instead of corrupting it,
         # then finds the entry done (or resumes it, if the first run was killed).
@@ -266,7 +266,10 @@ def extract_features(
                     _finish(entry, shards, names, len(split))
         torch.distributed.barrier()
     features = _open(entry, key, names, meta)
-    _validate(features, encoder, split, config)
+    features.meta["cache_hit"] = cache_hit  # served whole from the store, nothing extracted
+    if cache_hit:
+        log(f"features of {encoder.name} on {split.spec}/{split.split}: cache hit ({entry})")
+    _validate(features, encoder, split, config, log)
     return features
 
 
@@ -298,13 +301,37 @@ def _extract_shards(encoder, split, entry, shards, todo, layers, names, config, 
     log(f"extracted {len(indices)} images of {split.spec}/{split.split} with {encoder.name} in {elapsed:.1f} s ({len(indices) / max(elapsed, 1e-9):.1f} img/s)")
 
 
+# fp16 keeps about 3 significant digits (relative error <= 2**-11 for normal values); a row whose
+# round trip errs by more than this has under- or overflowed and is stored in fp32 instead.
+FP16_MAX_ROW_ERROR = 1e-3
+
+
+def storage_dtype(values: np.ndarray) -> np.dtype:
+    """float16 when every row of ``values`` (n, D) survives the fp16 round trip within
+    ``FP16_MAX_ROW_ERROR`` relative (L2) error, else float32: values beyond 65504 (overflow) or so
+    small that fp16 keeps only a handful of distinct numbers (underflow, e.g. around 1e-8) keep fp32."""
+    values = np.asarray(values, dtype=np.float32)
+    if not values.size:
+        return np.dtype(np.float16)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounded = values.astype(np.float16).astype(np.float32)
+        if not np.isfinite(rounded).all():
+            return np.dtype(np.float32)
+        flat = values.reshape(len(values), -1)
+        error = np.linalg.norm(rounded.reshape(len(values), -1) - flat, axis=1)
+        scale = np.linalg.norm(flat, axis=1)
+    lossy = error > FP16_MAX_ROW_ERROR * scale
+    return np.dtype(np.float32 if lossy.any() else np.float16)
+
+
 def _flush(entry: Path, shard: int, rows: range, pending: dict, names: list[str]) -> dict:
     size = len(rows)
     joined = {name: torch.cat(values) for name, values in pending.items()}
     if not torch.equal(joined["index"][:size], torch.tensor(list(rows))):
         raise RuntimeError(f"feature store: shard {shard} received images out of order")
     for name in names:
-        _atomic_save(entry / f"shard-{shard:05d}.{name}.npy", joined[name][:size].numpy().astype(np.float16))
+        values = joined[name][:size].numpy()
+        _atomic_save(entry / f"shard-{shard:05d}.{name}.npy", values.astype(storage_dtype(values)))
     _atomic_save(entry / f"shard-{shard:05d}.labels.npy", joined["labels"][:size].numpy().astype(np.int64))
     # ``valid`` is written last: its presence marks the shard complete.
     _atomic_save(entry / f"shard-{shard:05d}.valid.npy", joined["valid"][:size].numpy().astype(np.uint8))
@@ -317,18 +344,22 @@ def _finish(entry: Path, shards: list[range], names: list[str], total: int) -> N
     missing = [i for i in range(len(shards)) if not (entry / f"shard-{i:05d}.valid.npy").exists()]
     if missing:
         raise FeatureError(f"{entry}: shards {missing[:5]} are missing after extraction; rerun to resume")
+    dtypes = {}
     for name in names + ["labels", "valid"]:
         parts = [entry / f"shard-{i:05d}.{name}.npy" for i in range(len(shards))]
         first = np.load(parts[0], mmap_mode="r")
+        # One fp32 shard (fp16 lost precision there) makes the whole array fp32: never degrade it.
+        dtype = np.result_type(*(np.load(part, mmap_mode="r").dtype for part in parts))
+        dtypes[name] = str(dtype)
         tmp = entry / f"{name}.npy.tmp{os.getpid()}"
-        merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=first.dtype, shape=(total, *first.shape[1:]))
+        merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(total, *first.shape[1:]))
         for part, rows in zip(parts, shards):
             merged[rows.start : rows.stop] = np.load(part, mmap_mode="r")
         merged.flush()
         del merged
         os.replace(tmp, entry / f"{name}.npy")
     tmp = entry / "done.json.tmp"
-    tmp.write_text(json.dumps({"shards": len(shards), "images": total, "features": names}))
+    tmp.write_text(json.dumps({"shards": len(shards), "images": total, "features": names, "dtypes": {n: dtypes[n] for n in names}}))
     os.replace(tmp, entry / "done.json")
     for shard_file in entry.glob("shard-*.npy"):
         shard_file.unlink()
@@ -338,16 +369,27 @@ def _open(entry: Path, key: str, names: list[str], meta: dict) -> FeatureSet:
     def load(name: str) -> np.ndarray:
         return np.load(entry / f"{name}.npy", mmap_mode="r")
 
-    return FeatureSet(key, {name: load(name) for name in names}, load("labels"), load("valid").astype(bool), meta)
+    return FeatureSet(key, {name: load(name) for name in names}, load("labels"), load("valid").astype(bool), dict(meta))
 
 
-def _validate(features: FeatureSet, encoder: Encoder, split: ImageSplit, config: ExtractionConfig) -> None:
+def unreadable_items(features: FeatureSet, split: ImageSplit, limit: int = 20) -> str:
+    """The item ids (file paths for folder datasets) of the images that could not be read, for messages."""
+    bad = np.flatnonzero(~features.valid)
+    shown = ", ".join(split.item_id(int(index)) for index in bad[:limit])
+    return shown + (f" (and {len(bad) - limit} more)" if len(bad) > limit else "")
+
+
+def _validate(features: FeatureSet, encoder: Encoder, split: ImageSplit, config: ExtractionConfig, log=print) -> None:
     total = len(features.valid)
+    if not features.bad_count:
+        return
+    names = unreadable_items(features, split)
     if features.bad_count > config.max_bad_fraction * total:
         raise FeatureError(
             f"{features.bad_count} of {total} images of {split.spec}/{split.split} could not be read "
-            f"(more than {config.max_bad_fraction:.0%}); fix or remove them (each raises BadImageError naming the file)"
+            f"(more than {config.max_bad_fraction:.0%}): {names}; fix or remove these files"
         )
+    log(f"skipped {features.bad_count} unreadable image(s) of {split.spec}/{split.split}: {names}")
 
 
 def iter_cached(cache_dir: str | os.PathLike) -> Iterator[dict]:

@@ -113,10 +113,21 @@ class ResultRow:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ResultRow":
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object per line, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"result row has unknown fields {sorted(unknown)}; written by a newer version?")
+        for name in ("encoder", "suite", "task", "dataset", "metric"):
+            if name in data and not isinstance(data[name], str):
+                raise ValueError(f"field {name!r} must be a string, got {data[name]!r}")
+        for name in ("value", "ci_low", "ci_high"):
+            value = data.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"field {name!r} must be a number or null, got {value!r}")
+        if not isinstance(data.get("extra", {}), dict):
+            raise ValueError(f"field 'extra' must be an object, got {data['extra']!r}")
         return cls(**data)
 
 

@@ -13,6 +13,7 @@ skipped rows with the reason; any failure makes the exit status non-zero.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -29,7 +30,23 @@ from benchmarks.features import PRECISIONS, ExtractionConfig
 from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED, ResultRow, append_rows, environment, package_version, write_csv
 from benchmarks.suites import ALL_SUITES, PLANNED, SUITES, RunContext
 from benchmarks.suites.base import LoadedEncoder
-from encoders import CheckpointError, EncoderSpec, ManifestError, load_encoder, load_manifest
+from benchmarks.loading import FEATURE_SOURCES, load_run_encoder
+from benchmarks.validate import (
+    UsageError,
+    check_arch,
+    check_cache_dir,
+    check_data,
+    check_device,
+    check_encoder_paths,
+    check_layers_in_range,
+    check_numbers,
+    check_out,
+    join_negative_values,
+    make_dir,
+    parse_layers,
+    parse_suites,
+)
+from encoders import CheckpointError, EncoderSpec, ManifestError, load_manifest
 
 DEFAULT_DATA = "shapes:n=2000:seed=0"
 DEFAULT_CACHE = Path(os.environ.get("VEE_CACHE", Path.home() / ".cache" / "vision-encoder-eval" / "features"))
@@ -53,6 +70,8 @@ class RunConfig:
     layers: str = ""
     linear_epochs: int = 10
     sklearn: bool = False
+    features: str = "encoder"
+    verify_data: bool = False
     vqa_tasks: str = ""
     vqa_items: int = 0
     vqa_limit: int = 0
@@ -67,25 +86,6 @@ class RunConfig:
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def parse_layers(text: str) -> list[int] | str | None:
-    if not text:
-        return None
-    if text == "all":
-        return "all"
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise SystemExit(f"error: --layers takes a comma list of block indices such as -1,-2,-4, or 'all'; got {text!r}") from None
-
-
-def parse_suites(text: str) -> list[str]:
-    names = list(ALL_SUITES) if text == "all" else [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in ALL_SUITES and name not in SUITES]
-    if unknown:
-        raise SystemExit(f"error: unknown suites {unknown}; choose from all, {', '.join(ALL_SUITES)}")
-    return names
-
-
 def encoder_specs(args: argparse.Namespace) -> list[EncoderSpec]:
     """Specs from ``--encoders manifest.toml`` and/or repeated ``--encoder``; the first of the repeated
     ones is the base of the others (role original / candidate) unless a manifest says otherwise."""
@@ -95,13 +95,17 @@ def encoder_specs(args: argparse.Namespace) -> list[EncoderSpec]:
     for position, path in enumerate(args.encoder or []):
         name = Path(path.rstrip("/")).stem
         base = "" if position == 0 else Path(args.encoder[0].rstrip("/")).stem
-        specs.append(EncoderSpec(checkpoint=path, name=name, arch=args.arch, role="original" if position == 0 and len(args.encoder) > 1 else ("candidate" if base else ""), base=base, allow_partial=args.allow_partial))
+        specs.append(EncoderSpec(checkpoint=path, name=name, arch=args.arch, role="original" if position == 0 and len(args.encoder) > 1 else ("candidate" if base else ""), base=base, allow_partial=args.allow_partial, allow_resample=args.allow_resample))
+    if args.allow_partial or args.allow_resample:
+        for spec in specs:  # the flags apply to manifest entries too
+            spec.allow_partial = spec.allow_partial or args.allow_partial
+            spec.allow_resample = spec.allow_resample or args.allow_resample
     if not specs:
-        raise SystemExit("error: no encoder: pass --encoder PATH (repeatable) or --encoders manifest.toml")
+        raise UsageError("no encoder: pass --encoder PATH (repeatable) or --encoders manifest.toml")
     names = [spec.display_name() for spec in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise SystemExit(f"error: two encoders are named {duplicates}: use a manifest to give them distinct names")
+        raise UsageError(f"--encoder: two encoders are named {duplicates}; use a manifest (--encoders) to give them distinct names")
     return specs
 
 
@@ -111,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoders", help="lineage manifest (TOML) naming encoders, roles and bases")
     parser.add_argument("--arch", default="", help="architecture for --encoder files that do not embed one, e.g. vit_base_patch16_siglip_224, open_clip:ViT-B-32")
     parser.add_argument("--allow-partial", action="store_true", help="load checkpoints with missing/unexpected keys (recorded in every row)")
-    parser.add_argument("--suite", default="all", help=f"all or a comma list of {', '.join(ALL_SUITES)}")
+    parser.add_argument("--features", default="encoder", choices=FEATURE_SOURCES, help="encoder: the vision tower (default); projector: an MLLM's encoder + projector outputs (--encoder an MLLM directory, or manifest entries with mllm = ...)")
+    parser.add_argument("--allow-resample", action="store_true", help="let converters resample position/patch embeddings to the architecture's shape (recorded in every row); without it a shape change is an error")
+    parser.add_argument("--suite", action="append", help=f"all (default) or a comma list of {', '.join(ALL_SUITES)}; repeatable (merged)")
+    parser.add_argument("--verify-data", action="store_true", help="add a content hash of every image file to the dataset fingerprint (the cache key); default: path, size and modification time")
     parser.add_argument("--data", default=DEFAULT_DATA, help="dataset spec: shapes:n=2000:seed=0, digits, imagenet:root=DIR, ade20k:root=DIR")
     parser.add_argument("--out", default="", help="run directory (default runs/<timestamp>)")
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="feature store (shared across runs; env VEE_CACHE)")
@@ -121,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=min(4, max(0, (os.cpu_count() or 1) - 1)), help="DataLoader workers")
-    parser.add_argument("--layers", default="", help="extra blocks to probe: -1,-2,-4 or all")
+    parser.add_argument("--layers", default="", help="extra blocks to probe: -1,-2,-4 (negative = from the end) or all")
     parser.add_argument("--linear-epochs", type=int, default=10)
     parser.add_argument("--sklearn", action="store_true", help="also run the scikit-learn LogisticRegression reference probe")
     parser.add_argument("--vqa-tasks", default="", help="vqa suite: comma list of lmms-eval tasks to run on each encoder's MLLM (default: the 16 Cambrian benchmarks; shapes_vqa,shapes_vqa_mc = the offline shapes-world tasks)")
@@ -161,25 +168,71 @@ def _failed_rows(spec: EncoderSpec, suites: list[str], data: str, reason: str, c
     return [ResultRow(encoder=spec.display_name(), role=spec.role, base=spec.base, checkpoint=spec.checkpoint, suite=suite, task="-", dataset=data, metric="-", value=None, status=STATUS_FAILED, reason=reason, config_hash=config_hash, seed=seed) for suite in suites]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def validate(args: argparse.Namespace) -> tuple[list[EncoderSpec], list[str], list[int] | str | None, Path]:
+    """Every argument and spec checked before any model is loaded (UsageError: one line, exit 2)."""
+    check_encoder_paths(args.encoder or [])
+    check_arch(args.arch)
     specs = _specs_or_exit(args)
-    suites = parse_suites(args.suite)
-    rank, world = _init_distributed(args.device)
+    suites = parse_suites(args.suite, ALL_SUITES, extra=list(SUITES.names()))
+    layers = parse_layers(args.layers)
+    check_numbers(args.batch_size, args.workers, args.linear_epochs, args.seed)
+    check_device(args.device)
     out = Path(args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
-    out.mkdir(parents=True, exist_ok=True)
+    check_out(out)
+    check_cache_dir(Path(args.cache_dir))
+    if args.verify_data:
+        from benchmarks.datasets.files import set_verify_content
+
+        set_verify_content(True)
+    check_data(args.data, ("train", "val") if "cls" in suites else ())
+    return specs, suites, layers, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (0 ok, 1 a failed row, 2 a usage error)."""
+    args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
+    try:
+        specs, suites, layers, out = validate(args)
+        rank, world = _init_distributed(args.device)
+        make_dir(out, "--out")
+        make_dir(Path(args.cache_dir), "--cache-dir")
+        lock = _out_lock(out) if rank == 0 else contextlib.nullcontext()
+        with lock:
+            return _run(args, specs, suites, layers, out, rank)
+    except UsageError as err:
+        print(f"benchmarks.run: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if args.verify_data:
+            from benchmarks.datasets.files import set_verify_content
+
+            set_verify_content(False)
+
+
+def _out_lock(out: Path):
+    """One run per --out at a time: a second one is refused instead of interleaving rows."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(out / ".run.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UsageError(f"--out {out}: another benchmarks.run is writing to this directory (lock {out / '.run.lock'}); wait for it or pass another --out") from None
+    held = contextlib.ExitStack()
+    held.callback(lock.release)
+    return held
+
+
+def _run(args: argparse.Namespace, specs: list[EncoderSpec], suites: list[str], layers, out: Path, rank: int) -> int:
     log = _Log(out / "run.log", enabled=rank == 0)
     config = RunConfig(
         encoders=[asdict(spec) for spec in specs], suites=suites, data=args.data, out=str(out), cache_dir=args.cache_dir,
         device=args.device, precision=args.precision, compile=args.compile, seed=args.seed, batch_size=args.batch_size, workers=args.workers,
-        layers=args.layers, linear_epochs=args.linear_epochs, sklearn=args.sklearn, note=args.note, report=not args.no_report,
+        layers=args.layers, linear_epochs=args.linear_epochs, sklearn=args.sklearn, features=args.features, verify_data=args.verify_data, note=args.note, report=not args.no_report,
         vqa_tasks=args.vqa_tasks, vqa_items=args.vqa_items, vqa_limit=args.vqa_limit, vqa_results=args.vqa_results,
     )
     config_hash = config.config_hash()
     torch.manual_seed(args.seed)
-    results_path = out / "results.jsonl"
-    if rank == 0 and results_path.exists():
-        results_path.rename(out / f"results.{int(time.time())}.previous.jsonl")  # one results file per run; keep the old one
     timings: dict[str, float] = {}
     rows: list[ResultRow] = []
 
@@ -190,24 +243,30 @@ def main(argv: list[str] | None = None) -> int:
             append_rows(out, new_rows)
 
     loaded: list[LoadedEncoder] = []
+    load_failures: list[ResultRow] = []
     for spec in specs:
         started = time.perf_counter()
         try:
-            encoder = load_encoder(spec, device=args.device)
+            spec, encoder = load_run_encoder(spec, args.features, device=args.device)
         except CheckpointError as err:
             log(f"FAILED to load {spec.display_name()}: {err}")
-            record(_failed_rows(spec, suites, args.data, f"checkpoint: {err}", config_hash, args.seed))
+            load_failures.extend(_failed_rows(spec, suites, args.data, f"checkpoint: {err}", config_hash, args.seed))
             continue
         timings[f"load {encoder.name}"] = round(time.perf_counter() - started, 3)
         log(f"loaded {encoder.name}: {encoder.family}:{encoder.arch}, {encoder.num_parameters():,} parameters, hash {encoder.weights_hash[:12]}, layout {encoder.remap.summary()}")
         loaded.append(LoadedEncoder(spec, encoder))
+    check_layers_in_range(layers, loaded)  # a usage error: the earlier results stay where they are
+    results_path = out / "results.jsonl"
+    if rank == 0 and results_path.exists():
+        results_path.rename(out / f"results.{int(time.time())}.previous.jsonl")  # one results file per run; keep the old one
+    record(load_failures)
     config_dict = {**asdict(config), **environment(), "config_hash": config_hash, "encoders": [{**asdict(l.spec), **l.encoder.describe(), "role": l.spec.role, "base": l.spec.base} for l in loaded] + [e for e in config.encoders if e["name"] not in {l.name for l in loaded}]}
     if rank == 0:
         (out / "config.json").write_text(json.dumps(config_dict, indent=2, sort_keys=True))
     context = RunContext(
         data=args.data, run_dir=out, cache_dir=Path(args.cache_dir),
         extraction=ExtractionConfig(batch_size=args.batch_size, workers=args.workers, precision=args.precision, compile=args.compile, device=args.device, progress=rank == 0 and sys.stderr.isatty()),
-        seed=args.seed, config_hash=config_hash, layers=parse_layers(args.layers),
+        seed=args.seed, config_hash=config_hash, layers=layers,
         options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn, "vqa_tasks": [t.strip() for t in args.vqa_tasks.split(",") if t.strip()],
                  "vqa_items": args.vqa_items, "vqa_limit": args.vqa_limit, "vqa_results": args.vqa_results}, log=log,
     )
@@ -246,7 +305,7 @@ def _specs_or_exit(args: argparse.Namespace) -> list[EncoderSpec]:
     try:
         return encoder_specs(args)
     except ManifestError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise UsageError(f"--encoders: {err}") from None
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("--arch", default="", help="architecture, e.g. vit_small_patch16_224 or open_clip:ViT-B-32")
     inspect.add_argument("--family", default="")
     inspect.add_argument("--allow-partial", action="store_true", help="load despite missing/unexpected keys (recorded)")
+    inspect.add_argument("--allow-resample", action="store_true", help="let converters resample position/patch embeddings (recorded)")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:12s} {doc}")
         return 0
     try:
-        encoder = load_encoder(EncoderSpec(checkpoint=args.path, arch=args.arch, family=args.family, allow_partial=args.allow_partial))
+        encoder = load_encoder(EncoderSpec(checkpoint=args.path, arch=args.arch, family=args.family, allow_partial=args.allow_partial, allow_resample=args.allow_resample))
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

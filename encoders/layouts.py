@@ -39,6 +39,7 @@ class RemapReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     partial: bool = False
+    resampled: list[str] = field(default_factory=list)
 
     def drop(self, group: str, count: int) -> None:
         if count:
@@ -54,6 +55,7 @@ class RemapReport:
             "unexpected": list(self.unexpected),
             "mismatched": list(self.mismatched),
             "partial": self.partial,
+            "resampled": list(self.resampled),
         }
 
     def summary(self) -> str:
@@ -66,6 +68,8 @@ class RemapReport:
             parts.append(f"converted by {self.converter}")
         if self.partial:
             parts.append(f"PARTIAL: {len(self.missing)} missing, {len(self.unexpected)} unexpected, {len(self.mismatched)} mismatched")
+        if self.resampled:
+            parts.append("RESAMPLED: " + "; ".join(self.resampled))
         return "; ".join(parts)
 
 

@@ -29,6 +29,8 @@ class EncoderSpec:
     """What to load: ``checkpoint`` path, ``family`` + ``arch`` (optional when the checkpoint embeds its
     spec or is an HF directory), architecture ``options`` (e.g. ``img_size``), and lineage metadata:
     ``role`` (original, sft, pivot or any word) and ``base`` (name of the original it derives from).
+    ``allow_partial`` loads despite missing/unexpected keys, ``allow_resample`` despite position/patch
+    embeddings whose shape a converter had to change; both are recorded in the remap report.
     ``mllm`` is the directory of an MLLM built around this encoder (``train.mllm.load_mllm`` reads it;
     used by the grad/align/vqa suites) and ``vqa_results`` an lmms-eval results file or folder to ingest."""
 
@@ -40,6 +42,7 @@ class EncoderSpec:
     role: str = ""
     base: str = ""
     allow_partial: bool = False
+    allow_resample: bool = False
     mllm: str = ""
     vqa_results: str = ""
 
@@ -74,6 +77,7 @@ def load_encoder(spec: EncoderSpec | str | os.PathLike, *, device: str | torch.d
         raise CheckpointError(raw.path, str(err), "pass the architecture the checkpoint was trained with (--arch)") from None
     report = RemapReport()
     state = _remap(raw, family, model, report)
+    _check_resampled(raw.path, report, spec.allow_resample, arch)
     _check_finite(raw.path, state)
     _load_into(raw.path, model, state, report, family.name, arch, spec.allow_partial)
     model.eval().to(device)
@@ -150,11 +154,29 @@ def _remap(raw: RawCheckpoint, family: EncoderFamily, model: torch.nn.Module, re
         except Exception:  # a converter written for another layout may fail on this one: it does not apply
             continue
         if diff_keys(converted, expected).ok:
+            # Named tensors whose size changed; else what the converter's resampling calls reported (renamed keys).
+            trial.resampled = _shape_changes(unwrapped, converted) or list(getattr(convert, "resampled", []))
             trial.converter = name
             trial.layouts.append("converted")
             report.__dict__.update(trial.__dict__)
             return converted
     return state
+
+
+def _shape_changes(before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor]) -> list[str]:
+    """Tensors kept under their name whose number of elements a converter changed (a reshape is fine)."""
+    return [f"{key}: {tuple(before[key].shape)} -> {tuple(value.shape)}" for key, value in after.items()
+            if key in before and before[key].numel() != value.numel()]
+
+
+def _check_resampled(path: Path, report: RemapReport, allow: bool, arch: str) -> None:
+    report.resampled = list(dict.fromkeys(report.resampled))
+    if report.resampled and not allow:
+        raise CheckpointError(
+            path,
+            f"loading into {arch!r} would change tensor shapes on the way in ({'; '.join(report.resampled)}): the checkpoint was trained at another resolution or patch size",
+            "pass the matching architecture options (e.g. img_size in the manifest's options, or the arch with that resolution), or --allow-resample to interpolate them (recorded in every result row)",
+        )
 
 
 def _check_finite(path: Path, state: Mapping[str, torch.Tensor]) -> None:

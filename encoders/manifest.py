@@ -24,7 +24,13 @@ from pathlib import Path
 
 from .loader import EncoderSpec
 
-ALLOWED_FIELDS = {"name", "family", "arch", "checkpoint", "role", "base", "options", "allow_partial", "mllm", "vqa_results"}
+# Field -> the TOML type it must have.
+FIELD_TYPES: dict[str, type] = {
+    "name": str, "family": str, "arch": str, "checkpoint": str, "role": str, "base": str, "options": dict,
+    "allow_partial": bool, "allow_resample": bool, "mllm": str, "vqa_results": str,
+}
+ALLOWED_FIELDS = set(FIELD_TYPES)
+TYPE_NAMES = {str: "a string", dict: "a table (e.g. options = { img_size = 384 })", bool: "true or false"}
 
 
 class ManifestError(ValueError):
@@ -36,8 +42,12 @@ def load_manifest(path: str | os.PathLike) -> list[EncoderSpec]:
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"{path}: manifest not found")
+    if not path.is_file():
+        raise ManifestError(f"{path}: is a directory, not a manifest file; pass the lineage .toml file")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not a UTF-8 text file; pass the lineage .toml manifest (not a checkpoint)") from None
     except tomllib.TOMLDecodeError as err:
         raise ManifestError(f"{path}: not valid TOML ({err})") from None
     entries = data.get("encoder")
@@ -46,12 +56,18 @@ def load_manifest(path: str | os.PathLike) -> list[EncoderSpec]:
     specs: list[EncoderSpec] = []
     for number, entry in enumerate(entries, 1):
         where = f"{path}: encoder #{number}"
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{where}: not a table; write each encoder as an [[encoder]] block")
         unknown = set(entry) - ALLOWED_FIELDS
         if unknown:
             raise ManifestError(f"{where}: unknown fields {sorted(unknown)}; allowed: {sorted(ALLOWED_FIELDS)}")
+        for field_name, value in entry.items():
+            expected = FIELD_TYPES[field_name]
+            if not isinstance(value, expected):
+                raise ManifestError(f"{where}: {field_name} = {value!r} must be {TYPE_NAMES[expected]}")
         for required in ("name", "checkpoint"):
-            if not entry.get(required):
-                raise ManifestError(f"{where}: missing {required!r}")
+            if not entry.get(required, "").strip():
+                raise ManifestError(f"{where}: missing {required!r}; every [[encoder]] needs name and checkpoint")
         checkpoint = Path(entry["checkpoint"])
         if not checkpoint.is_absolute():
             checkpoint = path.parent / checkpoint
@@ -73,7 +89,8 @@ def load_manifest(path: str | os.PathLike) -> list[EncoderSpec]:
             options=dict(entry.get("options", {})),
             role=entry.get("role", ""),
             base=entry.get("base", ""),
-            allow_partial=bool(entry.get("allow_partial", False)),
+            allow_partial=entry.get("allow_partial", False),
+            allow_resample=entry.get("allow_resample", False),
             **linked,
         ))
     names = [spec.name for spec in specs]
@@ -85,4 +102,13 @@ def load_manifest(path: str | os.PathLike) -> list[EncoderSpec]:
             raise ManifestError(f"{path}: encoder {spec.name!r} has base {spec.base!r}, which is not an encoder of this manifest; known: {names}")
         if spec.base == spec.name:
             raise ManifestError(f"{path}: encoder {spec.name!r} names itself as its base")
+    bases = {spec.name: spec.base for spec in specs}
+    for spec in specs:
+        chain, current = [spec.name], spec.base
+        while current:
+            if current in chain:
+                cycle = " -> ".join(chain[chain.index(current):] + [current])
+                raise ManifestError(f"{path}: base cycle {cycle}; the original of a lineage has no base")
+            chain.append(current)
+            current = bases.get(current, "")
     return specs

@@ -42,7 +42,8 @@ class ClassificationResult:
 
     ``top1``/``top5`` are percentages (0..100); ``top5`` is ``None`` with fewer than 5 classes.
     ``correct`` is the per-item top-1 correctness in eval order (for paired bootstraps between
-    encoders); ``top1_ci`` is its 95% percentile-bootstrap interval in percent. ``selected`` holds
+    encoders); ``top1_ci`` is its 95% percentile-bootstrap interval in percent (``top5_correct`` and
+    ``top5_ci`` the same for top-5, None with fewer than 5 classes). ``selected`` holds
     the hyperparameters chosen on the held-out part of train, ``selection_score`` that part's top-1
     (percent) for them, ``n_tried`` how many hyperparameter settings were compared.
     """
@@ -57,6 +58,8 @@ class ClassificationResult:
     selection_score: float | None = None
     n_tried: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    top5_correct: np.ndarray | None = None
+    top5_ci: tuple[float, float] | None = None
 
 
 @dataclass
@@ -187,6 +190,7 @@ def make_result(
     """Build a :class:`ClassificationResult` from per-item correctness (percent + bootstrap CI)."""
     correct = top1_correct.cpu().numpy().astype(bool)
     top5 = None if top5_correct is None else float(top5_correct.float().mean()) * 100.0
+    correct5 = None if top5_correct is None else top5_correct.cpu().numpy().astype(bool)
     return ClassificationResult(
         method=method,
         top1=float(correct.mean()) * 100.0,
@@ -198,6 +202,8 @@ def make_result(
         selection_score=selection_score,
         n_tried=n_tried,
         extra=dict(extra or {}),
+        top5_correct=correct5,
+        top5_ci=None if correct5 is None else bootstrap_ci(correct5, seed=seed, scale=100.0),
     )
 
 
@@ -474,15 +480,18 @@ def sklearn_logreg_probe(
     seed: int = 0,
     max_iter: int = 1000,
     standardize: bool = True,
+    progress: bool = False,
 ) -> ClassificationResult:
     """Reference linear probe: scikit-learn ``LogisticRegression`` (L2, multinomial softmax, lbfgs).
 
     One fit per ``C`` (inverse regularisation strength) on the fit part of a stratified split of
     train, ``C`` chosen by top-1 on the held-out part, then one refit on all of train with that ``C``.
-    ``standardize`` uses the per-dimension mean/std of the rows being fitted. Returns top-1/top-5
-    accuracy (percent) on eval.
+    ``standardize`` uses the per-dimension mean/std of the rows being fitted. ``progress`` shows a
+    tqdm bar over the fits (with its time estimate). Returns top-1/top-5 accuracy (percent) on eval.
     """
     import warnings
+
+    from tqdm import tqdm
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -504,7 +513,7 @@ def sklearn_logreg_probe(
         return model, mean, std, converged
 
     hold_scores, converged_all, fit_seconds = [], [], []
-    for c in Cs:
+    for c in tqdm(Cs, desc="sklearn LogisticRegression (fits per C, then 1 refit)", unit="fit", disable=not progress, dynamic_ncols=True):
         t0 = time.perf_counter()
         model, mean, std, converged = fit(fit_rows, float(c))
         pred = model.predict(_standardized_numpy(tx[hold_rows], mean, std))

@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 
 from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED
-from reports.compare import SIG_CI, SIG_NONE, SIG_PAIRED, lineage_table
+from reports.compare import ALPHA, CORRECTION, SIG_CI, SIG_NONE, SIG_PAIRED, lineage_analysis
 from reports.figures import lineage_figures
 from reports.gallery import lineage_galleries
 from reports.load import EncoderInfo, PerItemCache, ReportData, RunData, is_ok, load_runs
@@ -152,11 +152,30 @@ def _run_view(run: RunData) -> dict[str, Any]:
         "config_json": _pretty(run.config) if run.config else "",
         "hardware": ", ".join(f"{key} {value}" for key, value in hardware.items()) if isinstance(hardware, dict) else "",
         "config_error": run.config_error,
+        "cache_hits": _cache_hits(run),
     }
 
 
+def _selected_text(selected: dict[str, Any]) -> str:
+    """``lr=0.01, weight_decay=1e-4, epochs=30``: the hyperparameters a probe chose, for the table."""
+    return ", ".join(f"{key}={_num(value) if isinstance(value, float) else value}" for key, value in selected.items())
+
+
+def _cache_hits(run: RunData) -> str:
+    """Which encoders' features came from the feature store (rows' ``extra["features_cached"]``)."""
+    hits: dict[str, set] = {}
+    for row in run.rows:
+        cached = row.extra.get("features_cached")
+        if isinstance(cached, bool):
+            hits.setdefault(row.encoder, set()).add(cached)
+    if not hits:
+        return ""
+    parts = [f"{name}: {'cache hit' if states == {True} else ('computed' if states == {False} else 'partly cached')}" for name, states in hits.items()]
+    return "; ".join(parts)
+
+
 def _lineage_view(lineage, cache: PerItemCache, n_boot: int) -> dict[str, Any]:
-    lines = lineage_table(lineage, cache, n_boot=n_boot)
+    lines, verdicts, family = lineage_analysis(lineage, cache, n_boot=n_boot)
     figures, figure_errors = lineage_figures(lineage)
     tests = {SIG_PAIRED: 0, SIG_CI: 0, SIG_NONE: 0}
     for line in lines:
@@ -169,7 +188,8 @@ def _lineage_view(lineage, cache: PerItemCache, n_boot: int) -> dict[str, Any]:
         "has_original": lineage.original is not None,
         "flat": [line for line in lines if line.layer is None],
         "layered": [line for line in lines if line.layer is not None],
-        "tests": {"paired": tests[SIG_PAIRED], "ci": tests[SIG_CI], "none": tests[SIG_NONE]},
+        "tests": {"paired": tests[SIG_PAIRED], "ci": tests[SIG_CI], "none": tests[SIG_NONE], "family": family},
+        "verdicts": verdicts,
         "figures": figures,
         "figure_errors": figure_errors,
         "galleries": lineage_galleries(lineage),
@@ -181,6 +201,7 @@ def render_report(data: ReportData, title: str | None = None, n_boot: int = 2000
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     environment.filters["num"] = _num
     environment.filters["signed"] = _signed
+    environment.filters["selected"] = _selected_text
     cache = PerItemCache()
     row_timings = [
         {
@@ -196,6 +217,8 @@ def render_report(data: ReportData, title: str | None = None, n_boot: int = 2000
     warnings = [f"{len(data.duplicates)} row(s) appear in several runs; the later run's value is shown (see Provenance)."] if data.duplicates else []
     return environment.from_string(TEMPLATE).render(
         title=title or "Vision encoder evaluation report",
+        alpha=ALPHA,
+        correction=CORRECTION,
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         runs=[_run_view(run) for run in data.runs],
         n_rows=len(data.rows),
@@ -235,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         path = build_report(args.run_dirs, args.out, title=args.title)
     except (FileNotFoundError, ValueError) as err:
         print(f"reports.build: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"reports.build: error: {err.filename or args.out}: {err.strerror or err}; pass -o a writable .html file path", file=sys.stderr)
         return 2
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
     return 0

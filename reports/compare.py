@@ -1,29 +1,44 @@
 """Summary tables of one lineage: every metric of every encoder, and each trained encoder's delta
-versus the original with a significance mark.
+versus the original with a significance mark; and the headline verdict of the lineage.
 
-Significance, in order of preference:
+The test of one delta, in order of preference:
 
 * ``paired`` -- both rows have per-item score files of the same length (same items): a paired
-  bootstrap (``probes.stats.paired_bootstrap``) of ``new - original``; significant when its 95% CI
-  excludes 0.
-* ``ci`` -- no usable per-item scores but both rows have 95% CIs: significant when the two intervals
-  do not overlap (a conservative test: non-overlap implies p < 0.05, overlap does not imply p > 0.05).
+  bootstrap (``probes.stats.paired_bootstrap``) of ``new - original``; its two-sided p-value (floored
+  at 1 / number of resamples, the test's resolution).
+* ``ci`` -- no usable per-item scores but both rows have 95% CIs: an unpaired z-test with each
+  standard error taken as its CI half-width / 1.96 (normal approximation).
 * ``none`` -- neither: the delta is shown without a test.
+
+Multiple comparisons: every p-value of one lineage (all table lines, per-layer lines included, plus
+the headline's +PIVOT-vs-+SFT tests) is one family, adjusted with Holm's step-down method (controls
+the family-wise error rate at ``ALPHA``). A delta is ``significant`` only when its *adjusted* p-value
+is below ``ALPHA``; raw and adjusted p are both kept.
 
 Deltas are in the metric's own unit (percentage points for accuracies): ``value(new) - value(original)``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from probes.stats import paired_bootstrap
-from reports.load import Lineage, LoadedRow, PerItemCache, is_ok, row_id, row_layer
+from reports.load import Lineage, LoadedRow, PerItemCache, is_ok, role_rank, row_id, row_layer
 
 SIG_PAIRED = "paired"
 SIG_CI = "ci"
 SIG_NONE = "none"
+ALPHA = 0.05
+CORRECTION = "Holm"
+# The headline metric of a suite: (task, metric) pairs in order of preference; else its first line.
+PRIMARY = {
+    "cls": [("linear", "top1"), ("knn20", "top1")],
+    "seg": [("linear", "miou"), ("linear_head", "miou"), ("patch_probe", "miou")],
+    "loc": [("gradcam", "pointing_game")],
+    "vqa": [("overall", "accuracy")],
+}
 
 
 @dataclass
@@ -42,6 +57,9 @@ class Cell:
     significant: bool = False
     better: bool | None = None  # delta in the good direction (None: no delta or zero)
     note: str = ""  # why no paired test was possible, p-value, ...
+    p_value: float | None = None  # raw two-sided p of the delta's test
+    p_adjusted: float | None = None  # after the lineage's multiple-comparison correction
+    selected: dict = field(default_factory=dict)  # hyperparameters the probe chose (from the row)
 
 
 @dataclass
@@ -54,6 +72,9 @@ class TableLine:
     higher_is_better: bool
     layer: object
     cells: list[Cell] = field(default_factory=list)
+    n: int = 0
+    n_classes: int | None = None
+    chance: float | None = None
 
 
 def _scale(values: np.ndarray, reported: float) -> float:
@@ -83,21 +104,59 @@ def _compare(base: LoadedRow, new: LoadedRow, cells: Cell, cache: PerItemCache, 
         scale = _scale(new_scores, float(new_row.value))
         diff = paired_bootstrap(base_scores, new_scores, scale=scale, n_boot=n_boot, seed=0)
         cells.test = SIG_PAIRED
-        cells.significant = diff.significant
+        cells.p_value = max(diff.p_value, 1.0 / n_boot)
+        cells.significant = cells.p_value < ALPHA
         cells.delta_ci = (diff.ci_low, diff.ci_high)
-        cells.note = f"paired bootstrap over {diff.n} items: 95% CI [{diff.ci_low:.3g}, {diff.ci_high:.3g}], p={diff.p_value:.3g}"
+        cells.note = f"paired bootstrap over {diff.n} items: 95% CI [{diff.ci_low:.3g}, {diff.ci_high:.3g}]"
         return
-    have_ci = None not in (base_row.ci_low, base_row.ci_high, new_row.ci_low, new_row.ci_high)
-    if have_ci:
+    p_value = _p_from_cis(base_row, new_row)
+    if p_value is not None:
         cells.test = SIG_CI
-        cells.significant = new_row.ci_low > base_row.ci_high or new_row.ci_high < base_row.ci_low
-        cells.note = f"{why_not}; compared 95% CIs ({'disjoint' if cells.significant else 'overlapping'})"
+        cells.p_value = p_value
+        cells.significant = p_value < ALPHA
+        cells.note = f"{why_not}; z-test from the two 95% CIs"
     else:
         cells.note = f"{why_not}; no CIs either: untested"
 
 
-def lineage_table(lineage: Lineage, cache: PerItemCache, n_boot: int = 2000) -> list[TableLine]:
-    """One line per row identity (suite, task, dataset, metric, variant), one cell per encoder of the lineage."""
+def _p_from_cis(base_row, new_row) -> float | None:
+    """Two-sided p of an unpaired z-test, standard errors = CI half-widths / 1.96; None without CIs."""
+    bounds = (base_row.ci_low, base_row.ci_high, new_row.ci_low, new_row.ci_high)
+    if any(value is None or not math.isfinite(float(value)) for value in bounds):
+        return None
+    se = math.hypot((base_row.ci_high - base_row.ci_low) / 3.92, (new_row.ci_high - new_row.ci_low) / 3.92)
+    delta = float(new_row.value) - float(base_row.value)
+    if se == 0:
+        return 1.0 if delta == 0 else 0.0
+    return math.erfc(abs(delta) / se / math.sqrt(2.0))
+
+
+def holm_adjust(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given): the i-th smallest p times (m - i),
+    made monotone and capped at 1."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda index: p_values[index])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def apply_correction(cells: list[Cell]) -> int:
+    """Adjust the p-values of ``cells`` as one family (Holm) and set ``significant`` from the adjusted
+    p; returns the family size."""
+    tested = [cell for cell in cells if cell.p_value is not None]
+    for cell, adjusted in zip(tested, holm_adjust([cell.p_value for cell in tested])):
+        cell.p_adjusted = adjusted
+        cell.significant = adjusted < ALPHA
+    return len(tested)
+
+
+def lineage_table(lineage: Lineage, cache: PerItemCache, n_boot: int = 2000, correct: bool = True) -> list[TableLine]:
+    """One line per row identity (suite, task, dataset, metric, variant), one cell per encoder of the
+    lineage; with ``correct``, the p-values of all its cells are Holm-adjusted as one family."""
     by_id: dict[tuple, dict[str, LoadedRow]] = {}
     for item in lineage.rows:
         by_id.setdefault(row_id(item.row), {})[item.row.encoder] = item
@@ -107,7 +166,8 @@ def lineage_table(lineage: Lineage, cache: PerItemCache, n_boot: int = 2000) -> 
         first = next(iter(per_encoder.values())).row
         if original in per_encoder:
             first = per_encoder[original].row
-        line = TableLine(*ident, higher_is_better=bool(first.higher_is_better), layer=row_layer(first))
+        line = TableLine(*ident, higher_is_better=bool(first.higher_is_better), layer=row_layer(first), n=first.n,
+                         n_classes=first.extra.get("n_classes"), chance=first.extra.get("chance"))
         base_item = per_encoder.get(original) if original else None
         for info in lineage.encoders:
             item = per_encoder.get(info.name)
@@ -122,9 +182,109 @@ def lineage_table(lineage: Lineage, cache: PerItemCache, n_boot: int = 2000) -> 
                 ci_high=row.ci_high,
                 n=row.n,
                 reason=row.reason or ("" if is_ok(row) else "row has status ok but no value"),
+                selected=row.extra.get("selected") if isinstance(row.extra.get("selected"), dict) else {},
             )
             if is_ok(row) and base_item is not None and info.name != original and is_ok(base_item.row):
                 _compare(base_item, item, cell, cache, n_boot)
             line.cells.append(cell)
         lines.append(line)
+    if correct:
+        apply_correction([cell for line in lines for cell in line.cells])
     return lines
+
+
+@dataclass
+class Verdict:
+    """The headline of one suite in a lineage: its primary line, the cells of original / +SFT / +PIVOT
+    (or whatever roles the lineage has) and the +PIVOT-vs-+SFT comparison when both exist."""
+
+    line: TableLine
+    entries: list[tuple[str, str, Cell]]  # (label, encoder name, cell)
+    pivot_vs_sft: Cell | None = None
+    summary: str = ""
+
+
+def _primary_line(suite: str, lines: list[TableLine]) -> TableLine | None:
+    candidates = [line for line in lines if line.suite == suite and line.layer is None and line.task != "data"
+                  and any(cell.status == "ok" for cell in line.cells)]
+    if not candidates:
+        return None
+    for task, metric in PRIMARY.get(suite, []):
+        matches = [line for line in candidates if (line.task, line.metric) == (task, metric)]
+        if matches:
+            return next((line for line in matches if "pooling=cls" in line.variant), matches[0])
+    return candidates[0]
+
+
+def _label(info, lineage: Lineage) -> str:
+    if info.name == lineage.name:
+        return "original"
+    return {1: "+SFT", 2: "+PIVOT"}.get(role_rank(info.role), f"+{info.role or info.name}")
+
+
+def _describe(cell: Cell) -> str:
+    if cell.delta is None:
+        return "untested"
+    if cell.p_adjusted is None:
+        return f"{cell.delta:+.3g}, untested (neither per-item scores nor CIs)"
+    if not cell.significant:
+        return f"no significant difference ({cell.delta:+.3g}, Holm-adjusted p={cell.p_adjusted:.2g})"
+    word = "better" if cell.better else "worse"
+    return f"significantly {word} ({cell.delta:+.3g}, Holm-adjusted p={cell.p_adjusted:.2g})"
+
+
+def lineage_verdicts(lineage: Lineage, lines: list[TableLine], cache: PerItemCache, n_boot: int = 2000) -> list[Verdict]:
+    """One verdict per suite (its primary metric); the +PIVOT-vs-+SFT cells are *not* yet corrected:
+    the caller adds them to the lineage's family (see ``lineage_analysis``)."""
+    suites = list(dict.fromkeys(line.suite for line in lines))
+    index = {info.name: position for position, info in enumerate(lineage.encoders)}
+    by_rank = {}
+    for info in lineage.encoders:
+        if info.name != lineage.name:
+            by_rank.setdefault(role_rank(info.role), info)
+    sft, pivot = by_rank.get(1), by_rank.get(2)
+    rows = {(row_id(item.row), item.row.encoder): item for item in lineage.rows}
+    verdicts = []
+    for suite in suites:
+        line = _primary_line(suite, lines)
+        if line is None:
+            continue
+        entries = [(_label(info, lineage), info.name, line.cells[index[info.name]]) for info in lineage.encoders]
+        verdict = Verdict(line, entries)
+        ident = (line.suite, line.task, line.dataset, line.metric, line.variant)
+        if sft and pivot and (ident, sft.name) in rows and (ident, pivot.name) in rows:
+            base, new = rows[(ident, sft.name)], rows[(ident, pivot.name)]
+            if is_ok(base.row) and is_ok(new.row):
+                cell = Cell(status="ok", value=new.row.value, ci_low=new.row.ci_low, ci_high=new.row.ci_high, n=new.row.n)
+                _compare(base, new, cell, cache, n_boot)
+                verdict.pivot_vs_sft = cell
+        verdicts.append(verdict)
+    return verdicts
+
+
+def summarise(verdict: Verdict, lineage: Lineage) -> str:
+    """The verdict sentence (after correction): how each trained encoder compares with the original,
+    and +PIVOT with +SFT."""
+    parts = [f"{label} vs original: {_describe(cell)}" for label, name, cell in verdict.entries
+             if name != lineage.name and cell.status == "ok" and cell.delta is not None]
+    if verdict.pivot_vs_sft is not None:
+        cell = verdict.pivot_vs_sft
+        if cell.p_adjusted is None:
+            parts.insert(0, f"+PIVOT vs +SFT: {cell.delta:+.3g}, untested (neither per-item scores nor CIs)")
+        elif cell.significant:
+            parts.insert(0, f"+PIVOT {'beats' if cell.better else 'is worse than'} +SFT significantly ({cell.delta:+.3g}, Holm-adjusted p={cell.p_adjusted:.2g})")
+        else:
+            parts.insert(0, f"+PIVOT does not beat +SFT significantly ({cell.delta:+.3g}, Holm-adjusted p={cell.p_adjusted:.2g})")
+    return "; ".join(parts) or "no trained encoder to compare"
+
+
+def lineage_analysis(lineage: Lineage, cache: PerItemCache, n_boot: int = 2000) -> tuple[list[TableLine], list[Verdict], int]:
+    """Table lines and headline verdicts of a lineage with one Holm correction over all their tests;
+    returns (lines, verdicts, family size)."""
+    lines = lineage_table(lineage, cache, n_boot=n_boot, correct=False)
+    verdicts = lineage_verdicts(lineage, lines, cache, n_boot=n_boot)
+    family = [cell for line in lines for cell in line.cells] + [v.pivot_vs_sft for v in verdicts if v.pivot_vs_sft]
+    size = apply_correction(family)
+    for verdict in verdicts:
+        verdict.summary = summarise(verdict, lineage)
+    return lines, verdicts, size

@@ -3,7 +3,9 @@
 Uses the object-oriented API on an Agg canvas (no pyplot, so no global backend state is touched):
 * per-suite grouped bars (one panel per metric, x = task/dataset, one bar per encoder, 95% CI error bars);
 * VQA bars (suite ``vqa``): one bar group per task (category or benchmark), per metric;
-* layer-wise curves for rows that carry ``extra["layer"]`` (metric vs layer, one line per encoder, CI band);
+* layer-wise curves for rows that carry ``extra["layer"]`` (metric vs layer, one line per encoder, CI band),
+  completed by the last block's output (rows with ``extra["block"]``), ticks labelled as the user gave
+  the blocks (``3 (-1)``);
   for suite ``align`` metrics containing ``cka`` the figure is titled "CKA vs layer".
 """
 from __future__ import annotations
@@ -137,35 +139,59 @@ def _layer_key(layer) -> tuple:
         return (1, 0.0, str(layer))
 
 
+def _panel_key(row) -> tuple[str, ...]:
+    # One panel per pooling too: lines must join values of one feature across layers.
+    return (row.task, row.dataset, row.metric) + ((f"pooling={row.extra['pooling']}",) if row.extra.get("pooling") else ())
+
+
 def _layer_figures(items: list[LoadedRow], lineage: Lineage, colours) -> list[Figure]:
     panels: dict[tuple[str, ...], dict[str, list[LoadedRow]]] = {}
     for item in items:
-        row = item.row
-        # One panel per pooling too: lines must join values of one feature across layers.
-        key = (row.task, row.dataset, row.metric) + ((f"pooling={row.extra['pooling']}",) if row.extra.get("pooling") else ())
-        panels.setdefault(key, {}).setdefault(row.encoder, []).append(item)
+        panels.setdefault(_panel_key(item.row), {}).setdefault(item.row.encoder, []).append(item)
     return [_layer_figure(shown, panels, lineage, colours) for shown in _chunks(list(panels))]
+
+
+# The model's own output (rows without a layer but with ``extra["block"]``) sits half a step after its block.
+OUTPUT_OFFSET = 0.5
+
+
+def _curve_x(row):
+    """x of a row on a metric-vs-layer curve: its layer, or its block + OUTPUT_OFFSET for the output."""
+    layer = row_layer(row)
+    return layer if layer is not None else row.extra["block"] + OUTPUT_OFFSET
+
+
+def _tick_label(row) -> str:
+    """The block as the user gave it: ``3 (-1)`` for --layers -1 on a 4-block model, ``last (output)``."""
+    if row_layer(row) is None:
+        return "last\n(output)"
+    layer, given = row_layer(row), row.extra.get("layer_label")
+    return str(layer) if given in (None, "", str(layer)) else f"{layer}\n({given})"
 
 
 def _layer_figure(shown: list, panels: dict, lineage: Lineage, colours) -> Figure:
     figure, axes = _grid(len(shown), 4.2, 3.0)
     for ax, key in zip(axes, shown):
-        layers = sorted({str(row_layer(item.row)) for lines in panels[key].values() for item in lines},
-                        key=_layer_key)
+        items = [item for lines in panels[key].values() for item in lines]
+        layers = sorted({str(_curve_x(item.row)) for item in items}, key=_layer_key)
         position = {layer: index for index, layer in enumerate(layers)}
         numeric = all(_layer_key(layer)[0] == 0 for layer in layers)
+        ticks = {str(_curve_x(item.row)): _tick_label(item.row) for item in items}
         for info in lineage.encoders:
-            lines = sorted(panels[key].get(info.name, []), key=lambda item: _layer_key(row_layer(item.row)))
+            lines = sorted(panels[key].get(info.name, []), key=lambda item: _layer_key(_curve_x(item.row)))
             if not lines:
                 continue
-            xs = [float(row_layer(i.row)) if numeric else position[str(row_layer(i.row))] for i in lines]
+            xs = [float(_curve_x(i.row)) if numeric else position[str(_curve_x(i.row))] for i in lines]
             ys = [i.row.value for i in lines]
             ax.plot(xs, ys, marker="o", markersize=3, color=colours[info.name], label=info.name)
             if all(i.row.ci_low is not None and i.row.ci_high is not None for i in lines):
                 ax.fill_between(xs, [i.row.ci_low for i in lines], [i.row.ci_high for i in lines],
                                 color=colours[info.name], alpha=0.15, linewidth=0)
-        if numeric:
+        if numeric and all(ticks[layer] == layer for layer in layers):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        elif numeric:
+            ax.set_xticks([float(layer) for layer in layers])
+            ax.set_xticklabels([ticks[layer] for layer in layers], fontsize=7)
         else:
             ax.set_xticks(range(len(layers)))
             ax.set_xticklabels(layers, fontsize=8)
@@ -200,6 +226,10 @@ def _suite_figures(suite: str, rows: list[LoadedRow], lineage: Lineage, colours)
     # Data-quality counts (task "data", e.g. unreadable images) are in the table, not worth a bar.
     flat = [item for item in rows if row_layer(item.row) is None and item.row.task != "data"]
     layered = [item for item in rows if row_layer(item.row) is not None]
+    if layered:
+        # The last block's output completes each curve (rows that name their block, e.g. the cls suite's).
+        curve_keys = {_panel_key(item.row) for item in layered}
+        layered += [item for item in flat if isinstance(item.row.extra.get("block"), int) and _panel_key(item.row) in curve_keys]
     if suite.lower() == "vqa":
         figures = _bars_by_metric(flat, lineage, colours, _vqa_group)
         title, caption = "VQA", "One bar group per VQA category or benchmark; error bars are 95% CIs where defined."

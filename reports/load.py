@@ -8,7 +8,9 @@ not collide.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +125,15 @@ def _append_unique(values: list[str], value: str) -> None:
         values.append(value)
 
 
+def _non_finite_as_failed(row: ResultRow, path: Path) -> ResultRow:
+    """An ok row whose value or CI is NaN/Inf is shown as failed with the reason, never compared or coloured."""
+    bad = [name for name in ("value", "ci_low", "ci_high") if getattr(row, name) is not None and not math.isfinite(getattr(row, name))]
+    if row.status != STATUS_OK or not bad:
+        return row
+    return dataclasses.replace(row, value=None, ci_low=None, ci_high=None, status="failed",
+                               reason=f"{path / RESULTS_FILE}: {', '.join(f'{name} = {getattr(row, name)!r}' for name in bad)} is not a finite number")
+
+
 def load_run(path: Path, label: str | None = None) -> RunData:
     """Read one run directory; a missing ``results.jsonl`` is an error naming the directory."""
     path = Path(path)
@@ -130,7 +141,7 @@ def load_run(path: Path, label: str | None = None) -> RunData:
         raise FileNotFoundError(
             f"{path}: no {RESULTS_FILE} here; pass a run directory written by `python -m benchmarks.run --out DIR`"
         )
-    rows = read_rows(path)
+    rows = [_non_finite_as_failed(row, path) for row in read_rows(path)]
     config: dict[str, Any] = {}
     config_error = ""
     config_path = path / CONFIG_FILE

@@ -29,6 +29,9 @@ td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-n
 .status-skipped { color: #8a6d00; background: #fff8e1; }
 .status-failed { color: #a61b1b; background: #fde7e7; }
 .absent { color: #aaa; }
+.hp { display: block; color: #666; font-size: .75em; white-space: normal; max-width: 14rem; }
+.verdict { background: #f4f8ff; border-left: 4px solid #1f5fbf; padding: .4rem .9rem; margin: .8rem 0; }
+.verdict li { margin: .25rem 0; }
 td.status-skipped, td.status-failed { max-width: 16rem; font-size: .8rem; }
 .legend { font-size: .85rem; color: #333; max-width: 70rem; }
 figure { margin: .8rem 0 1.4rem; }
@@ -56,6 +59,25 @@ summary { cursor: pointer; font-weight: 600; }
 {% endfor %}
 {% for warning in warnings %}<div class="warn">{{ warning }}</div>{% endfor %}
 
+{% macro verdict_list(lin) %}
+<ul class="verdict-lines">
+{% for v in lin.verdicts %}
+<li><strong>{{ v.line.suite }} / {{ v.line.task }} / {{ v.line.metric }}</strong>{% if v.line.variant %} ({{ v.line.variant }}){% endif %} on {{ v.line.dataset }}{% if v.line.n %}, n={{ v.line.n }}{% endif %}:
+{% for label, name, cell in v.entries %}{{ label }} {% if cell.status == "ok" %}{{ cell.value|num }}{% if cell.ci_low is not none and cell.ci_high is not none %} [{{ cell.ci_low|num }}, {{ cell.ci_high|num }}]{% endif %}{% else %}{{ cell.status }}{% endif %}{% if not loop.last %}; {% endif %}{% endfor %}.
+<em>{{ v.summary }}.</em></li>
+{% else %}<li>No ok rows to judge.</li>
+{% endfor %}
+</ul>
+{% endmacro %}
+
+{% if lineages %}
+<section id="verdicts" class="verdict">
+<h2>Verdicts</h2>
+<p class="legend">One line per lineage and suite, on its primary metric: values with 95% CIs, and whether each difference survives the {{ correction }} correction over all tests of the lineage (family-wise &alpha; = {{ alpha }}).</p>
+{% for lin in lineages %}<h3><a href="#lineage-{{ loop.index }}">Lineage {{ lin.name }}</a></h3>{{ verdict_list(lin) }}{% endfor %}
+</section>
+{% endif %}
+
 <nav><ul>
 {% for lin in lineages %}<li><a href="#lineage-{{ loop.index }}">Lineage {{ lin.name }}</a></li>{% endfor %}
 <li><a href="#provenance">Provenance</a></li>
@@ -66,23 +88,25 @@ summary { cursor: pointer; font-weight: 600; }
 {%- if cell.status == "absent" -%}<td class="num absent">&mdash;</td>
 {%- elif cell.status != "ok" -%}<td class="status-{{ cell.status }}" title="{{ cell.reason }}">{{ cell.status }}{% if cell.reason %}: {{ cell.reason }}{% endif %}</td>
 {%- else -%}
-<td class="num{% if cell.better is not none and not is_original %}{{ ' good' if cell.better else ' bad' }}{% endif %}"
- title="{% if cell.ci_low is not none %}95% CI [{{ cell.ci_low|num }}, {{ cell.ci_high|num }}]{% endif %}{% if cell.n %}, n={{ cell.n }}{% endif %}{% if cell.note %}; {{ cell.note }}{% endif %}">
+<td class="num{% if cell.significant and cell.better is not none and not is_original %}{{ ' good' if cell.better else ' bad' }}{% endif %}"
+ title="{% if cell.ci_low is not none %}95% CI [{{ cell.ci_low|num }}, {{ cell.ci_high|num }}]{% endif %}{% if cell.n %}, n={{ cell.n }}{% endif %}{% if cell.note %}; {{ cell.note }}{% endif %}{% if cell.p_value is not none %}; p={{ '%.3g'|format(cell.p_value) }} raw, {{ '%.3g'|format(cell.p_adjusted) }} {{ correction }}-adjusted{% endif %}">
 {{ cell.value|num }}{% if cell.ci_low is not none and cell.ci_high is not none %} <span class="ci">&plusmn;{{ ((cell.ci_high - cell.ci_low) / 2)|num }}</span>{% endif %}
-{%- if cell.delta is not none %}<span class="delta">&Delta; {{ cell.delta|signed }}{% if cell.significant %}{{ "*" if cell.test == "paired" else "&dagger;"|safe }}{% endif %}</span>{% endif %}
+{%- if cell.delta is not none %}<span class="delta">&Delta; {{ cell.delta|signed }}{% if cell.significant %}{{ "*" if cell.test == "paired" else "&dagger;"|safe }}{% endif %}{% if cell.p_adjusted is not none %} <span class="ci">p<sub>adj</sub>={{ '%.2g'|format(cell.p_adjusted) }}</span>{% endif %}</span>{% endif %}
+{%- if cell.selected %}<span class="hp">{{ cell.selected|selected }}</span>{% endif %}
 </td>
 {%- endif -%}
 {%- endmacro %}
 
 {% macro summary_table(lin, lines) %}
 <table class="summary">
-<thead><tr><th>Suite</th><th>Task</th><th>Dataset</th><th>Metric</th>
+<thead><tr><th>Suite</th><th>Task</th><th>Dataset</th><th>Metric</th><th>n</th><th>Classes</th><th>Chance</th>
 {% for enc in lin.encoders %}<th>{{ enc.name }}{% if enc.role %}<br><span class="ci">{{ enc.role }}</span>{% endif %}</th>{% endfor %}
 </tr></thead>
 <tbody>
 {% for line in lines %}
 <tr><td>{{ line.suite }}</td><td>{{ line.task }}{% if line.variant %} <span class="ci">({{ line.variant }})</span>{% endif %}</td><td>{{ line.dataset }}</td>
 <td>{{ line.metric }} {{ "&uarr;"|safe if line.higher_is_better else "&darr;"|safe }}</td>
+<td class="num">{{ line.n or "" }}</td><td class="num">{{ line.n_classes if line.n_classes is not none else "" }}</td><td class="num">{{ line.chance|num if line.chance is not none else "" }}</td>
 {% for cell in line.cells %}{{ value_cell(cell, lin.encoders[loop.index0].name == lin.name) }}{% endfor %}
 </tr>
 {% endfor %}
@@ -94,6 +118,7 @@ summary { cursor: pointer; font-weight: 600; }
 <section id="lineage-{{ loop.index }}">
 <h2>Lineage {{ lin.name }}</h2>
 {% if not lin.has_original %}<p class="note">The original encoder <code>{{ lin.name }}</code> is not in these runs, so no deltas are shown.</p>{% endif %}
+{% if lineages|length > 1 %}<div class="verdict"><strong>Verdict</strong>{{ verdict_list(lin) }}</div>{% endif %}
 <h3>Summary</h3>
 {% if lin.flat %}{{ summary_table(lin, lin.flat) }}{% else %}<p>No rows without a layer.</p>{% endif %}
 {% if lin.layered %}
@@ -103,11 +128,12 @@ summary { cursor: pointer; font-weight: 600; }
 {% endif %}
 <p class="legend">Cells: value &plusmn; half-width of its 95% confidence interval (hover for the interval, n and the test).
 &uarr; higher is better, &darr; lower is better. &Delta; = value minus the original's value, in the metric's unit
-(percentage points for accuracies); green = better than the original, red = worse.
-<strong>*</strong> = significant: the 95% CI of a paired bootstrap over the per-item scores of both encoders (same items) excludes 0.
-<strong>&dagger;</strong> = no usable per-item scores ({{ lin.tests.ci }} cell{{ "" if lin.tests.ci == 1 else "s" }}): the two 95% CIs do not overlap (a conservative test).
-No mark = not significant, or untested because neither per-item scores nor CIs exist ({{ lin.tests.none }} cell{{ "" if lin.tests.none == 1 else "s" }} untested).
-Paired tests run: {{ lin.tests.paired }}.</p>
+(percentage points for accuracies). Multiple comparisons: the {{ lin.tests.family }} p-values of this lineage (every &Delta; here and in the per-layer rows, plus the verdicts' +PIVOT vs +SFT tests) are adjusted together with {{ correction }}'s method;
+green / red (better / worse than the original) and a mark appear <em>only</em> where the {{ correction }}-adjusted p is below {{ alpha }}; raw and adjusted p are on hover, p<sub>adj</sub> under each &Delta;.
+<strong>*</strong> = paired bootstrap over the per-item scores of both encoders on the same items ({{ lin.tests.paired }} test{{ "" if lin.tests.paired == 1 else "s" }}).
+<strong>&dagger;</strong> = no usable per-item scores ({{ lin.tests.ci }} cell{{ "" if lin.tests.ci == 1 else "s" }}): unpaired z-test with standard errors from the two 95% CIs.
+No colour or mark = not significant after correction, or untested because neither per-item scores nor CIs exist ({{ lin.tests.none }} cell{{ "" if lin.tests.none == 1 else "s" }} untested).
+n = evaluation items; chance = the accuracy of guessing uniformly (top-k: k / classes); small grey text under a value = the hyperparameters the probe selected on held-out train data.</p>
 
 {% for error in lin.figure_errors %}<p class="warn">{{ error }}</p>{% endfor %}
 {% if lin.figures %}<h3>Figures</h3>
@@ -154,9 +180,10 @@ Paired tests run: {{ lin.tests.paired }}.</p>
 <h3>Run <code>{{ run.label }}</code></h3>
 <p class="meta">Directory: <code>{{ run.path }}</code>; rows: {{ run.counts.ok }} ok, {{ run.counts.skipped }} skipped, {{ run.counts.failed }} failed.</p>
 {% if run.hardware %}<p class="meta">Computed on: {{ run.hardware }}</p>{% endif %}
+{% if run.cache_hits %}<p class="meta">Feature store: {{ run.cache_hits }}</p>{% endif %}
 {% if run.config_error %}<p class="warn">{{ run.config_error }}</p>{% endif %}
 {% if run.timings %}
-<table class="timings"><thead><tr><th>Timing</th><th>Value</th></tr></thead><tbody>
+<table class="timings"><thead><tr><th>Timing</th><th>Seconds</th></tr></thead><tbody>
 {% for key, value in run.timings %}<tr><td>{{ key }}</td><td class="num">{{ value }}</td></tr>{% endfor %}
 </tbody></table>
 {% endif %}
@@ -167,7 +194,7 @@ Paired tests run: {{ lin.tests.paired }}.</p>
 
 {% if row_timings %}
 <h3>Per-row timings</h3>
-<table class="row-timings"><thead><tr><th>Encoder</th><th>Suite</th><th>Task</th><th>Dataset</th><th>Timings</th></tr></thead><tbody>
+<table class="row-timings"><thead><tr><th>Encoder</th><th>Suite</th><th>Task</th><th>Dataset</th><th>Timings (seconds)</th></tr></thead><tbody>
 {% for t in row_timings %}<tr><td>{{ t.encoder }}</td><td>{{ t.suite }}</td><td>{{ t.task }}</td><td>{{ t.dataset }}</td><td>{{ t.timings }}</td></tr>{% endfor %}
 </tbody></table>
 {% endif %}

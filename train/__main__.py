@@ -3,9 +3,9 @@
 Examples::
 
     python -m train build --encoder ckpt.safetensors --lm /models/Qwen2.5-1.5B-Instruct --out runs/mllm0
-    python -m train stage --stage align --start runs/mllm0 --data captions.jsonl --out runs/align
-    torchrun --nproc_per_node 8 -m train stage --stage dpo --start runs/pretrain/mllm --data prefs.jsonl --out runs/dpo
-    python -m train stage --stage sft --start runs/pretrain/mllm --data prefs.jsonl --out runs/sft --resume
+    python -m train stage --stage align --init runs/mllm0 --data captions.jsonl --out runs/align
+    torchrun --nproc_per_node 8 -m train stage --stage dpo --init runs/pretrain/mllm --data prefs.jsonl --out runs/dpo
+    python -m train stage --stage sft --init runs/pretrain/mllm --data prefs.jsonl --out runs/sft --resume
     python -m train shapes-data --data shapes:n=500:seed=1 --split train --out data/shapes
     python -m train demo --out runs/demo/lineage
     python -m train pivot-eval --encoder ckpt.safetensors --lm /models/Qwen2.5-0.5B --data data/shapes --out runs/pe
@@ -22,7 +22,7 @@ from .config import STAGES, STRATEGIES, stage_config
 def _stage_parser(sub) -> None:
     parser = sub.add_parser("stage", help="train one stage from an MLLM directory")
     parser.add_argument("--stage", required=True, choices=STAGES)
-    parser.add_argument("--start", required=True, help="MLLM directory to start from (python -m train build, or a previous stage's OUT/mllm)")
+    parser.add_argument("--init", required=True, help="MLLM directory to start from (python -m train build, or a previous stage's OUT/mllm)")
     parser.add_argument("--data", required=True, help="caption or preference JSONL (image paths relative to the file)")
     parser.add_argument("--out", required=True, help="stage folder: checkpoint/, metrics.jsonl, mllm/, encoder.safetensors, stage.json")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (same start, data and settings)")
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 overrides["cache_reference"] = False
             if args.gradient_checkpointing:
                 overrides["gradient_checkpointing"] = True
-            train_stage(args.start, args.data, args.out, stage_config(args.stage, **overrides), resume=args.resume, device=args.device, progress=sys.stderr.isatty())
+            train_stage(args.init, args.data, args.out, stage_config(args.stage, **overrides), resume=args.resume, device=args.device, progress=sys.stderr.isatty())
         elif args.command == "shapes-data":
             from .data import write_shapes_data
 

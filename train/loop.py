@@ -57,7 +57,7 @@ def _fingerprint(path: Path) -> str:
 
 
 def _set_trainable(mllm: MLLM, config: StageConfig) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
-    """Mark what trains in this stage; returns (encoder parameters, other parameters) that train.
+    """Mark what trains in this stage (``requires_grad``); returns (encoder parameters, other parameters) that train.
 
     Encoder parameters that cannot reach the visual tokens (blocks after the visual layer, the final
     norm, a pooling head) are found by one backward pass and left frozen, so data parallelism sees no
@@ -211,12 +211,15 @@ def train_stage(
     reference = None
     if config.stage == "dpo" and not config.cache_reference:
         reference = copy.deepcopy(mllm).eval().requires_grad_(False)
-    encoder_params, other_params = _set_trainable(mllm, config)
+    encoder_names = {name for name, param in mllm.named_parameters() if any(param is p for p in _set_trainable(mllm, config)[0])}
     if config.gradient_checkpointing:
         mllm.lm.gradient_checkpointing_enable()
         if hasattr(mllm.encoder.model, "set_grad_checkpointing"):
             mllm.encoder.model.set_grad_checkpointing(True)
     model = _wrap(mllm, config, context)
+    # Parameters are collected after wrapping: fully_shard replaces them with sharded ones.
+    encoder_params = [p for name, p in mllm.named_parameters() if p.requires_grad and name in encoder_names]
+    other_params = [p for name, p in mllm.named_parameters() if p.requires_grad and name not in encoder_names]
     groups = [{"params": other_params, "lr": config.lr}]
     if encoder_params:
         groups.append({"params": encoder_params, "lr": config.encoder_lr if config.encoder_lr is not None else config.lr})

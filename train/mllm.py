@@ -337,3 +337,27 @@ def load_mllm(path: str | os.PathLike, device: str | torch.device = "cpu") -> ML
         raise MLLMError(f"{path}: the encoder's width {encoder.embed_dim} differs from the projector's input {dims['encoder_dim']}")
     mllm = MLLM(encoder, projector, lm, tokenizer, visual_layer=int(meta["visual_layer"]), max_length=int(meta.get("max_length", 2048)))
     return mllm.to(device).eval()
+
+
+def projector_encoder(mllm: MLLM, name: str = "") -> Encoder:
+    """The MLLM's vision side as an :class:`Encoder` whose features are the projector's outputs (the
+    study's "encoder + projector" features): patch tokens = projected visual tokens (B, N, D_lm),
+    pooled = their mean; one addressable layer. Its hash covers the encoder's and the projector's weights."""
+    from encoders import weights_hash
+
+    state = {**{f"encoder.{k}": v for k, v in mllm.encoder.model.state_dict().items()}, **{f"projector.{k}": v for k, v in mllm.projector.state_dict().items()}}
+
+    def adapter(module: nn.Module, images: torch.Tensor, layers: Sequence[int]):
+        from encoders import EncoderOutput, LayerTokens
+
+        tokens = mllm.visual_tokens(images)
+        prefix = tokens.new_zeros(tokens.shape[0], 0, tokens.shape[-1])
+        return EncoderOutput(tokens.mean(dim=1), tokens, mllm.grid, prefix, {index: LayerTokens(prefix, tokens) for index in layers})
+
+    source = mllm.encoder
+    return Encoder(
+        nn.ModuleDict({"encoder": source.model, "projector": mllm.projector}), name=name or f"{source.name}+projector", family="mllm-projector",
+        arch=f"{source.family}:{source.arch}+projector", preprocess=source.preprocess, adapter=adapter, num_layers=1, num_prefix_tokens=0,
+        embed_dim=mllm.projector.fc2.out_features, weights_hash=weights_hash(state), checkpoint=source.checkpoint,
+        checkpoint_format="mllm", remap=source.remap, options={**source.options, "visual_layer": mllm.visual_layer},
+    )

@@ -91,8 +91,8 @@ class ADE20KSplit(ImageSplit):
         self.seg_classes = list(ADE20K_CLASSES)
         self.labels = np.full(len(images), -1, dtype=np.int64)
         parts = ["ade20k", f"split={split}"]
-        for (name, size), ann in zip(images, self._annotations, strict=True):
-            parts.append(f"{name}\t{size}\t{ann}\t{annotations[ann]}")
+        for (name, identity), ann in zip(images, self._annotations, strict=True):
+            parts.append(f"{name}\t{identity}\t{ann}\t{annotations[ann]}")
         self.fingerprint = hash_parts(parts)
 
     def image_path(self, index: int) -> Path:

@@ -148,7 +148,7 @@ class ImageSplit:
         classes: image-level class names; ``labels`` index into it. Empty when there are no image labels.
         seg_classes: segmentation class names that mask values index; ``[]`` when there are no masks.
         labels: int64 array (len,), ``-1`` where an image has no label.
-        fingerprint: 16 hex digits identifying the split's content (file relative paths and sizes, or
+        fingerprint: 16 hex digits identifying the split's content (file relative paths, sizes and modification times, or
             generator parameters), independent of where the data lives on disk.
     """
 

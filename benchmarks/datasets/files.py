@@ -1,6 +1,7 @@
 """Directory scanning shared by the on-disk datasets (fast: one ``os.scandir`` per folder)."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -22,16 +23,39 @@ def subdirs(folder: Path) -> list[str]:
         return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
 
 
-def image_files(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[tuple[str, int]]:
-    """Sorted ``(name, size in bytes)`` of the visible files in ``folder`` whose extension (any case)
-    is in ``extensions``."""
+_VERIFY_CONTENT = False
+
+
+def set_verify_content(enabled: bool) -> None:
+    """Include a sha256 of every file's bytes in its identity (``benchmarks.run --verify-data``): slower
+    (every image is read once per fingerprint), but a file rewritten with the same size and mtime is caught."""
+    global _VERIFY_CONTENT
+    _VERIFY_CONTENT = bool(enabled)
+
+
+def file_identity(path: str | os.PathLike, stat: os.stat_result) -> str:
+    """What a dataset fingerprint records per file: ``size<TAB>mtime in ns`` (plus ``<TAB>sha256:<hex>``
+    when content verification is on)."""
+    identity = f"{stat.st_size}\t{stat.st_mtime_ns}"
+    if _VERIFY_CONTENT:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        identity += f"\tsha256:{digest.hexdigest()}"
+    return identity
+
+
+def image_files(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[tuple[str, str]]:
+    """Sorted ``(name, identity)`` of the visible files in ``folder`` whose extension (any case) is in
+    ``extensions``; ``identity`` is :func:`file_identity` (size, modification time, optionally content hash)."""
     found = []
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith(".") or not entry.name.lower().endswith(extensions):
                 continue
             if entry.is_file():
-                found.append((entry.name, entry.stat().st_size))
+                found.append((entry.name, file_identity(entry.path, entry.stat())))
     found.sort()
     return found
 

@@ -96,11 +96,11 @@ class ImageNetSplit(ImageSplit):
             files = image_files(split_dir / wnid)
             if not files:
                 empty.append(wnid)
-            for name, size in files:
+            for name, identity in files:
                 rel = f"{wnid}/{name}"
                 paths.append(rel)
                 labels.append(label)
-                parts.append(f"{rel}\t{size}")
+                parts.append(f"{rel}\t{identity}")
         if not paths:
             raise ValueError(f"no images (.JPEG/.jpg/.jpeg/.png) in the class folders of {split_dir}. Expected layout:\n{LAYOUT}")
         if empty:

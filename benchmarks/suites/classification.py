@@ -9,12 +9,13 @@ and the class-mean prototype classifier, plus scikit-learn's LogisticRegression 
 from __future__ import annotations
 
 import math
+import time
 
 from benchmarks.datasets import open_split
-from benchmarks.features import extract_features
+from benchmarks.features import extract_features, unreadable_items
 from benchmarks.results import ResultRow
 from probes.knn import knn_probe, prototype_probe
-from probes.linear import ClassificationResult, LinearProbeConfig, linear_probe, sklearn_logreg_probe
+from probes.linear import DEFAULT_CS, ClassificationResult, LinearProbeConfig, linear_probe, sklearn_logreg_probe
 
 from . import SUITES
 from .base import LoadedEncoder, RunContext
@@ -22,18 +23,43 @@ from .base import LoadedEncoder, RunContext
 TRAIN_SPLIT, EVAL_SPLIT = "train", "val"
 
 
-def _rows_for(context: RunContext, loaded: LoadedEncoder, result: ClassificationResult, task: str, feature: str, eval_split) -> list[ResultRow]:
+def layer_labels(context: RunContext, loaded: LoadedEncoder, feature: str) -> dict:
+    """``block`` (0-based index the row's features come from; the last block for ``cls``/``mean``) and
+    ``layer_label`` (the block as the user wrote it in --layers, e.g. ``-1``; ``last`` for the output)."""
+    last = loaded.encoder.num_layers - 1
+    if "." not in feature:
+        return {"block": last, "layer_label": "last"}
+    block = int(feature.split(".")[0][1:])
+    given = context.layers if isinstance(context.layers, list) else []
+    label = next((str(g) for g in given if (g if g >= 0 else last + 1 + g) == block), str(block))
+    return {"block": block, "layer_label": label}
+
+
+def estimate_sklearn(train_x, n_classes: int) -> str:
+    """An order-of-magnitude duration of scikit-learn's lbfgs grid, logged before it starts: about 200
+    lbfgs iterations of n x dim x classes multiply-adds at ~1 GFLOP/s per fit (an assumption, not a
+    measurement; the tqdm bar then shows the estimate from the fits actually done)."""
+    n, dim = int(train_x.shape[0]), int(train_x.shape[1])
+    seconds = 1.5e-9 * n * dim * n_classes * 200 * len(DEFAULT_CS)
+    return f"{len(DEFAULT_CS)} fits on {n} x {dim} features, {n_classes} classes; roughly {seconds:.0f} s to {10 * seconds:.0f} s"
+
+
+def _rows_for(context: RunContext, loaded: LoadedEncoder, result: ClassificationResult, task: str, feature: str, eval_split, n_classes: int, cached: bool) -> list[ResultRow]:
     per_item = context.save_per_item(result.correct.astype("uint8"), loaded.name, "cls", task, feature)
     # JSON has no Inf (e.g. the equivalent C of weight decay 0): keep such values as text.
     selected = {key: value if not isinstance(value, float) or math.isfinite(value) else str(value) for key, value in result.selected.items()}
-    extra = {"pooling": feature, "selected": selected, "n_tried": result.n_tried, "split": EVAL_SPLIT}
+    extra = {"pooling": feature, "selected": selected, "n_tried": result.n_tried, "split": EVAL_SPLIT,
+             "n_classes": n_classes, "chance": 100.0 / n_classes, "features_cached": cached, **layer_labels(context, loaded, feature)}
     if "." in feature:  # an intermediate block: "L3.mean" -> layer 3 (rows of the last block carry no layer)
         layer, pooling = feature.split(".")
         extra.update(layer=int(layer[1:]), pooling=pooling)
     common = dict(suite="cls", task=task, dataset=context.data, dataset_fingerprint=eval_split.fingerprint, n=result.n_eval)
     rows = [context.row(loaded, metric="top1", value=result.top1, ci_low=result.top1_ci[0], ci_high=result.top1_ci[1], per_item=per_item, extra=extra, **common)]
     if result.top5 is not None:
-        rows.append(context.row(loaded, metric="top5", value=result.top5, extra=extra, **common))
+        top5_items = context.save_per_item(result.top5_correct.astype("uint8"), loaded.name, "cls", task, feature, "top5") if result.top5_correct is not None else ""
+        ci = result.top5_ci or (None, None)
+        rows.append(context.row(loaded, metric="top5", value=result.top5, ci_low=ci[0], ci_high=ci[1], per_item=top5_items,
+                                extra={**extra, "chance": min(100.0, 500.0 / n_classes)}, **common))
     return rows
 
 
@@ -44,11 +70,13 @@ def classification_suite(context: RunContext, encoders: list[LoadedEncoder]) -> 
     if not len(train_split.classes):
         raise ValueError(f"{context.data} has no image-level labels; the cls suite needs a classification dataset")
     probe_config = LinearProbeConfig(epochs=int(context.options.get("linear_epochs", 10)), seed=context.seed)
+    n_classes = len(train_split.classes)
     rows: list[ResultRow] = []
     for loaded in encoders:
         train = extract_features(loaded.encoder, train_split, context.cache_dir, layers=context.layers, config=context.extraction, log=context.log)
         evaluation = extract_features(loaded.encoder, eval_split, context.cache_dir, layers=context.layers, config=context.extraction, log=context.log)
         train_y, eval_y = train.valid_labels(), evaluation.valid_labels()
+        cached = bool(train.meta.get("cache_hit") and evaluation.meta.get("cache_hit"))
         for feature in train.arrays:
             train_x, eval_x = train.tensor(feature), evaluation.tensor(feature)
             results = {"linear": linear_probe(train_x, train_y, eval_x, eval_y, config=probe_config, device=context.extraction.device)}
@@ -56,12 +84,17 @@ def classification_suite(context: RunContext, encoders: list[LoadedEncoder]) -> 
                 results[f"knn{k}"] = result
             results["prototype"] = prototype_probe(train_x, train_y, eval_x, eval_y)
             if context.options.get("sklearn"):
-                results["logreg_sklearn"] = sklearn_logreg_probe(train_x, train_y, eval_x, eval_y, seed=context.seed)
+                started = time.perf_counter()
+                context.log(f"sklearn LogisticRegression reference on {loaded.name} / {feature}: {estimate_sklearn(train_x, n_classes)}")
+                results["logreg_sklearn"] = sklearn_logreg_probe(train_x, train_y, eval_x, eval_y, seed=context.seed, progress=context.extraction.progress)
+                context.log(f"sklearn LogisticRegression on {loaded.name} / {feature} took {time.perf_counter() - started:.1f} s")
             for task, result in results.items():
-                rows.extend(_rows_for(context, loaded, result, task, feature, eval_split))
+                rows.extend(_rows_for(context, loaded, result, task, feature, eval_split, n_classes, cached))
         bad = train.bad_count + evaluation.bad_count
+        named = {split.split: unreadable_items(features, split) for features, split in ((train, train_split), (evaluation, eval_split)) if features.bad_count}
         rows.append(context.row(
             loaded, suite="cls", task="data", dataset=context.data, dataset_fingerprint=eval_split.fingerprint,
             metric="unreadable_images", value=float(bad), higher_is_better=False, n=len(train.valid) + len(evaluation.valid),
+            extra={"unreadable": named} if named else {},
         ))
     return rows

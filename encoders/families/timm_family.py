@@ -1,8 +1,10 @@
 """timm: any timm architecture name (ViTs incl. SigLIP/SigLIP2, DINOv2, CLIP ViTs; ConvNets)."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
+from unittest import mock
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -11,6 +13,20 @@ from torch import nn
 from ..base import EncoderOutput, LayerTokens, PreprocessConfig, grid_from_tokens
 from ..family import EncoderFamily, register_family
 from ..layouts import RemapReport, drop_keys
+
+
+# The functions timm's checkpoint_filter_fn converters call to change an embedding's grid.
+RESAMPLERS = ("resample_abs_pos_embed", "resample_patch_embed", "resample_abs_pos_embed_nhwc")
+
+
+def _recording(name: str, function, found: list[str]):
+    def wrapper(tensor, *args, **kwargs):
+        result = function(tensor, *args, **kwargs)
+        if tuple(result.shape) != tuple(tensor.shape):
+            found.append(f"{name}: {tuple(tensor.shape)} -> {tuple(result.shape)}")
+        return result
+
+    return wrapper
 
 
 def _is_token_model(model: nn.Module) -> bool:
@@ -90,6 +106,15 @@ class TimmFamily(EncoderFamily):
             return []
 
         def convert(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return dict(filter_fn(dict(state), model))
+            # timm's converters silently resample position and patch embeddings to the model's grid;
+            # record every such call that changes a shape, so the loader can refuse or report it.
+            convert.resampled = []
+            with contextlib.ExitStack() as stack:
+                for name in RESAMPLERS:
+                    original = getattr(module, name, None)
+                    if callable(original):
+                        stack.enter_context(mock.patch.object(module, name, _recording(name, original, convert.resampled)))
+                return dict(filter_fn(dict(state), model))
 
+        convert.resampled = []
         return [(f"{module.__name__}.checkpoint_filter_fn", convert)]

@@ -65,8 +65,9 @@ def test_bad_checkpoint_fails_the_run_but_keeps_other_results(tmp_path):
     assert (frame[frame.encoder == "good"].status == "ok").all()
 
 
-def test_unknown_suite_and_missing_encoder_are_usage_errors(tmp_path):
-    with pytest.raises(SystemExit, match="unknown suites"):
-        _run(tmp_path, "--encoder", "x.pt", "--suite", "nope")
-    with pytest.raises(SystemExit, match="no encoder"):
-        _run(tmp_path)
+def test_unknown_suite_and_missing_encoder_are_usage_errors(tmp_path, capsys):
+    checkpoint = write_tiny_checkpoint(tmp_path / "x.safetensors")
+    assert _run(tmp_path, "--encoder", str(checkpoint), "--suite", "nope") == 2
+    assert "unknown suite(s) nope" in capsys.readouterr().err
+    assert _run(tmp_path) == 2
+    assert "no encoder" in capsys.readouterr().err

@@ -1,0 +1,175 @@
+"""Validation of ``benchmarks.run``'s command line before any model is loaded.
+
+Every user error is a :class:`UsageError` whose message is one line naming the flag or file and the
+fix; ``benchmarks.run`` prints it and exits 2. Checks that need a loaded encoder (``--layers`` out of
+range) run right after loading, before any feature is computed.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+# An option value that looks like a negative number list ("-1,-2"): argparse would take it for a flag.
+_NEGATIVE_LIST = re.compile(r"^-\d+(,\s*-?\d+)*,?$")
+VALUE_FLAGS_WITH_NEGATIVES = ("--layers",)
+
+
+class UsageError(Exception):
+    """A user error on the command line or in a file it names; printed as one line, exit status 2."""
+
+
+def join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``["--layers", "-1,-2"]`` -> ``["--layers=-1,-2"]`` so argparse does not read ``-1,-2`` as an option."""
+    out: list[str] = []
+    items = list(argv)
+    index = 0
+    while index < len(items):
+        item = items[index]
+        if item in VALUE_FLAGS_WITH_NEGATIVES and index + 1 < len(items) and _NEGATIVE_LIST.match(items[index + 1]):
+            out.append(f"{item}={items[index + 1]}")
+            index += 2
+            continue
+        out.append(item)
+        index += 1
+    return out
+
+
+def parse_layers(text: str) -> list[int] | str | None:
+    """``--layers``: '' -> None, ``all``, or a comma list of block indices (negative counts from the end)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    if text == "all":
+        return "all"
+    try:
+        layers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--layers {text!r}: expected a comma list of block indices such as -1,-2,-4 (write --layers=-1,-2), or 'all'") from None
+    if not layers:
+        raise UsageError(f"--layers {text!r}: no block index given; e.g. --layers=-1,-2 or --layers all")
+    return layers
+
+
+def parse_suites(values: Sequence[str] | str | None, known: Sequence[str], extra: Sequence[str] = (), default: str = "all") -> list[str]:
+    """Repeated and comma-separated ``--suite`` values merged in order (duplicates dropped); ``all``
+    expands to ``known``; ``extra`` names further registered suites that may be asked for by name."""
+    if values is None or (not isinstance(values, str) and not values):
+        values = [default]
+    if isinstance(values, str):
+        values = [values]
+    names: list[str] = []
+    for value in values:
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        if not parts:
+            raise UsageError(f"--suite {value!r}: empty; choose all or a comma list of {', '.join(known)}")
+        for part in parts:
+            expanded = list(known) if part == "all" else [part]
+            names.extend(name for name in expanded if name not in names)
+    unknown = [name for name in names if name not in known and name not in extra]
+    if unknown:
+        raise UsageError(f"--suite: unknown suite(s) {', '.join(unknown)}; choose all or a comma list of {', '.join(known)}")
+    return names
+
+
+def check_data(spec: str, needed_splits: Sequence[str] = ()) -> None:
+    """``--data``: the spec parses, its required keys are present, a file dataset's root exists and it
+    has the splits the chosen suites read (``needed_splits``)."""
+    from benchmarks.datasets.registry import available_splits
+
+    try:
+        splits = available_splits(spec)
+    except (ValueError, KeyError, FileNotFoundError, NotADirectoryError) as err:
+        message = str(err.args[0]) if err.args else str(err)
+        raise UsageError(f"--data {spec!r}: {message.splitlines()[0]}") from None
+    if not splits:
+        raise UsageError(f"--data {spec!r}: no split folders found; see the README's Datasets section for the layout")
+    missing = [name for name in needed_splits if name not in splits]
+    if missing:
+        raise UsageError(f"--data {spec!r}: no {'/'.join(missing)} split (found {', '.join(splits)}); the chosen suites evaluate train -> val, so add the missing split folder")
+
+
+def check_device(device: str) -> None:
+    """``--device``: a device torch knows; ``cuda`` only with a visible GPU (and an index below the count)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device!r}: not a torch device; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"--device {device}: no CUDA GPU is visible here; use --device cpu (or check CUDA_VISIBLE_DEVICES and the driver)")
+        if parsed.index is not None and parsed.index >= count:
+            raise UsageError(f"--device {device}: only {count} GPU(s) visible (cuda:0..cuda:{count - 1})")
+    elif parsed.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise UsageError(f"--device {device!r}: unsupported device type {parsed.type!r}; use cpu or cuda")
+
+
+def check_out(out: Path) -> None:
+    """``--out``: a directory (created if absent), not a file."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a directory; pass a directory for the run (e.g. --out runs/mine)")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"--out {out}: {parent} is a file; pass a directory path")
+            break
+
+
+def check_cache_dir(cache: Path) -> None:
+    if cache.exists() and not cache.is_dir():
+        raise UsageError(f"--cache-dir {cache}: is a file, not a directory; pass a directory (or set VEE_CACHE)")
+
+
+def make_dir(path: Path, flag: str) -> None:
+    """Create a directory the run writes to; UsageError naming the flag when that is not allowed."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot create it ({err.strerror or err}); pass a writable directory") from None
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"{flag} {path}: not writable; pass a writable directory")
+
+
+def check_numbers(batch_size: int, workers: int, linear_epochs: int, seed: int = 0) -> None:
+    if seed < 0:
+        raise UsageError(f"--seed {seed}: must be >= 0 (numpy's generators refuse negative seeds)")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size}: must be >= 1")
+    if workers < 0:
+        raise UsageError(f"--workers {workers}: must be >= 0 (0 = load images in the main process)")
+    if linear_epochs < 1:
+        raise UsageError(f"--linear-epochs {linear_epochs}: must be >= 1")
+
+
+def check_encoder_paths(paths: Sequence[str]) -> None:
+    """``--encoder``: every path exists (a file or an HF model directory)."""
+    for path in paths:
+        if not Path(path).exists():
+            raise UsageError(f"--encoder {path}: no such file or directory; pass a checkpoint file or a Hugging Face model directory")
+
+
+def check_arch(arch: str) -> None:
+    """``--arch``: an explicit ``family:`` prefix names a registered family."""
+    if ":" not in arch:
+        return
+    from encoders.family import FAMILIES
+
+    family = arch.split(":", 1)[0]
+    if family not in FAMILIES:
+        known = ", ".join(sorted(FAMILIES.names())) if hasattr(FAMILIES, "names") else "see python -m encoders list"
+        raise UsageError(f"--arch {arch!r}: unknown family {family!r}; families: {known}")
+
+
+def check_layers_in_range(layers: list[int] | str | None, encoders) -> None:
+    """After loading: every ``--layers`` index exists in every encoder (a negative index counts from the end)."""
+    if layers is None or layers == "all":
+        return
+    for loaded in encoders:
+        try:
+            loaded.encoder.resolve_layers(layers)
+        except ValueError as err:
+            raise UsageError(f"--layers: {err}") from None
