@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     manifest = make_demo_lineage(out / "lineage", force=args.retrain, progress=sys.stderr.isatty())
     note = f"{schedule_note()} {EVAL_NOTE}"
     common = ["--encoders", str(manifest), "--cache-dir", args.cache_dir, "--batch-size", "100", "--workers", "1", "--no-report"]
-    status = run.main([*common, "--suite", "all", "--data", DEMO_DATA, "--out", str(out / "shapes"), "--layers", "all", "--note", note])
+    # VQA: the offline shapes-world lmms-eval tasks on each encoder's MLLM (the Cambrian datasets are not here).
+    vqa = ["--vqa-tasks", "shapes_vqa,shapes_vqa_mc", "--vqa-items", "200"]
+    status = run.main([*common, "--suite", "all", "--data", DEMO_DATA, "--out", str(out / "shapes"), "--layers", "all", *vqa, "--note", note])
     status |= run.main([*common, "--suite", "cls", "--data", "digits", "--out", str(out / "digits"), "--note", DIGITS_NOTE])
     from reports.build import build_report
 

@@ -87,6 +87,10 @@ class RunConfig:
     align_items: int = 1000
     align_lm: str = ""
     grad_items: int = 64
+    vqa_tasks: str = ""
+    vqa_items: int = 0
+    vqa_limit: int = 0
+    vqa_results: str = ""
     note: str = ""
     report: bool = True
     version: str = field(default_factory=package_version)
@@ -156,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--align-items", type=int, default=1000, help="align: image-caption pairs of the eval split (spread evenly; 0 = all)")
     parser.add_argument("--align-lm", default="", help="align: a local transformers causal-LM directory for caption embeddings (default: <mllm>/lm of the lineage's original)")
     parser.add_argument("--grad-items", type=int, default=64, help="grad: preference items about one object to back-propagate (0 = all)")
+    parser.add_argument("--vqa-tasks", default="", help="vqa suite: comma list of lmms-eval tasks to run on each encoder's MLLM (default: the 16 Cambrian benchmarks; shapes_vqa,shapes_vqa_mc = the offline shapes-world tasks)")
+    parser.add_argument("--vqa-items", type=int, default=200, help="vqa suite: shapes-world VQA items written for shapes_vqa / shapes_vqa_mc")
+    parser.add_argument("--vqa-limit", type=int, default=0, help="vqa suite: lmms-eval --limit (documents per task; rows are then marked partial)")
+    parser.add_argument("--vqa-results", default="", help="vqa suite: ingest lmms-eval results (a file, or a folder with one subfolder per encoder name) instead of running anything")
     parser.add_argument("--note", default="", help="free text shown in the report (e.g. demo-sized schedules)")
     parser.add_argument("--no-report", action="store_true", help="do not build report.html")
     return parser
@@ -254,6 +262,7 @@ def _run(args: argparse.Namespace, specs: list[EncoderSpec], suites: list[str], 
         seg_protocols=args.seg_protocols, seg_epochs=args.seg_epochs, seg_seeds=args.seg_seeds, seg_head_epochs=args.seg_head_epochs,
         seg_iters=args.seg_iters, seg_blocks=args.seg_blocks, linear=args.linear, grid_extend=args.grid_extend, decode=args.decode,
         loc_items=args.loc_items, loc_layers=args.loc_layers, align_items=args.align_items, align_lm=args.align_lm, grad_items=args.grad_items,
+        vqa_tasks=args.vqa_tasks, vqa_items=args.vqa_items, vqa_limit=args.vqa_limit, vqa_results=args.vqa_results,
     )
     config_hash = config.config_hash()
     torch.manual_seed(args.seed)
@@ -299,7 +308,8 @@ def _run(args: argparse.Namespace, specs: list[EncoderSpec], suites: list[str], 
         options={"linear_epochs": args.linear_epochs, "sklearn": args.sklearn, "linear": args.linear, "grid_extend": args.grid_extend,
                  "seg_protocols": args.seg_protocols, "seg_epochs": args.seg_epochs, "seg_seeds": args.seg_seeds, "seg_head_epochs": args.seg_head_epochs,
                  "seg_iters": args.seg_iters, "seg_blocks": args.seg_blocks,
-                 "loc_items": args.loc_items, "loc_layers": args.loc_layers, "align_items": args.align_items, "align_lm": args.align_lm, "grad_items": args.grad_items}, log=log,
+                 "loc_items": args.loc_items, "loc_layers": args.loc_layers, "align_items": args.align_items, "align_lm": args.align_lm, "grad_items": args.grad_items,
+                 "vqa_tasks": [t.strip() for t in args.vqa_tasks.split(",") if t.strip()], "vqa_items": args.vqa_items, "vqa_limit": args.vqa_limit, "vqa_results": args.vqa_results}, log=log,
     )
     for suite in suites:
         started = time.perf_counter()

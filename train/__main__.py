@@ -8,6 +8,8 @@ Examples::
     python -m train stage --stage sft --init runs/pretrain/mllm --data prefs.jsonl --out runs/sft --resume
     python -m train shapes-data --data shapes:n=500:seed=1 --split train --out data/shapes
     python -m train demo --out runs/demo/lineage
+    python -m train pivot-eval --encoder ckpt.safetensors --lm /models/Qwen2.5-0.5B --data data/shapes --out runs/pe
+    python -m train pivot-eval --encoders lineage.toml --lm runs/demo/lineage/lm --data shapes:n=240:seed=3 --out runs/pe
 """
 from __future__ import annotations
 
@@ -51,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="train the demo lineage (original, +SFT, +PIVOT) on the shapes world, on CPU")
     demo.add_argument("--out", default="runs/demo/lineage")
     demo.add_argument("--force", action="store_true", help="retrain even when a lineage made with the same recipe exists")
+    pivot = sub.add_parser("pivot-eval", help="PIVOT's protocol: each encoder frozen inside a fresh MLLM (new LM; projector, then projector + LM)")
+    pivot.add_argument("--encoder", help="encoder checkpoint")
+    pivot.add_argument("--encoders", help="lineage manifest: every encoder gets its own fresh MLLM; OUT/lineage.toml is written")
+    pivot.add_argument("--arch", default="", help="architecture, for an --encoder file that does not embed one")
+    pivot.add_argument("--lm", required=True, help="the new LM: a local transformers causal-LM directory")
+    pivot.add_argument("--data", required=True, help="folder with captions.jsonl + preferences.jsonl (python -m train shapes-data), or a shapes spec")
+    pivot.add_argument("--out", required=True)
+    pivot.add_argument("--device", default=None)
+    for name, kind in (("align-lr", float), ("instruct-lr", float), ("epochs", float), ("global-batch", int), ("micro-batch", int), ("seed", int)):
+        pivot.add_argument(f"--{name}", type=kind, default=None)
     args = parser.parse_args(argv)
 
     from encoders import CheckpointError
@@ -82,6 +94,20 @@ def main(argv: list[str] | None = None) -> int:
 
             paths = write_shapes_data(args.data, args.split, args.out)
             print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
+        elif args.command == "pivot-eval":
+            from pathlib import Path
+
+            from .pivot_eval import ALIGN, INSTRUCT, pivot_eval, pivot_eval_lineage, resolve_data
+
+            if bool(args.encoder) == bool(args.encoders):
+                raise ValueError("pivot-eval takes one of --encoder CKPT or --encoders lineage.toml")
+            common = {"epochs": args.epochs, "global_batch": args.global_batch, "micro_batch": args.micro_batch, "seed": args.seed}
+            stages = {"align": ALIGN.with_overrides(lr=args.align_lr, **common), "instruct": INSTRUCT.with_overrides(lr=args.instruct_lr, **common)}
+            data = resolve_data(args.data, Path(args.out))
+            if args.encoders:
+                print(f"lineage manifest: {pivot_eval_lineage(args.encoders, args.lm, data, args.out, device=args.device, progress=sys.stderr.isatty(), **stages)}")
+            else:
+                print(f"MLLM: {pivot_eval(args.encoder, args.lm, data, args.out, arch=args.arch, device=args.device, progress=sys.stderr.isatty(), **stages)}")
         elif args.command == "demo":
             from .demo import make_demo_lineage
 

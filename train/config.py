@@ -40,6 +40,7 @@ class StageConfig:
     seed: int = 0
     strategy: str = "ddp"
     workers: int = 0
+    freeze_encoder: bool = False  # PIVOT's evaluation protocol: train projector (+ LM) around a frozen encoder
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -52,8 +53,8 @@ class StageConfig:
 
     @property
     def trains_encoder(self) -> bool:
-        """The encoder is trainable in every stage but ``align`` (projector only)."""
-        return self.stage != "align"
+        """The encoder is trainable in every stage but ``align`` (projector only), unless ``freeze_encoder``."""
+        return self.stage != "align" and not self.freeze_encoder
 
     @property
     def trains_lm(self) -> bool:

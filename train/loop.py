@@ -270,6 +270,8 @@ def train_stage(
     if context.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(context.device)
     model.train()
+    if not config.trains_encoder:
+        mllm.encoder.eval()  # a frozen encoder keeps its normalisation statistics (BatchNorm) and has no dropout
     while step < total_steps:
         batches = _epoch_batches(len(items), config, context, epoch)
         windows = [batches[i:i + accumulation] for i in range(0, len(batches), accumulation)]

@@ -9,7 +9,6 @@ from .base import RunContext, Suite
 SUITES: Registry[Suite] = Registry("suite", entry_point_group="vision_encoder_eval.suites")
 ALL_SUITES = ("cls", "seg", "loc", "grad", "align", "vqa")
 PLANNED = {
-    "vqa": "lmms-eval VQA import is not built yet",
 }
 
 from . import classification  # noqa: E402,F401  (registers "cls")
@@ -17,5 +16,6 @@ from . import segmentation  # noqa: E402,F401  (registers "seg")
 from . import localization  # noqa: E402,F401  (registers "loc")
 from . import alignment  # noqa: E402,F401  (registers "align")
 from . import gradients  # noqa: E402,F401  (registers "grad")
+from . import vqa  # noqa: E402,F401  (registers "vqa")
 
 __all__ = ["ALL_SUITES", "PLANNED", "RunContext", "SUITES", "Suite"]

@@ -1,0 +1,188 @@
+"""The lmms-eval model for this project's MLLMs (``train.mllm``): ``--model vee_mllm --model_args pretrained=DIR``.
+
+Registered through the ``lmms_eval.models`` entry-point group (setup.cfg: ``vee_mllm =
+benchmarks.lmms.model:manifest``); lmms-eval's own registry (``ModelRegistryV2``) loads the manifest.
+
+* ``generate_until``: greedy answers (``MLLM.generate``), batched; stop strings cut the text.
+* ``loglikelihood``: summed log-probability (nats) of the continuation as the assistant's answer,
+  followed by the end-of-turn token (the answer is complete there), batched; ``is_greedy`` is whether
+  every one of those tokens is the argmax.
+* ``generate_until_multi_round``: one document at a time; rounds come from the task's ``doc_to_text``
+  (``previous_output``, ``round_idx``, ``previous_round_info``) until it signals the end, as lmms-eval's
+  LLaVA-OneVision model does.
+
+The MLLMs take exactly one image per question: a document with several images is answered about the
+first (counted and logged), one without an image is an error naming the task and document.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
+from lmms_eval.api.model import lmms
+from lmms_eval.models.registry_v2 import ModelManifest
+from loguru import logger
+
+MODEL_ID = "vee_mllm"
+CLASS_PATH = "benchmarks.lmms.model.ProjectMLLM"
+DEFAULT_MAX_NEW_TOKENS = 32
+
+
+def manifest() -> ModelManifest:
+    """The entry-point payload: model id ``vee_mllm`` -> :class:`ProjectMLLM` (a simple lmms-eval model)."""
+    return ModelManifest(model_id=MODEL_ID, simple_class_path=CLASS_PATH)
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class ProjectMLLM(lmms):
+    """An MLLM directory (``train.mllm.load_mllm``) as an lmms-eval model."""
+
+    is_simple = True
+
+    def __init__(self, pretrained: str = "", device: str | None = None, batch_size: int | str = 16, max_new_tokens: int | str = DEFAULT_MAX_NEW_TOKENS, **unused: Any) -> None:
+        super().__init__()
+        if not pretrained:
+            raise ValueError("vee_mllm needs --model_args pretrained=DIR (an MLLM directory written by train.mllm.save_mllm)")
+        from train.mllm import load_mllm
+
+        unused = {k: v for k, v in unused.items() if v is not None and k != "max_batch_size"}
+        if unused:
+            logger.warning(f"vee_mllm ignores model_args {sorted(unused)}")
+        self.path = str(pretrained)
+        self.mllm = load_mllm(pretrained, device=device or "cpu")
+        self.transform = self.mllm.image_transform()
+        self.batch_size = max(1, int(batch_size) if str(batch_size).isdigit() else 16)
+        self.max_new_tokens = int(max_new_tokens)
+        self.extra_images = 0
+
+    # -- inputs ------------------------------------------------------------------------------------------
+    def _image(self, doc_to_visual: Callable, doc_id: int, task: str, split: str) -> torch.Tensor:
+        visuals = doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual is not None else None
+        visuals = [v for v in (visuals or []) if v is not None]
+        if not visuals:
+            raise ValueError(f"{task} document {doc_id} has no image; vee_mllm answers questions about exactly one image")
+        if len(visuals) > 1:
+            self.extra_images += len(visuals) - 1
+            logger.warning(f"{task} document {doc_id}: {len(visuals)} images, answering about the first ({self.extra_images} ignored so far)")
+        if isinstance(visuals[0], str):
+            raise ValueError(f"{task} document {doc_id}: a video or file path ({visuals[0]!r}); vee_mllm takes images only")
+        return self.transform(visuals[0].convert("RGB"))
+
+    def _images(self, rows: list[tuple]) -> torch.Tensor:
+        return torch.stack([self._image(*row) for row in rows]).to(self.mllm.device)
+
+    @staticmethod
+    def _question(context: Any) -> str:
+        text = context[0] if isinstance(context, list) else str(context)
+        from train.mllm import IMAGE_TOKEN
+
+        return text.replace(IMAGE_TOKEN, "").strip()  # the MLLM's chat prompt places the image itself
+
+    # -- lmms-eval API -----------------------------------------------------------------------------------
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        """Greedy answers, ``batch_size`` requests at a time (one task's generation settings per batch)."""
+        answers: list[str | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for index, request in enumerate(requests):
+            context, gen_kwargs, _, _, task, split = request.args
+            groups.setdefault((task, split, repr(sorted(gen_kwargs.items()))), []).append(index)
+        for indices in groups.values():
+            gen_kwargs = dict(requests[indices[0]].args[1])
+            until = gen_kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            max_new = int(gen_kwargs.get("max_new_tokens", self.max_new_tokens))
+            if gen_kwargs.get("do_sample") or float(gen_kwargs.get("temperature", 0) or 0) > 0:
+                logger.warning("vee_mllm decodes greedily; do_sample/temperature are ignored")
+            for chunk in _chunks(indices, self.batch_size):
+                args = [requests[i].args for i in chunk]
+                images = self._images([(a[2], a[3], a[4], a[5]) for a in args])
+                texts = self.mllm.generate(images, [self._question(a[0]) for a in args], max_new_tokens=max_new)
+                for i, text in zip(chunk, texts):
+                    for stop in until:
+                        if stop:
+                            text = text.split(stop)[0]
+                    answers[i] = text
+        return answers  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def _score(self, images: torch.Tensor, visual: torch.Tensor, questions: list[str], answers: list[str]) -> tuple[list[float], list[bool], list[int]]:
+        """Summed answer log-probs (nats), greedy flags and prompt lengths for one batch, given each
+        item's image and its projector outputs ``visual`` (B, N, D_lm)."""
+        mllm = self.mllm
+        batch = mllm.prepare(images, questions, answers)
+        hidden = mllm.lm.get_decoder()(inputs_embeds=mllm.embed(batch, visual), attention_mask=batch.attention_mask).last_hidden_state
+        targets = batch.labels[:, 1:]
+        scored = targets != -100
+        logits = mllm.lm.get_output_embeddings()(hidden[:, :-1][scored]).float()
+        token_logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[scored].unsqueeze(-1)).squeeze(-1)
+        hits = (logits.argmax(-1) == targets[scored]).float()
+        item = scored.nonzero()[:, 0]
+        logp = torch.zeros(len(batch)).index_add(0, item.cpu(), token_logp.cpu())
+        wrong = torch.zeros(len(batch)).index_add(0, item.cpu(), 1.0 - hits.cpu())
+        prompt_lengths = (batch.attention_mask.sum(1) - scored.sum(1)).tolist()
+        return logp.tolist(), (wrong == 0).tolist(), [int(n) for n in prompt_lengths]
+
+    def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
+        """``(log P(continuation | image, context), is_greedy)`` per request, batched.
+
+        The choices of one document (consecutive requests with the same task and doc_id) share one
+        pass of the vision tower. Returned inside ``GenerationResult`` (with token counts): lmms-eval
+        0.7.3's ``unwrap_generation_output`` turns a bare ``(float, bool)`` tuple into its string, which
+        breaks every ``multiple_choice`` task; the wrapper's ``text`` is passed through unchanged.
+        """
+        results: list[GenerationResult | None] = [None] * len(requests)
+        for chunk in _chunks(list(range(len(requests))), self.batch_size):
+            images: dict[tuple, int] = {}
+            rows, which, questions, answers = [], [], [], []
+            for i in chunk:
+                context, continuation, doc_to_visual, doc_id, task, split = requests[i].args
+                if callable(continuation):
+                    continuation = continuation(self.task_dict[task][split][doc_id])
+                key = (task, split, doc_id)
+                if key not in images:
+                    images[key] = len(rows)
+                    rows.append((doc_to_visual, doc_id, task, split))
+                which.append(images[key])
+                questions.append(self._question(context))
+                answers.append(str(continuation).strip())
+            index = torch.tensor(which, device=self.mllm.device)
+            unique = self._images(rows)
+            with torch.no_grad():
+                visual = self.mllm.visual_tokens(unique)[index]
+            logps, greedy, prompt_lengths = self._score(unique[index], visual, questions, answers)
+            for i, logp, is_greedy, length in zip(chunk, logps, greedy, prompt_lengths):
+                results[i] = GenerationResult(text=(float(logp), bool(is_greedy)), token_counts=TokenCounts(input_tokens=length))  # type: ignore[arg-type]
+        return results  # type: ignore[return-value]
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
+        """Rounds of greedy answers per document: round 0 from the request, later rounds from the
+        task's ``doc_to_text(doc, previous_output=, round_idx=, previous_round_info=)``, which returns
+        ``(visuals, context, terminal, round_results, round_info)``."""
+        outputs = []
+        for request in requests:
+            context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split = request.args
+            doc = self.task_dict[task][split][doc_id]
+            max_new = int(gen_kwargs.get("max_new_tokens", self.max_new_tokens))
+            visuals = doc_to_visual(doc)
+            rounds: list[str] = []
+            info = None
+            round_idx = 0
+            while True:
+                if round_idx:
+                    visuals, context, terminal, rounds, info = doc_to_text(doc, previous_output=list(rounds), round_idx=round_idx, previous_round_info=info)
+                    rounds = list(rounds)
+                    if terminal:
+                        break
+                if not visuals:
+                    raise ValueError(f"{task} document {doc_id}, round {round_idx}: no image; vee_mllm answers questions about exactly one image")
+                image = self.transform(visuals[0].convert("RGB")).unsqueeze(0).to(self.mllm.device)
+                rounds.append(self.mllm.generate(image, [self._question(context)], max_new_tokens=max_new)[0])
+                round_idx += 1
+            outputs.append(list(rounds))  # a list of strings passes lmms-eval's unwrap unchanged
+        return outputs

@@ -1,0 +1,247 @@
+"""Suite ``vqa``: VQA benchmarks through lmms-eval (PROTOCOL.md "VQA"), beside the vision probes.
+
+Per encoder, results come from one of (in this order):
+
+1. the manifest's ``vqa_results`` (an lmms-eval results file or folder, any model): ingested;
+2. ``--vqa-results DIR``: ``DIR/<encoder name>`` when it exists, else ``DIR`` itself for a single
+   encoder: ingested, nothing is run;
+3. the manifest's ``mllm`` (an MLLM directory, ``train.mllm``): lmms-eval runs ``--vqa-tasks`` (default:
+   the 16 Cambrian benchmarks) on it with the ``vee_mllm`` model, then its results file is ingested.
+   ``shapes_vqa`` / ``shapes_vqa_mc`` are written from the shapes world first (``--vqa-items`` items).
+
+Rows: one per Cambrian benchmark (metric ``score``: points 0..100 per ``benchmarks.lmms.cambrian``, the
+lmms-eval metric and value in ``extra``; CI = value +-
+1.96 x lmms-eval's stderr, n = documents evaluated, per-item scores from the samples file when they
+are numbers), one per Cambrian category and ``overall`` (mean of the category means; task = the
+category, dataset ``cambrian16``, metric ``score``), and rows for tasks outside the map
+(``category: uncategorised``, value as lmms-eval reports it unless known to be a fraction). A
+requested task that produced nothing is a failed row with lmms-eval's message; a partial run
+(``--limit``) is kept under dataset ``lmms-eval:limit=<n>/<total>`` so it never meets full-benchmark
+numbers in a comparison.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks.lmms.cambrian import BENCHMARKS, CAMBRIAN_TASKS, CATEGORIES, KNOWN_FRACTIONS, OVERALL, Benchmark, benchmark_of
+from benchmarks.lmms.results import Collected, LmmsResultsError, PerItem, TaskResult, collect_results, per_item_scores
+from benchmarks.lmms.shapes_task import DEFAULT_ITEMS, TASKS as SHAPES_TASKS, write_shapes_tasks
+from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED, ResultRow
+from probes.vqa import Score, category_table
+
+from . import SUITES
+from .base import LoadedEncoder, RunContext
+
+DATASET = "lmms-eval"
+CATEGORY_DATASET = "cambrian16"
+SCORE = "score"  # the metric of Cambrian rows: points 0..100 (the lmms-eval metric is in extra["lmms_metric"])
+Z95 = 1.959964
+SHAPES_DEFAULT_DATA = "shapes:n=800:seed=0"
+
+
+def _dataset(result: TaskResult) -> str:
+    return f"{DATASET}:limit={result.n}/{result.n_original}" if result.partial else DATASET
+
+
+class _Rows:
+    """Builds the rows of one encoder from one source (results files found under ``path``)."""
+
+    def __init__(self, context: RunContext, loaded: LoadedEncoder, source: str, provenance: dict[str, Any]) -> None:
+        self.context, self.loaded, self.source, self.provenance = context, loaded, source, provenance
+
+    def row(self, **fields: Any) -> ResultRow:
+        extra = {"source": self.source, **self.provenance, **fields.pop("extra", {})}
+        fields.setdefault("dataset", DATASET)
+        return self.context.row(self.loaded, suite="vqa", extra=extra, **fields)
+
+    def failed(self, task: str, reason: str, dataset: str = DATASET) -> ResultRow:
+        return self.row(task=task, dataset=dataset, metric="-", value=None, status=STATUS_FAILED, reason=reason)
+
+    def metric_row(self, result: TaskResult, metric: str, scale: float, benchmark: Benchmark | None) -> tuple[ResultRow, Score]:
+        measured = result.metrics[metric]
+        value = measured.value * scale  # type: ignore[operator]
+        stderr = measured.stderr * abs(scale) if measured.stderr is not None else None
+        per_item = per_item_scores(result, metric)
+        notes = list(result.notes)
+        extra: dict[str, Any] = {
+            "category": benchmark.category if benchmark else "uncategorised",
+            "lmms_metric": f"{metric},{measured.filter}", "lmms_value": measured.value, "scale": scale,
+            "stderr": stderr, "results_file": str(result.file), "n_original": result.n_original, "lmms": result.provenance,
+        }
+        if benchmark:
+            extra["benchmark"] = benchmark.name
+        relative = fingerprint = ""
+        if isinstance(per_item, PerItem):
+            relative = self.context.save_per_item(per_item.scores, self.loaded.name, "vqa", result.task, metric)
+            fingerprint = per_item.fingerprint
+        else:
+            extra["per_item_missing"] = per_item
+        if notes:
+            extra["notes"] = notes
+        row = self.row(
+            task=result.task, dataset=_dataset(result), dataset_fingerprint=fingerprint, metric=SCORE if benchmark else metric, value=value,
+            higher_is_better=result.higher_is_better.get(metric, True), n=result.n or 0,
+            ci_low=value - Z95 * stderr if stderr is not None else None, ci_high=value + Z95 * stderr if stderr is not None else None,
+            per_item=relative, extra=extra,
+        )
+        return row, Score(value, stderr, result.n or 0)
+
+    def task_rows(self, result: TaskResult) -> tuple[list[ResultRow], tuple[Benchmark, Score, bool] | None]:
+        """Rows of one task, and its Cambrian score (benchmark, score, partial) when it is one."""
+        benchmark = benchmark_of(result.task)
+        if benchmark is not None:
+            for source in benchmark.sources:
+                if source.task == result.task and source.metric in result.metrics and result.metrics[source.metric].value is not None:
+                    row, score = self.metric_row(result, source.metric, source.scale, benchmark)
+                    return [row], (benchmark, score, result.partial)
+            wanted = [s.metric for s in benchmark.sources if s.task == result.task]
+            found = {name: (m.value if m.value is not None else m.raw) for name, m in result.metrics.items()}
+            return [self.failed(result.task, f"{benchmark.name}: no numeric {' / '.join(wanted)} for {result.task} in {result.file} "
+                                             f"(found {found}); lmms-eval could not compute it (a judge model it needs, or a crashed aggregation: see its log)",
+                                _dataset(result))], None
+        rows = []
+        for metric, measured in result.metrics.items():
+            if measured.value is None:
+                continue
+            scale = 100.0 if (result.task, metric) in KNOWN_FRACTIONS else 1.0
+            rows.append(self.metric_row(result, metric, scale, None)[0])
+        if not rows:
+            rows.append(self.failed(result.task, f"{result.task}: no numeric metric in {result.file} (found {sorted(result.metrics)})", _dataset(result)))
+        return rows, None
+
+    def category_rows(self, scores: dict[str, tuple[Score, bool]], where: str) -> list[ResultRow]:
+        members = {category: [b.name for b in BENCHMARKS if b.category == category] for category in CATEGORIES}
+        table = category_table({name: score for name, (score, _) in scores.items()}, members, OVERALL)
+        partial = sorted(name for name, (_, is_partial) in scores.items() if is_partial)
+        dataset = CATEGORY_DATASET + (":partial" if partial else "")
+        task_of = {b.name: b.task for b in BENCHMARKS}
+        rows = []
+        for aggregate in table:
+            level = "overall" if aggregate.name == OVERALL else "category"
+            extra = {"level": level, "category": aggregate.name, "benchmarks": aggregate.members}
+            if partial:
+                extra["notes"] = [f"partial runs (--limit) among: {', '.join(partial)}"]
+            if aggregate.score is None:
+                missing = aggregate.missing if level == "overall" else [f"{name} ({task_of[name]})" for name in aggregate.missing]
+                reason = (f"{aggregate.name} needs all of its members; missing: {', '.join(missing)} "
+                          f"(no result for them in {where}); a mean over fewer is a different number")
+                rows.append(self.row(task=aggregate.name, dataset=dataset, metric=SCORE, value=None, status=STATUS_SKIPPED, reason=reason, extra=extra))
+                continue
+            score = aggregate.score
+            ci = (score.value - Z95 * score.stderr, score.value + Z95 * score.stderr) if score.stderr is not None else (None, None)
+            rows.append(self.row(task=aggregate.name, dataset=dataset, metric=SCORE, value=score.value, n=score.n, ci_low=ci[0], ci_high=ci[1], extra={**extra, "stderr": score.stderr}))
+        return rows
+
+    def ingest(self, path: str | Path, expected: list[str] | None = None, run_error: str = "") -> list[ResultRow]:
+        """Rows from the results files under ``path``; ``expected`` tasks that are absent become failed
+        rows carrying ``run_error`` (lmms-eval's message) when there is one."""
+        try:
+            collected = collect_results(path)
+        except LmmsResultsError as err:
+            if expected:
+                return [self.failed(task, f"lmms-eval produced no result for {task}: {run_error or err}") for task in expected]
+            return [self.failed("-", str(err))]
+        return self._rows(collected, str(path), expected, run_error)
+
+    def _rows(self, collected: Collected, where: str, expected: list[str] | None, run_error: str) -> list[ResultRow]:
+        rows: list[ResultRow] = [self.failed("-", error) for error in collected.errors]
+        scores: dict[str, tuple[Score, bool]] = {}
+        task_rows: list[ResultRow] = []
+        tasks = dict(collected.tasks)
+        if expected is not None:
+            tasks = {task: tasks[task] for task in tasks if task in expected}
+        for task, result in tasks.items():
+            new_rows, cambrian = self.task_rows(result)
+            task_rows.extend(new_rows)
+            if cambrian:
+                scores[cambrian[0].name] = (cambrian[1], cambrian[2])
+        for task in expected or []:
+            if task not in collected.tasks:
+                why = run_error or "the results file has no entry for it"
+                task_rows.append(self.failed(task, f"lmms-eval produced no result for {task}: {why}"))
+        cambrian_wanted = any(benchmark_of(task) for task in (expected or [])) or bool(scores)
+        if cambrian_wanted:
+            rows.extend(self.category_rows(scores, where))
+        if collected.notes:
+            for row in task_rows:
+                row.extra.setdefault("file_notes", collected.notes)
+        return rows + task_rows
+
+
+def _check_mllm_dir(path: Path) -> str:
+    """Why ``path`` is not a usable MLLM directory ('' when its parts are there), without loading it."""
+    for part, fix in (("mllm.json", "pass a folder written by `python -m train` or train.mllm.save_mllm"),
+                      ("encoder.safetensors", "re-export the MLLM"), ("projector.safetensors", "re-export the MLLM"),
+                      ("lm", "re-export the MLLM (its LM directory, with config.json and the tokenizer, belongs in lm/)"),
+                      ("lm/config.json", "copy the LM's transformers files (save_pretrained) into lm/")):
+        if not (path / part).exists():
+            return f"MLLM {path}: {path / part} is missing; {fix}"
+    return ""
+
+
+def _results_path(loaded: LoadedEncoder, option: str, count: int) -> Path | None:
+    if loaded.spec.vqa_results:
+        return Path(loaded.spec.vqa_results)
+    if not option:
+        return None
+    folder = Path(option) / loaded.name
+    if folder.exists():
+        return folder
+    if count == 1:
+        return Path(option)
+    raise LmmsResultsError(f"--vqa-results {option}: no folder {folder} for encoder {loaded.name!r}; with several encoders put each one's lmms-eval output in DIR/<encoder name>/ (or set vqa_results per encoder in the manifest)")
+
+
+@SUITES.register("vqa")
+def vqa_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
+    options = context.options
+    tasks = list(options.get("vqa_tasks") or CAMBRIAN_TASKS)
+    rows: list[ResultRow] = []
+    to_run: list[tuple[LoadedEncoder, _Rows]] = []
+    for loaded in encoders:
+        try:
+            results = _results_path(loaded, options.get("vqa_results", ""), len(encoders))
+        except LmmsResultsError as err:
+            rows.append(_Rows(context, loaded, "vqa_results", {}).failed("-", str(err)))
+            continue
+        if results is not None:
+            context.log(f"vqa: {loaded.name}: ingesting lmms-eval results from {results}")
+            rows.extend(_Rows(context, loaded, "vqa_results", {"vqa_results": str(results)}).ingest(results))
+        elif loaded.spec.mllm:
+            builder = _Rows(context, loaded, "lmms-eval run", {"mllm": loaded.spec.mllm})
+            problem = _check_mllm_dir(Path(loaded.spec.mllm))
+            if problem:
+                rows.extend(builder.failed(task, problem) for task in tasks)
+            else:
+                to_run.append((loaded, builder))
+        else:
+            rows.append(context.row(loaded, suite="vqa", task="-", dataset=DATASET, metric="-", value=None, status=STATUS_SKIPPED,
+                                    reason="no MLLM and no lmms-eval results for this encoder: set mllm or vqa_results in the manifest, or pass --vqa-results DIR"))
+    if to_run:
+        rows.extend(_run(context, to_run, tasks))
+    return rows
+
+
+def _run(context: RunContext, to_run: list[tuple[LoadedEncoder, _Rows]], tasks: list[str]) -> list[ResultRow]:
+    from benchmarks.lmms.runner import Job, run_jobs
+
+    options = context.options
+    root = context.run_dir / "vqa"
+    include_path = None
+    if any(task in SHAPES_TASKS for task in tasks):
+        data = context.data if context.data.startswith("shapes") else SHAPES_DEFAULT_DATA
+        written = write_shapes_tasks(data, root / "tasks", n_items=int(options.get("vqa_items") or DEFAULT_ITEMS))
+        include_path = written.include_path
+        context.log(f"vqa: shapes VQA tasks: {written.n_items} items of {data} ({written.kinds}) in {include_path}")
+    jobs = [Job(loaded.name, str(loaded.spec.mllm), str(root / "lmms" / loaded.name), tasks, batch_size=int(options.get("vqa_batch_size") or 32),
+                limit=options.get("vqa_limit") or None, device=context.extraction.device) for loaded, _ in to_run]
+    # Local shapes tasks only: keep their processed copies out of the user's Hugging Face cache.
+    hf_cache = root / "hf-datasets" if all(task in SHAPES_TASKS for task in tasks) else None
+    outcomes = run_jobs(jobs, include_path, root, hf_cache, log=context.log)
+    rows: list[ResultRow] = []
+    for (loaded, builder), outcome in zip(to_run, outcomes):
+        context.log(f"vqa: {loaded.name}: lmms-eval {'failed: ' + outcome.error.splitlines()[0] if outcome.error else 'done'} in {outcome.seconds:.1f} s (log {outcome.log})")
+        builder.provenance["lmms_log"] = outcome.log
+        rows.extend(builder.ingest(outcome.job.output_dir, expected=tasks, run_error=outcome.error))
+    return rows

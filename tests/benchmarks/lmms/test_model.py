@@ -1,0 +1,131 @@
+"""The lmms-eval model of the project's MLLMs: discovered by lmms-eval's own registry through the
+entry point, and its request methods checked against the MLLM itself."""
+from __future__ import annotations
+
+import configparser
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+lmms_eval = pytest.importorskip("lmms_eval")
+
+from lmms_eval.api.instance import GenerationResult, Instance  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_setup_cfg_declares_the_entry_point():
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    lines = [line.strip() for line in config["options.entry_points"]["lmms_eval.models"].splitlines() if line.strip()]
+    assert lines == ["vee_mllm = benchmarks.lmms.model:manifest"]
+
+
+def test_entry_point_is_discovered_by_lmms_evals_registry(tmp_path, monkeypatch):
+    """A dist-info carrying setup.cfg's entry point (what `pip install -e .` writes) on sys.path: lmms-eval's
+    ModelRegistryV2 loads it from the `lmms_eval.models` group and resolves vee_mllm to our class."""
+    from lmms_eval.models.registry_v2 import ModelRegistryV2
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    dist = tmp_path / "vision_encoder_eval_probe-0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: vision-encoder-eval-probe\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text("[lmms_eval.models]\n" + config["options.entry_points"]["lmms_eval.models"].strip() + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    registry = ModelRegistryV2()
+    assert "vee_mllm" not in registry.list_model_names()
+    registry.load_entrypoint_manifests()
+    from benchmarks.lmms.model import ProjectMLLM
+
+    assert registry.get_model_class("vee_mllm") is ProjectMLLM
+    assert registry.resolve("vee_mllm").model_type == "simple"
+
+
+def _requests(kind: str, args: list[tuple]) -> list[Instance]:
+    return [Instance(request_type=kind, arguments=a, idx=0, metadata={"task": "t", "doc_id": i, "repeats": 1}) for i, a in enumerate(args)]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_mllm):
+    from benchmarks.lmms.model import ProjectMLLM
+
+    instance = ProjectMLLM(pretrained=str(tiny_mllm), batch_size=3)
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), (20, 20, 20)]
+    docs = [{"image": Image.new("RGB", (48, 48), colour), "q": "What colour is the circle?", "a": name}
+            for colour, name in zip(colours, ["red", "green", "blue", "yellow", "black"])]
+    instance.task_dict = {"t": {"test": docs}}
+    return instance, docs
+
+
+def _visual(doc):
+    return [doc["image"]]
+
+
+def test_loglikelihood_is_the_mllms_answer_logprob_and_batching_does_not_change_it(model):
+    instance, docs = model
+    requests = _requests("loglikelihood", [(d["q"], " " + d["a"], _visual, i, "t", "test") for i, d in enumerate(docs)])
+    out = instance.loglikelihood(requests)
+    assert all(isinstance(item, GenerationResult) for item in out)
+    logps = [item.text[0] for item in out]
+    mllm = instance.mllm
+    images = torch.stack([instance.transform(d["image"]) for d in docs])
+    with torch.no_grad():
+        expected, _ = mllm.answer_logprobs(mllm.prepare(images, [d["q"] for d in docs], [d["a"] for d in docs]))
+    assert logps == pytest.approx(expected.tolist(), abs=1e-4)
+    single = [instance.loglikelihood([r])[0].text[0] for r in requests]
+    assert single == pytest.approx(logps, abs=1e-4)
+    assert all(v < 0 for v in logps) and all(isinstance(item.text[1], bool) for item in out)
+    # The choices of one document share its image pass; each still gets its own answer's log-prob.
+    pair = instance.loglikelihood(_requests("loglikelihood", [(docs[0]["q"], " " + a, _visual, 0, "t", "test") for a in ("red", "blue")]))
+    with torch.no_grad():
+        red_blue, _ = mllm.answer_logprobs(mllm.prepare(images[:1].repeat(2, 1, 1, 1), [docs[0]["q"]] * 2, ["red", "blue"]))
+    assert [item.text[0] for item in pair] == pytest.approx(red_blue.tolist(), abs=1e-4)
+
+
+def test_generate_until_matches_mllm_generate_and_cuts_at_stop_strings(model):
+    instance, docs = model
+    requests = _requests("generate_until", [(d["q"], {"max_new_tokens": 4, "until": ["\n"]}, _visual, i, "t", "test") for i, d in enumerate(docs)])
+    answers = instance.generate_until(requests)
+    images = torch.stack([instance.transform(d["image"]) for d in docs])
+    assert answers == [a.split("\n")[0] for a in instance.mllm.generate(images, [d["q"] for d in docs], max_new_tokens=4)]
+    first = answers[0].split(" ")[0] if answers[0] else ""
+    if first:
+        stopped = instance.generate_until(_requests("generate_until", [(docs[0]["q"], {"max_new_tokens": 4, "until": [first]}, _visual, 0, "t", "test")]))
+        assert stopped == [answers[0].split(first)[0]]
+
+
+def test_multi_round_follows_doc_to_text_until_it_stops(model):
+    instance, docs = model
+    calls = []
+
+    def doc_to_text(doc, previous_output=None, round_idx=None, previous_round_info=None):
+        calls.append((round_idx, list(previous_output)))
+        return [doc["image"]], "How many shapes are there?", round_idx == 3, previous_output, {"round": round_idx}
+
+    out = instance.generate_until_multi_round(_requests("generate_until_multi_round", [(docs[0]["q"], {"max_new_tokens": 3}, _visual, doc_to_text, 0, "t", "test")]))
+    assert len(out) == 1 and len(out[0]) == 3 and all(isinstance(text, str) for text in out[0])
+    assert [round_idx for round_idx, _ in calls] == [1, 2, 3] and len(calls[-1][1]) == 3
+
+
+def test_document_without_an_image_is_a_clear_error(model):
+    instance, docs = model
+    with pytest.raises(ValueError, match="t document 0 has no image; vee_mllm answers questions about exactly one image"):
+        instance.generate_until(_requests("generate_until", [("q", {}, lambda doc: [], 0, "t", "test")]))
+
+
+def test_mllm_without_lm_directory(tiny_mllm, tmp_path):
+    import shutil
+
+    from benchmarks.lmms.model import ProjectMLLM
+    from train.mllm import MLLMError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_mllm, broken)
+    shutil.rmtree(broken / "lm")
+    with pytest.raises(MLLMError, match=r"lm: missing from the MLLM directory"):
+        ProjectMLLM(pretrained=str(broken))

@@ -1,0 +1,72 @@
+"""``--suite vqa`` running lmms-eval on MLLMs: the offline shapes tasks end to end, and bad input."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from benchmarks import run
+from benchmarks.lmms.shapes_task import write_shapes_tasks
+from benchmarks.results import read_rows
+
+from .conftest import DATA
+
+pytest.importorskip("lmms_eval")
+
+
+def test_shapes_tasks_load_in_lmms_eval(tmp_path):
+    from lmms_eval.utils import load_yaml_config
+
+    task = write_shapes_tasks(DATA, tmp_path / "tasks", n_items=30)
+    assert task.n_items == 30 and set(task.kinds) == {"colour", "count", "presence", "position"}
+    docs = [json.loads(line) for line in task.docs.read_text().splitlines()]
+    assert len(docs) == 30 and all(doc["choices"][doc["label"]] == doc["answer"] for doc in docs)
+    assert {doc["label"] for doc in docs} == {0, 1}  # the correct choice is not always first
+    for name in ("shapes_vqa", "shapes_vqa_mc"):
+        config = load_yaml_config(str(tmp_path / "tasks" / f"{name}.yaml"))
+        assert config["task"] == name and config["dataset_path"] == "json"
+        assert config["dataset_kwargs"]["data_files"]["test"] == str(task.docs)
+        image = config["doc_to_visual"](docs[0])[0]
+        assert image.mode == "RGB" and image.size == (224, 224)
+        assert config["doc_to_text"](docs[0]) == docs[0]["question"]
+    again = write_shapes_tasks(DATA, tmp_path / "tasks", n_items=30)
+    assert again.docs == task.docs and again.docs.read_text() == task.docs.read_text()
+
+
+def test_unknown_task_lists_close_names(tmp_path):
+    from lmms_eval.tasks import TaskManager
+
+    from benchmarks.lmms.runner import unknown_tasks
+
+    task = write_shapes_tasks(DATA, tmp_path / "tasks", n_items=4)
+    known = TaskManager("WARNING", include_path=str(task.include_path)).all_tasks
+    message = unknown_tasks(["shapes_vqa", "chartqaa", "zzzz_nothing"], known)
+    assert "'chartqaa' (close: chartqa" in message and "'zzzz_nothing' (no close name)" in message
+    assert "shapes_vqa'" not in message and "--tasks list" in message
+    assert unknown_tasks(["shapes_vqa", "gqa", "mme"], known) == ""
+
+
+def test_shapes_vqa_end_to_end_and_an_mllm_without_lm(tmp_path, tiny_mllm):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_mllm, broken)
+    shutil.rmtree(broken / "lm")
+    encoder = tiny_mllm / "encoder.safetensors"
+    manifest = tmp_path / "lineage.toml"
+    manifest.write_text(f'[[encoder]]\nname = "orig"\ncheckpoint = "{encoder}"\nrole = "original"\nmllm = "{tiny_mllm}"\n\n'
+                        f'[[encoder]]\nname = "sft"\ncheckpoint = "{encoder}"\nrole = "sft"\nbase = "orig"\nmllm = "{broken}"\n')
+    status = run.main(["--encoders", str(manifest), "--suite", "vqa", "--vqa-tasks", "shapes_vqa,shapes_vqa_mc", "--vqa-items", "12",
+                       "--data", DATA, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--no-report"])
+    rows = {(row.encoder, row.task): row for row in read_rows(tmp_path / "run")}
+    assert status == 1  # the broken MLLM
+    for task, metric in (("shapes_vqa", "exact_match"), ("shapes_vqa_mc", "acc")):
+        row = rows[("orig", task)]
+        assert row.status == "ok" and row.metric == metric and row.n == 12 and row.extra["category"] == "uncategorised"
+        scores = np.load(tmp_path / "run" / row.per_item)
+        assert scores.shape == (12,) and row.value == pytest.approx(100 * scores.mean())
+        assert row.extra["mllm"] == str(tiny_mllm) and row.extra["lmms"]["model"] == "vee_mllm"
+        bad = rows[("sft", task)]
+        assert bad.status == "failed" and f"{broken / 'lm'} is missing" in bad.reason
+    results_files = list((tmp_path / "run" / "vqa" / "lmms" / "orig").rglob("*_results.json"))
+    assert len(results_files) == 1  # a real lmms-eval results file, then ingested

@@ -1,0 +1,100 @@
+"""PIVOT's evaluation protocol: judge an encoder inside a *fresh* MLLM (PROTOCOL.md, "Training").
+
+For each encoder: freeze it, pair it with a new LM (``--lm``: a local transformers directory), train the
+projector alone on captions (``align``), then projector + LM on instruction data (``pretrain`` with
+``freeze_encoder``), both with the training loop of ``train.loop``. The encoder's weights hash is
+checked to be unchanged at the end. For a lineage manifest the same recipe runs once per encoder and a
+new manifest is written with the same names, roles and bases and ``mllm`` pointing at the fresh
+MLLMs, so ``python -m benchmarks.run --encoders OUT/lineage.toml --suite vqa`` compares the encoders
+inside MLLMs that differ only in the encoder, as the study did.
+
+Data (``--data``): a folder with ``captions.jsonl`` and ``preferences.jsonl`` (what ``python -m train
+shapes-data`` writes; the preference file's chosen answers are the instruction data), or a shapes-world
+spec (``shapes:n=240:seed=3``) whose train split is written first.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .config import StageConfig, stage_config
+
+# LLaVA-1.5's two stages with a frozen encoder (projector 1e-3; projector + LLM 2e-5), one epoch each.
+ALIGN = stage_config("align", lr=1e-3, epochs=1.0)
+INSTRUCT = stage_config("pretrain", lr=2e-5, encoder_lr=None, epochs=1.0, freeze_encoder=True)
+
+
+@dataclass(frozen=True)
+class PivotEvalData:
+    captions: Path
+    instructions: Path
+
+
+def resolve_data(data: str | os.PathLike, work: Path) -> PivotEvalData:
+    """The caption and instruction files of ``--data`` (a folder, or a shapes spec written into ``work``)."""
+    text = str(data)
+    if text.startswith("shapes"):
+        from .data import write_shapes_data
+
+        paths = write_shapes_data(text, "train", work / "data")
+        return PivotEvalData(paths["captions"], paths["preferences"])
+    folder = Path(data)
+    captions, instructions = folder / "captions.jsonl", folder / "preferences.jsonl"
+    missing = [str(p) for p in (captions, instructions) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"--data {folder}: missing {', '.join(missing)}; pass a folder written by `python -m train shapes-data` or a shapes spec such as shapes:n=240:seed=3")
+    return PivotEvalData(captions, instructions)
+
+
+def pivot_eval(encoder: str | os.PathLike, lm: str | os.PathLike, data: PivotEvalData, out: str | os.PathLike, *,
+               align: StageConfig = ALIGN, instruct: StageConfig = INSTRUCT, arch: str = "", device: str | None = None,
+               log: Callable[[str], None] = print, progress: bool = True) -> Path:
+    """Train a fresh MLLM around the frozen ``encoder`` (see the module docstring); returns its directory."""
+    from encoders import EncoderSpec, load_encoder
+
+    from .loop import TrainingError, train_stage
+    from .mllm import build_mllm, load_mllm, save_mllm
+
+    if align.stage != "align" or instruct.trains_encoder:
+        raise ValueError("pivot-eval trains the projector (align) then projector + LM with the encoder frozen (freeze_encoder=True)")
+    out = Path(out)
+    loaded = load_encoder(EncoderSpec(checkpoint=str(encoder), arch=arch))
+    before = loaded.weights_hash
+    start = out / "mllm-init"
+    if not (start / "mllm.json").exists() or json.loads((start / "mllm.json").read_text()).get("encoder_weights_hash") != before:
+        save_mllm(build_mllm(loaded, lm, seed=align.seed), start, extra={"pivot_eval": {"encoder": str(encoder), "lm": str(lm)}})
+    began = time.perf_counter()
+    first = train_stage(start, data.captions, out / "align", align, device=device, log=log, progress=progress)
+    second = train_stage(first.mllm_dir, data.instructions, out / "instruct", instruct, device=device, log=log, progress=progress)
+    after = load_mllm(second.mllm_dir).encoder.weights_hash
+    if after != before:
+        raise TrainingError(f"pivot-eval: the encoder changed during training ({before[:12]} -> {after[:12]}); it must stay frozen")
+    (out / "pivot_eval.json").write_text(json.dumps({
+        "encoder": str(encoder), "encoder_weights_hash": before, "lm": str(lm), "captions": str(data.captions),
+        "instructions": str(data.instructions), "align": align.to_dict(), "instruct": instruct.to_dict(),
+        "steps": {"align": first.steps, "instruct": second.steps}, "seconds": round(time.perf_counter() - began, 1), "mllm": str(second.mllm_dir),
+    }, indent=2))
+    log(f"pivot-eval: {Path(encoder).name} -> fresh MLLM {second.mllm_dir} (encoder unchanged, hash {before[:12]})")
+    return second.mllm_dir
+
+
+def pivot_eval_lineage(manifest: str | os.PathLike, lm: str | os.PathLike, data: PivotEvalData, out: str | os.PathLike, **kwargs) -> Path:
+    """Run :func:`pivot_eval` for every encoder of ``manifest``; writes and returns ``OUT/lineage.toml``
+    (same names, roles, bases and checkpoints, ``mllm`` = the fresh MLLMs)."""
+    from encoders import load_manifest
+
+    out = Path(out)
+    entries = []
+    for spec in load_manifest(manifest):
+        folder = out / re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name)
+        mllm = pivot_eval(spec.checkpoint, lm, data, folder, arch=spec.arch, **kwargs)
+        fields = {"name": spec.name, "checkpoint": spec.checkpoint, "role": spec.role, "base": spec.base, "arch": spec.arch, "family": spec.family, "mllm": str(mllm.resolve())}
+        entries.append("[[encoder]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in fields.items() if value))
+    path = out / "lineage.toml"
+    path.write_text("# PIVOT evaluation protocol (python -m train pivot-eval): each encoder frozen inside a fresh MLLM.\n" + "\n".join(entries))
+    return path
