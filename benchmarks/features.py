@@ -83,7 +83,7 @@ class ExtractionConfig:
 
 @dataclass
 class FeatureSet:
-    """Features of one split: ``arrays[name]`` (n, D) float32 views, ``labels`` (n,), ``valid`` (n,) bool
+    """Features of one split: ``arrays[name]`` (n, D) fp16 memory maps ((n, h*w, D) for ``tokens.L*``), ``labels`` (n,), ``valid`` (n,) bool
     (False for images that could not be read: their rows are zeros and must be left out)."""
 
     key: str

@@ -19,9 +19,10 @@ from __future__ import annotations
 import sys
 import types
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ def ensure_mmcv_ops() -> bool:
     """Make ``import mmcv.ops`` work; True when the pure-torch stand-in was installed (mmcv-lite),
     False when the compiled ops are there (a full mmcv keeps them)."""
     try:
-        import mmcv.ops  # noqa: F401
+        import mmcv.ops
 
         return False
     except ModuleNotFoundError as err:
@@ -85,11 +86,11 @@ def ensure_mmcv_ops() -> bool:
 
 ensure_mmcv_ops()
 
-from mmengine.config import ConfigDict  # noqa: E402
-from mmengine.model import BaseModule  # noqa: E402
-from mmseg.evaluation.metrics import IoUMetric  # noqa: E402
-from mmseg.models.decode_heads.decode_head import BaseDecodeHead  # noqa: E402
-from mmseg.registry import METRICS, MODELS  # noqa: E402
+from mmengine.config import ConfigDict
+from mmengine.model import BaseModule
+from mmseg.evaluation.metrics import IoUMetric
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.registry import METRICS, MODELS
 
 
 class FrozenEncoderBackbone(BaseModule):
@@ -111,7 +112,7 @@ class FrozenEncoderBackbone(BaseModule):
     def init_weights(self) -> None:
         """The encoder's weights are the ones under test: never re-initialised."""
 
-    def train(self, mode: bool = True) -> "FrozenEncoderBackbone":
+    def train(self, mode: bool = True) -> FrozenEncoderBackbone:
         super().train(mode)
         self.encoder.eval()  # frozen means eval mode too (dropout, norm statistics)
         return self
@@ -222,11 +223,11 @@ class MMSegResult:
 
 
 def _dataset(folder: SegFolder, sub: str, pipeline: list[dict]) -> dict:
-    common = dict(data_root=str(folder.root), data_prefix=dict(img_path=f"images/{sub}", seg_map_path=f"annotations/{sub}"),
-                  img_suffix=folder.img_suffix, seg_map_suffix=".png", reduce_zero_label=True, pipeline=pipeline)
+    common = {"data_root": str(folder.root), "data_prefix": {"img_path": f"images/{sub}", "seg_map_path": f"annotations/{sub}"},
+                  "img_suffix": folder.img_suffix, "seg_map_suffix": ".png", "reduce_zero_label": True, "pipeline": pipeline}
     if folder.ade20k:
         return dict(type="mmseg.ADE20KDataset", **common)
-    return dict(type="mmseg.BaseSegDataset", metainfo=dict(classes=tuple(folder.classes)), **common)
+    return dict(type="mmseg.BaseSegDataset", metainfo={"classes": tuple(folder.classes)}, **common)
 
 
 def build_segmentor(encoder: Encoder, num_classes: int, config: MMSegConfig) -> nn.Module:
@@ -237,17 +238,17 @@ def build_segmentor(encoder: Encoder, num_classes: int, config: MMSegConfig) -> 
     mean = [255.0 * v for v in encoder.preprocess.mean]
     std = [255.0 * v for v in encoder.preprocess.std]
     in_channels = [encoder.embed_dim] * config.blocks
-    return MODELS.build(dict(
-        type="mmseg.EncoderDecoder",
-        data_preprocessor=dict(type="mmseg.SegDataPreProcessor", mean=mean, std=std, bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=(crop, crop)),
-        backbone=dict(type=FrozenEncoderBackbone, encoder=encoder, blocks=config.blocks),
-        decode_head=dict(
-            type=BNHead, in_channels=in_channels if config.blocks > 1 else encoder.embed_dim, in_index=list(range(config.blocks)) if config.blocks > 1 else -1,
-            input_transform="resize_concat" if config.blocks > 1 else None, channels=sum(in_channels), dropout_ratio=0.0, num_classes=num_classes,
-            align_corners=False, loss_decode=dict(type="mmseg.CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
-        ),
-        test_cfg=ConfigDict(mode="slide", crop_size=(crop, crop), stride=(max(1, 2 * crop // 3),) * 2),
-    ))
+    return MODELS.build({
+        "type": "mmseg.EncoderDecoder",
+        "data_preprocessor": {"type": "mmseg.SegDataPreProcessor", "mean": mean, "std": std, "bgr_to_rgb": True, "pad_val": 0, "seg_pad_val": 255, "size": (crop, crop)},
+        "backbone": {"type": FrozenEncoderBackbone, "encoder": encoder, "blocks": config.blocks},
+        "decode_head": {
+            "type": BNHead, "in_channels": in_channels if config.blocks > 1 else encoder.embed_dim, "in_index": list(range(config.blocks)) if config.blocks > 1 else -1,
+            "input_transform": "resize_concat" if config.blocks > 1 else None, "channels": sum(in_channels), "dropout_ratio": 0.0, "num_classes": num_classes,
+            "align_corners": False, "loss_decode": {"type": "mmseg.CrossEntropyLoss", "use_sigmoid": False, "loss_weight": 1.0},
+        },
+        "test_cfg": ConfigDict(mode="slide", crop_size=(crop, crop), stride=(max(1, 2 * crop // 3),) * 2),
+    })
 
 
 def run_mmseg_linear(encoder: Encoder, folder: SegFolder, work_dir: str | Path, config: MMSegConfig = MMSegConfig(), keep: Sequence[str] = (), device: str = "cpu") -> MMSegResult:
@@ -258,19 +259,19 @@ def run_mmseg_linear(encoder: Encoder, folder: SegFolder, work_dir: str | Path, 
     crop = config.crop or encoder.preprocess.resolution
     scale = (4 * crop, crop)  # mmseg's ADE20K (2048, 512) for a 512 crop
     train_pipeline = [
-        dict(type="LoadImageFromFile"),
-        dict(type="mmseg.LoadAnnotations", reduce_zero_label=True),
-        dict(type="RandomResize", scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True),
-        dict(type="mmseg.RandomCrop", crop_size=(crop, crop), cat_max_ratio=0.75),
-        dict(type="RandomFlip", prob=0.5),
-        dict(type="mmseg.PhotoMetricDistortion"),
-        dict(type="mmseg.PackSegInputs"),
+        {"type": "LoadImageFromFile"},
+        {"type": "mmseg.LoadAnnotations", "reduce_zero_label": True},
+        {"type": "RandomResize", "scale": scale, "ratio_range": (0.5, 2.0), "keep_ratio": True},
+        {"type": "mmseg.RandomCrop", "crop_size": (crop, crop), "cat_max_ratio": 0.75},
+        {"type": "RandomFlip", "prob": 0.5},
+        {"type": "mmseg.PhotoMetricDistortion"},
+        {"type": "mmseg.PackSegInputs"},
     ]
     test_pipeline = [
-        dict(type="LoadImageFromFile"),
-        dict(type="Resize", scale=scale, keep_ratio=True),
-        dict(type="mmseg.LoadAnnotations", reduce_zero_label=True),
-        dict(type="mmseg.PackSegInputs"),
+        {"type": "LoadImageFromFile"},
+        {"type": "Resize", "scale": scale, "keep_ratio": True},
+        {"type": "mmseg.LoadAnnotations", "reduce_zero_label": True},
+        {"type": "mmseg.PackSegInputs"},
     ]
     model = build_segmentor(encoder, len(folder.classes), config).to(device)
     warmup = min(config.warmup, max(1, config.iters // 5))
@@ -279,26 +280,26 @@ def run_mmseg_linear(encoder: Encoder, folder: SegFolder, work_dir: str | Path, 
         model=model,
         work_dir=str(work_dir),
         experiment_name=f"mmseg_linear-{encoder.name}-{uuid.uuid4().hex[:8]}",
-        train_dataloader=dict(batch_size=config.batch_size, num_workers=config.workers, persistent_workers=False,
-                              sampler=dict(type="InfiniteSampler", shuffle=True), dataset=_dataset(folder, folder.train_sub, train_pipeline)),
-        val_dataloader=dict(batch_size=1, num_workers=config.workers, persistent_workers=False,
-                            sampler=dict(type="DefaultSampler", shuffle=False), dataset=_dataset(folder, folder.val_sub, test_pipeline)),
-        val_evaluator=dict(type=RecordingIoUMetric, iou_metrics=["mIoU"], keep=list(keep), prefix="mmseg"),
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=config.iters, val_begin=config.iters + 1, val_interval=config.iters + 1),
-        val_cfg=dict(type="ValLoop"),
-        optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.999))),
+        train_dataloader={"batch_size": config.batch_size, "num_workers": config.workers, "persistent_workers": False,
+                              "sampler": {"type": "InfiniteSampler", "shuffle": True}, "dataset": _dataset(folder, folder.train_sub, train_pipeline)},
+        val_dataloader={"batch_size": 1, "num_workers": config.workers, "persistent_workers": False,
+                            "sampler": {"type": "DefaultSampler", "shuffle": False}, "dataset": _dataset(folder, folder.val_sub, test_pipeline)},
+        val_evaluator={"type": RecordingIoUMetric, "iou_metrics": ["mIoU"], "keep": list(keep), "prefix": "mmseg"},
+        train_cfg={"type": "IterBasedTrainLoop", "max_iters": config.iters, "val_begin": config.iters + 1, "val_interval": config.iters + 1},
+        val_cfg={"type": "ValLoop"},
+        optim_wrapper={"type": "OptimWrapper", "optimizer": {"type": "AdamW", "lr": config.lr, "weight_decay": config.weight_decay, "betas": (0.9, 0.999)}},
         param_scheduler=[
-            dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end=warmup),
-            dict(type="PolyLR", power=1.0, eta_min=0.0, by_epoch=False, begin=warmup, end=config.iters),
+            {"type": "LinearLR", "start_factor": 1e-6, "by_epoch": False, "begin": 0, "end": warmup},
+            {"type": "PolyLR", "power": 1.0, "eta_min": 0.0, "by_epoch": False, "begin": warmup, "end": config.iters},
         ],
-        default_hooks=dict(
-            timer=dict(type="IterTimerHook"), logger=dict(type="LoggerHook", interval=config.log_interval, log_metric_by_epoch=False),
-            param_scheduler=dict(type="ParamSchedulerHook"), checkpoint=None, sampler_seed=dict(type="DistSamplerSeedHook"),
-        ),
+        default_hooks={
+            "timer": {"type": "IterTimerHook"}, "logger": {"type": "LoggerHook", "interval": config.log_interval, "log_metric_by_epoch": False},
+            "param_scheduler": {"type": "ParamSchedulerHook"}, "checkpoint": None, "sampler_seed": {"type": "DistSamplerSeedHook"},
+        },
         default_scope="mmseg",
-        randomness=dict(seed=config.seed),
+        randomness={"seed": config.seed},
         log_level="WARNING",
-        cfg=dict(),
+        cfg={},
     )
     # A small encoder's per-image work is tiny; on shared CPU cores OpenMP waits then dominate (as in
     # probes.linear), so it runs on one thread.

@@ -208,7 +208,7 @@ def _patch_probe(train, train_targets, evaluation, eval_targets, dim, config, de
         seed = config.seed + run
         rng = np.random.default_rng(seed)
         order = rng.permutation(n_train)
-        held_count = max(1, int(round(config.holdout * n_train)))
+        held_count = max(1, round(config.holdout * n_train))
         held, fit = np.sort(order[:held_count]), order[held_count:]
         torch.manual_seed(seed)
         model = PatchMLP(dim, config.hidden, num_classes).to(device)
@@ -217,9 +217,9 @@ def _patch_probe(train, train_targets, evaluation, eval_targets, dim, config, de
         steps = per_epoch * config.epochs
         warmup = effective_warmup(config.warmup_steps, steps)
         floor = config.final_lr / config.lr
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then(steps, warmup, lambda p: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then(steps, warmup, lambda p, floor=floor: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))))
         held_y = torch.from_numpy(np.asarray(train_targets[held], dtype=bool))
-        held_source: TokenSource = lambda idx: train(held[idx])
+        held_source: TokenSource = lambda idx, held=held: train(held[idx])
         best = (-1.0, 0, None)
         for epoch in range(config.epochs):
             model.train()

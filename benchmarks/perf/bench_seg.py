@@ -53,13 +53,21 @@ def _setup(work: Path, n: int, n_val: int, preset: str):
 
 
 def _child(args) -> dict:
-    import numpy as np
     import torch
 
     from benchmarks.features import ExtractionConfig, extract_features, token_grid
     from benchmarks.suites.segmentation import encoder_masks, encoder_patch
-    from probes.mmseg_linear import BNHead  # imported before any clock starts (mmseg takes seconds to import)
-    from probes.segmentation import FastHeadConfig, PatchProbeConfig, cached_tokens, fast_linear_head, patch_probe, patch_targets
+    from probes.mmseg_linear import (
+        BNHead,  # imported before any clock starts (mmseg takes seconds to import)
+    )
+    from probes.segmentation import (
+        FastHeadConfig,
+        PatchProbeConfig,
+        cached_tokens,
+        fast_linear_head,
+        patch_probe,
+        patch_targets,
+    )
 
     work = Path(args.work)
     encoder, train, val = _setup(work, args.n, args.n_val, args.preset)
@@ -96,7 +104,7 @@ def _child(args) -> dict:
     elif args.child == "fast":
         torch.manual_seed(0)
         head = BNHead(in_channels=encoder.embed_dim, channels=encoder.embed_dim, num_classes=classes, in_index=-1, dropout_ratio=0.0,
-                      align_corners=False, loss_decode=dict(type="mmseg.CrossEntropyLoss"))
+                      align_corners=False, loss_decode={"type": "mmseg.CrossEntropyLoss"})
         result = fast_linear_head(head, source, train_masks, eval_source, val_masks, grid, patch, classes, FastHeadConfig(epochs=args.epochs))
         out.update(result.metrics)
     else:  # mmseg
@@ -120,7 +128,7 @@ def _child(args) -> dict:
 def _spawn(child: str, args, work: Path) -> dict:
     command = [sys.executable, "-m", "benchmarks.perf.bench_seg", "--child", child, "--work", str(work), "--n", str(args.n), "--n-val", str(args.n_val),
                "--epochs", str(args.epochs), "--preset", args.preset]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{child} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

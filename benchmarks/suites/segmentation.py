@@ -69,7 +69,7 @@ def encoder_masks(split: ImageSplit, encoder: Encoder, num_classes: int) -> np.n
     from torchvision.transforms import functional as TF
 
     pre = encoder.preprocess
-    resize = int(round(pre.resolution / pre.crop_pct))
+    resize = round(pre.resolution / pre.crop_pct)
     out = np.empty((len(split), pre.resolution, pre.resolution), dtype=np.uint8)
     for index in range(len(split)):
         where = f"{split.spec}/{split.split} item {split.item_id(index)}"
@@ -136,7 +136,7 @@ def segmentation_suite(context: RunContext, encoders: list[LoadedEncoder]) -> li
     if not classes or train_split.seg_mask(0) is None:
         raise SegInputError(f"{context.data} has no segmentation masks; the seg suite needs per-pixel labels (shapes:..., ade20k:root=DIR)")
     rows: list[ResultRow] = []
-    common = dict(suite="seg", dataset=context.data, dataset_fingerprint=eval_split.fingerprint)
+    common = {"suite": "seg", "dataset": context.data, "dataset_fingerprint": eval_split.fingerprint}
     masks: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
     for loaded in encoders:
         encoder = loaded.encoder
@@ -209,7 +209,7 @@ def _fast_rows(context, loaded, options, common, grid, patch, classes, train, ev
     width = encoder.embed_dim * len(names)
     torch.manual_seed(context.seed)
     head = BNHead(in_channels=width, channels=width, num_classes=len(classes), in_index=-1, dropout_ratio=0.0, align_corners=False,
-                  loss_decode=dict(type="mmseg.CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0))
+                  loss_decode={"type": "mmseg.CrossEntropyLoss", "use_sigmoid": False, "loss_weight": 1.0})
     keep = list(range(min(FIGURE_IMAGES, len(eval_masks))))
     config = FastHeadConfig(epochs=options.head_epochs, seed=context.seed)
     result = fast_linear_head(head, train_source, train_masks[train_rows], eval_source, eval_masks, grid, patch, len(classes),
@@ -220,7 +220,7 @@ def _fast_rows(context, loaded, options, common, grid, patch, classes, train, ev
 
     def seen(index: int) -> Image.Image:
         image = eval_split.load_image(index)
-        return TF.center_crop(TF.resize(image, int(round(transform.resolution / transform.crop_pct)), interpolation=InterpolationMode.BILINEAR), transform.resolution)
+        return TF.center_crop(TF.resize(image, round(transform.resolution / transform.crop_pct), interpolation=InterpolationMode.BILINEAR), transform.resolution)
 
     path = _figure_path(context, loaded, "fast_linear")
     mask_figure([(seen(i), eval_masks[i], result.predictions[i]) for i in keep], path)

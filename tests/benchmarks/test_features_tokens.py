@@ -4,7 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.features import ExtractionConfig, FeatureError, extract_features, token_grid
+from benchmarks.features import (
+    ExtractionConfig,
+    FeatureError,
+    extract_features,
+    token_grid,
+)
 
 from .conftest import ListSplit
 

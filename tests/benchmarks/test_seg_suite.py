@@ -8,7 +8,6 @@ from benchmarks import run
 from benchmarks.results import read_frame
 from encoders import save_encoder_checkpoint
 from tests.benchmarks.conftest import TINY_ARCH, write_tiny_checkpoint
-from tests.benchmarks.datasets.conftest import ade_root  # noqa: F401  (a fixture)
 
 SHAPES = "shapes:n=12:n_val=4:seed=0:size=32"
 FAST = ["--seg-epochs", "1", "--seg-seeds", "2", "--seg-head-epochs", "1", "--seg-iters", "2"]

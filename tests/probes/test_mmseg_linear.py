@@ -1,14 +1,19 @@
 """The mmsegmentation linear head: frozen backbone, state-dict checkpoint, IoUMetric, mmcv-lite ops."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from benchmarks.datasets import open_split
 from benchmarks.datasets.seg_folder import export_seg_folder, item_stem
-from probes.mmseg_linear import FrozenEncoderBackbone, MMSegConfig, SegFolder, point_sample, run_mmseg_linear
+from probes.mmseg_linear import (
+    FrozenEncoderBackbone,
+    MMSegConfig,
+    SegFolder,
+    point_sample,
+    run_mmseg_linear,
+)
 from probes.segmentation import iou_metrics
 
 DATA = "shapes:n=6:n_val=3:seed=0:size=32"

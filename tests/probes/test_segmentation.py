@@ -102,7 +102,7 @@ def test_fast_head_on_a_grid_that_leaves_a_margin():
     tokens, _, masks = _separable(40, rng)
     masks = np.pad(masks, ((0, 0), (0, 2), (0, 2)), mode="edge")  # 18 px crop, 4x4 grid of 4 px patches
     head = BNHead(in_channels=16, channels=16, num_classes=3, in_index=-1, dropout_ratio=0.0, align_corners=False,
-                  loss_decode=dict(type="mmseg.CrossEntropyLoss"))
+                  loss_decode={"type": "mmseg.CrossEntropyLoss"})
     result = fast_linear_head(head, cached_tokens(tokens[:32]), masks[:32], cached_tokens(tokens[32:]), masks[32:], (4, 4), (4, 4), 3,
                               config=FastHeadConfig(epochs=15, batch_images=8, lr=1e-2), keep=[0])
     assert result.metrics["mIoU"] > 60 and result.areas.shape == (8, 4, 3)
