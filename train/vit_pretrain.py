@@ -26,8 +26,8 @@ class VitPretrainConfig:
     """What to train and how: timm ``arch`` + ``options``, the shapes ``data`` spec (its train split),
     epochs, batch, AdamW ``lr`` / ``weight_decay`` with cosine decay, horizontal-flip augmentation."""
 
-    arch: str = "vit_small_patch16_224"
-    options: dict[str, Any] = field(default_factory=lambda: {"img_size": 64, "patch_size": 8, "embed_dim": 96, "depth": 4, "num_heads": 3})
+    arch: str = "vit_convstem_demo"  # a ViT with a convolutional stem (encoders/families/conv_stem_vit.py)
+    options: dict[str, Any] = field(default_factory=lambda: {"img_size": 64, "embed_dim": 96, "depth": 4, "num_heads": 3})
     data: str = "shapes:n=3000:seed=3"
     epochs: int = 12
     batch_size: int = 64
@@ -62,6 +62,8 @@ def pretrain_vit(out: str | os.PathLike, config: VitPretrainConfig = VitPretrain
     """Train the ViT and write it to ``out`` (``.safetensors``); returns the path and val accuracies (%)."""
     import timm
     from timm.data import resolve_model_data_config
+
+    import encoders  # noqa: F401  (registers the project's own timm architectures)
     from tqdm import tqdm
 
     from encoders import PreprocessConfig
