@@ -50,4 +50,6 @@ def test_bench_extraction_quick_runs():
     result = main(["--quick"])
     assert set(result["archs"]) == {"vit_small_patch16_224"}
     assert result["archs"]["vit_small_patch16_224"]["baseline_img_s"] > 0
-    assert set(result["top1"]) == {"fp32", "int8-dynamic"}
+    # which reduced precisions are timed depends on the rates measured on this CPU (bf16 only where it is fast)
+    assert "fp32" in result["top1"] and "int8-dynamic" in result["top1"]
+    assert set(result["top1"]) <= {"fp32", "int8-dynamic", "bf16", "bf16-weights"}
