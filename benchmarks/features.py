@@ -110,6 +110,10 @@ def feature_names(layers: Sequence[int]) -> list[str]:
     return ["cls", "mean"] + [f"L{layer}.{pool}" for layer in layers for pool in ("cls", "mean")]
 
 
+def token_names(patch_layers: Sequence[int]) -> list[str]:
+    return [f"tokens.L{layer}" for layer in patch_layers]
+
+
 def store_key(encoder: Encoder, split: ImageSplit, layers: Sequence[int], precision: str, patch_layers: Sequence[int] = (), decode: str = "cpu") -> tuple[str, dict]:
     """Cache key (hex) and the description it hashes (``patch_layers`` only when patch tokens are kept,
     ``decode`` only when not the default, so that entries without them keep their keys)."""
