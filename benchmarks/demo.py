@@ -21,8 +21,14 @@ _GRID = LinearProbeConfig()
 EVAL_NOTE = (
     "Evaluation, demo-sized: shapes world with 800 train / 200 val images at 224 px (resized to the encoder's 64 px), "
     f"linear grid of {len(_GRID.lrs) * len(_GRID.weight_decays)} heads ({len(_GRID.lrs)} learning rates x "
-    f"{len(_GRID.weight_decays)} weight decays) for at least {_GRID.epochs} epochs / {_GRID.min_steps} steps, all blocks probed."
+    f"{len(_GRID.weight_decays)} weight decays) for at least {_GRID.epochs} epochs / {_GRID.min_steps} steps, all blocks probed; "
+    "seg: mmseg linear head 60 iterations, patch probe 2 epochs x 2 seeds, fast head 5 epochs; loc/grad/align on the default item counts; "
+    "VQA: lmms-eval on 200 offline shapes-world questions (shapes_vqa, shapes_vqa_mc) instead of the 16 Cambrian benchmarks."
 )
+# Demo-sized suite schedules (stated in the report through the run's config): mmseg head 60 iterations, patch
+# probe 2 epochs x 2 seeds, fast head 5 epochs; VQA on 200 offline shapes-world items instead of the Cambrian 16.
+SUITE_OPTIONS = ["--seg-iters", "60", "--seg-epochs", "2", "--seg-seeds", "2", "--seg-head-epochs", "5",
+                 "--vqa-tasks", "shapes_vqa,shapes_vqa_mc", "--vqa-items", "200"]
 DIGITS_NOTE = "Demo-sized: scikit-learn digits (1078 train / 359 val, 8x8 upscaled), last block only; same lineage."
 
 
@@ -39,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     note = f"{schedule_note()} {EVAL_NOTE}"
     common = ["--encoders", str(manifest), "--cache-dir", args.cache_dir, "--batch-size", "100", "--workers", "1", "--no-report"]
     # VQA: the offline shapes-world lmms-eval tasks on each encoder's MLLM (the Cambrian datasets are not here).
-    vqa = ["--vqa-tasks", "shapes_vqa,shapes_vqa_mc", "--vqa-items", "200"]
-    status = run.main([*common, "--suite", "all", "--data", DEMO_DATA, "--out", str(out / "shapes"), "--layers", "all", *vqa, "--note", note])
+    status = run.main([*common, "--suite", "all", "--data", DEMO_DATA, "--out", str(out / "shapes"), "--layers", "all", *SUITE_OPTIONS, "--note", note])
     status |= run.main([*common, "--suite", "cls", "--data", "digits", "--out", str(out / "digits"), "--note", DIGITS_NOTE])
     from reports.build import build_report
 
