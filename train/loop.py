@@ -264,7 +264,7 @@ def train_stage(
     metrics_path = out / "metrics.jsonl"
     if main and not resume and metrics_path.exists():
         metrics_path.unlink()
-    say(f"{config.stage}: {len(items)} items, {total_steps} steps of {config.global_batch} items ({accumulation} x {config.micro_batch} x {context.world} processes), lr {config.lr:g}" + (f", encoder lr {groups[-1]['lr']:g}" if encoder_params else ", encoder frozen"))
+    say(f"{config.stage}: {len(items)} items, {total_steps} steps of {config.global_batch} items ({accumulation} x {config.micro_batch} x {context.world} processes), lr {config.lr:g}" + (f", encoder lr {config.encoder_lr if config.encoder_lr is not None else config.lr:g}" if encoder_params else ", encoder frozen"))
     bar = tqdm(total=total_steps, initial=step, desc=config.stage, unit="step", disable=not (progress and main))
     started, samples_seen, tokens_seen = time.perf_counter(), 0, 0
     if context.device.type == "cuda":

@@ -47,14 +47,16 @@ def _parse_layers(value) -> list[int]:
 
 
 def _selected_hyperparameters(context: RunContext, encoder_name: str) -> dict | None:
-    """lr / weight decay the cls suite selected for this encoder's pooled features in this run."""
+    """lr / weight decay the cls suite's SGD grid (task ``linear_sgd``; ``linear`` in older runs) selected for
+    this encoder's pooled features in this run. The exact logistic regression (task ``linear``) has no
+    learning rate to reuse, so a run with only that selects the head's settings here."""
     path = context.run_dir / "results.jsonl"
     if not path.exists():
         return None
     for line in path.read_text(encoding="utf-8").splitlines():
         row = json.loads(line) if line.strip() else {}
         extra = row.get("extra", {})
-        if (row.get("suite"), row.get("task"), row.get("encoder"), row.get("status")) == ("cls", "linear", encoder_name, "ok") \
+        if (row.get("suite"), row.get("task"), row.get("encoder"), row.get("status")) in {("cls", task, encoder_name, "ok") for task in ("linear_sgd", "linear")} \
                 and extra.get("pooling") == "cls" and "layer" not in extra and "lr" in extra.get("selected", {}):
             return {"lr": float(extra["selected"]["lr"]), "weight_decay": float(extra["selected"]["weight_decay"])}
     return None

@@ -18,7 +18,7 @@ def _run(tmp_path, manifest, *extra, data=DATA):
 
 def test_loc_rows_per_block_with_cis_per_item_scores_and_figures(tmp_path, plain_lineage):
     manifest = plain_lineage
-    assert _run(tmp_path, manifest, "--suite", "cls,loc") == 0
+    assert _run(tmp_path, manifest, "--suite", "cls,loc", "--linear", "both") == 0  # loc reuses the SGD grid's lr / weight decay
     frame = read_frame(tmp_path / "run")
     loc = frame[frame.suite == "loc"]
     assert (loc.status == "ok").all() and set(loc.encoder) == {"orig", "tuned"}
