@@ -1,6 +1,7 @@
 """The demo lineage: a really trained original / +SFT / +PIVOT trio on the shapes world, on a 2-core CPU.
 
-1. ``original``: a 4-block ViT (64 px, patch 8) pretrained supervised on shape type and colour.
+1. ``original``: a 4-block ViT with a convolutional stem (64 px, stride 8) pretrained supervised on
+   shape type, colour and per-patch classes.
 2. A tiny Qwen2 LM with a word-level tokenizer over the shapes world's vocabulary.
 3. Stage 1: ``align`` (projector only, captions) then ``pretrain`` (everything, captions + QA).
 4. Stage 2 from that same Stage-1 MLLM, on the same preference items, same number of steps: ``sft``
@@ -68,8 +69,8 @@ def schedule_note() -> str:
         for name, config in STAGES.items()
     )
     return (
-        f"Demo lineage, really trained on CPU: original = 4-block ViT (64 px, patch 8, embed 96) pretrained supervised on shape type "
-        f"and colour ({VIT.data} train split, {VIT.epochs} epochs); MLLM = that encoder's penultimate-block tokens -> GELU MLP -> "
+        f"Demo lineage, really trained on CPU: original = 4-block ViT with a convolutional stem (64 px, 8x8 tokens, embed 96) pretrained "
+        f"supervised on shape type, colour and per-patch classes ({VIT.data} train split, {VIT.epochs} epochs, batch {VIT.batch_size}); MLLM = that encoder's penultimate-block tokens -> GELU MLP -> "
         f"tiny Qwen2 ({LM.num_hidden_layers} layers, width {LM.hidden_size}, word-level tokenizer). Stage 1 on {STAGE1_DATA} "
         f"(captions + QA), Stage 2 (SFT vs DPO, beta {STAGES['dpo'].beta}) from the same Stage-1 model on the same preference items of "
         f"{STAGE2_DATA}, global batch {COMMON['global_batch']}, cosine with 3% warm-up: {stages}. Learning rates are scaled up from the "
