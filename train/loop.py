@@ -56,8 +56,8 @@ def _fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def _set_trainable(mllm: MLLM, config: StageConfig) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
-    """Mark what trains in this stage (``requires_grad``); returns (encoder parameters, other parameters) that train.
+def _set_trainable(mllm: MLLM, config: StageConfig) -> set[str]:
+    """Mark what trains in this stage (``requires_grad``); returns the names of the encoder parameters that train.
 
     Encoder parameters that cannot reach the visual tokens (blocks after the visual layer, the final
     norm, a pooling head) are found by one backward pass and left frozen, so data parallelism sees no
@@ -67,21 +67,19 @@ def _set_trainable(mllm: MLLM, config: StageConfig) -> tuple[list[torch.nn.Param
     mllm.projector.requires_grad_(True)
     if config.trains_lm:
         mllm.lm.requires_grad_(True)
-    encoder_params: list[torch.nn.Parameter] = []
+    trained: set[str] = set()
     if config.trains_encoder:
         mllm.encoder.requires_grad_(True)
         size = mllm.encoder.preprocess.resolution
         probe = torch.zeros(1, 3, size, size, device=mllm.device)
         mllm.encoder_tokens(probe).float().square().sum().backward()
-        for param in mllm.encoder.parameters():
+        for name, param in mllm.encoder.named_parameters(prefix="encoder"):  # names as in mllm.named_parameters()
             if param.grad is None:
                 param.requires_grad_(False)
             else:
-                encoder_params.append(param)
+                trained.add(name)
             param.grad = None
-    encoder_ids = {id(p) for p in mllm.encoder.parameters()}
-    others = [p for p in mllm.parameters() if p.requires_grad and id(p) not in encoder_ids]
-    return encoder_params, others
+    return trained
 
 
 def _wrap(mllm: MLLM, config: StageConfig, context: DistContext) -> torch.nn.Module:
@@ -211,7 +209,7 @@ def train_stage(
     reference = None
     if config.stage == "dpo" and not config.cache_reference:
         reference = copy.deepcopy(mllm).eval().requires_grad_(False)
-    encoder_names = {name for name, param in mllm.named_parameters() if any(param is p for p in _set_trainable(mllm, config)[0])}
+    encoder_names = _set_trainable(mllm, config)
     if config.gradient_checkpointing:
         mllm.lm.gradient_checkpointing_enable()
         if hasattr(mllm.encoder.model, "set_grad_checkpointing"):
