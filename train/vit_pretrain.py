@@ -29,7 +29,7 @@ class VitPretrainConfig:
     arch: str = "vit_convstem_demo"  # a ViT with a convolutional stem (encoders/families/conv_stem_vit.py)
     options: dict[str, Any] = field(default_factory=lambda: {"img_size": 64, "embed_dim": 96, "depth": 4, "num_heads": 3})
     data: str = "shapes:n=4000:seed=3"
-    epochs: int = 20
+    epochs: int = 30
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.05
