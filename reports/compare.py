@@ -34,10 +34,12 @@ ALPHA = 0.05
 CORRECTION = "Holm"
 # The headline metric of a suite: (task, metric) pairs in order of preference; else its first line.
 PRIMARY = {
-    "cls": [("linear", "top1"), ("knn20", "top1")],
-    "seg": [("linear", "miou"), ("linear_head", "miou"), ("patch_probe", "miou")],
+    "cls": [("linear", "top1"), ("linear_sgd", "top1"), ("knn20", "top1")],
+    "seg": [("patch_probe", "macro_patch_recall"), ("fast_linear", "mIoU"), ("mmseg_linear", "mIoU")],
     "loc": [("gradcam", "pointing_game")],
-    "vqa": [("overall", "accuracy")],
+    "grad": [("projector_output", "dpo_minus_sft_inside_mass"), ("projector_output", "dpo_inside_mass")],
+    "align": [("vision_language", "mutual_knn_k10"), ("lineage", "cka_to_base")],
+    "vqa": [("overall", "score"), ("shapes_vqa", "exact_match"), ("shapes_vqa_mc", "acc")],
 }
 
 
