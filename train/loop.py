@@ -206,6 +206,20 @@ def train_stage(
     steps_per_epoch = math.ceil(micro_per_epoch / accumulation)
     total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
 
+    autocast = _Autocast(context.device)
+    reference_table = None
+    if config.stage == "dpo" and config.cache_reference:
+        # Before any training or resumed state: the freshly loaded model *is* the reference.
+        cache = out / "reference_logprobs.pt"
+        cached = torch.load(cache, weights_only=True) if cache.exists() else None
+        if cached is not None and cached.get("identity") == identity:
+            reference_table = cached["table"]
+        else:
+            reference_table = _reference_logprobs(mllm, items, ItemDataset(items, mllm.image_transform()), config, context, autocast, progress and main)
+            if main:
+                out.mkdir(parents=True, exist_ok=True)
+                torch.save({"identity": identity, "table": reference_table}, cache.with_suffix(".tmp"))
+                cache.with_suffix(".tmp").replace(cache)
     reference = None
     if config.stage == "dpo" and not config.cache_reference:
         reference = copy.deepcopy(mllm).eval().requires_grad_(False)
@@ -224,7 +238,6 @@ def train_stage(
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(total_steps, config.warmup_ratio))
     dataset = ItemDataset(items, mllm.image_transform())
-    autocast = _Autocast(context.device)
 
     checkpoint_dir = out / "checkpoint"
     step, epoch, micro_done = 0, 0, 0
@@ -243,21 +256,6 @@ def train_stage(
             say(f"{config.stage}: resumed at step {step}/{total_steps} (epoch {epoch}, micro-batch {micro_done})")
     elif main and (checkpoint_dir / "state.pt").exists():
         say(f"{config.stage}: a saved state exists in {checkpoint_dir}; starting over (pass --resume to continue it)")
-
-    reference_table = None
-    if config.stage == "dpo" and config.cache_reference:
-        cache = out / "reference_logprobs.pt"
-        cached = torch.load(cache, weights_only=True) if cache.exists() else None
-        if cached is not None and cached.get("identity") == identity:
-            reference_table = cached["table"]
-        else:
-            start_model = load_mllm(start, device=context.device)
-            start_model.max_length = config.max_length
-            reference_table = _reference_logprobs(start_model, items, ItemDataset(items, start_model.image_transform()), config, context, autocast, progress and main)
-            del start_model
-            if main:
-                torch.save({"identity": identity, "table": reference_table}, cache.with_suffix(".tmp"))
-                cache.with_suffix(".tmp").replace(cache)
 
     metrics_path = out / "metrics.jsonl"
     if main and not resume and metrics_path.exists():
