@@ -5,7 +5,9 @@
    model on the same preference items with SFT (``+SFT``) and with DPO (``+PIVOT``). Reused, not
    retrained, while its recipe (settings, package versions, source of ``train/``) is unchanged.
 2. Every suite on ``shapes:n=800:seed=0`` and the ``cls`` suite on scikit-learn's digits.
-3. One HTML report over both runs; its path is the last line printed.
+3. The ``vqa`` suite under PIVOT's evaluation protocol: each encoder frozen inside a fresh MLLM
+   (trained, and reused, with the lineage), so the MLLMs differ only in the encoder.
+4. One HTML report over the three runs; its path is the last line printed.
 """
 from __future__ import annotations
 
@@ -27,8 +29,10 @@ EVAL_NOTE = (
 )
 # Demo-sized suite schedules (stated in the report through the run's config): mmseg head 60 iterations, patch
 # probe 2 epochs x 2 seeds, fast head 5 epochs; VQA on 200 offline shapes-world items instead of the Cambrian 16.
-SUITE_OPTIONS = ["--seg-iters", "60", "--seg-epochs", "2", "--seg-seeds", "2", "--seg-head-epochs", "5",
-                 "--vqa-tasks", "shapes_vqa,shapes_vqa_mc", "--vqa-items", "200"]
+VQA_OPTIONS = ["--vqa-tasks", "shapes_vqa,shapes_vqa_mc", "--vqa-items", "200"]
+SUITE_OPTIONS = ["--seg-iters", "60", "--seg-epochs", "2", "--seg-seeds", "2", "--seg-head-epochs", "5", *VQA_OPTIONS]
+PIVOT_EVAL_NOTE = ("PIVOT evaluation protocol, demo-sized: each encoder frozen inside a fresh MLLM (new tiny LM; projector, then "
+                   "projector + LM, on the Stage-1 data), then lmms-eval on 200 offline shapes-world questions.")
 DIGITS_NOTE = "Demo-sized: scikit-learn digits (1078 train / 359 val, 8x8 upscaled), last block only; same lineage."
 
 
@@ -38,18 +42,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=".cache/features")
     parser.add_argument("--retrain", action="store_true", help="train the lineage again even if its recipe is unchanged")
     args = parser.parse_args(argv)
-    from train.demo import make_demo_lineage, schedule_note
+    from train.demo import PIVOT_EVAL_MANIFEST, make_demo_lineage, schedule_note
 
     out = Path(args.out)
     manifest = make_demo_lineage(out / "lineage", force=args.retrain, progress=sys.stderr.isatty())
     note = f"{schedule_note()} {EVAL_NOTE}"
-    common = ["--encoders", str(manifest), "--cache-dir", args.cache_dir, "--batch-size", "100", "--workers", "1", "--no-report"]
+
+    def common(lineage: Path) -> list[str]:
+        return ["--encoders", str(lineage), "--cache-dir", args.cache_dir, "--batch-size", "100", "--workers", "1", "--no-report"]
+
     # VQA: the offline shapes-world lmms-eval tasks on each encoder's MLLM (the Cambrian datasets are not here).
-    status = run.main([*common, "--suite", "all", "--data", DEMO_DATA, "--out", str(out / "shapes"), "--layers", "all", *SUITE_OPTIONS, "--note", note])
-    status |= run.main([*common, "--suite", "cls", "--data", "digits", "--out", str(out / "digits"), "--note", DIGITS_NOTE])
+    status = run.main([*common(manifest), "--suite", "all", "--data", DEMO_DATA, "--out", str(out / "shapes"), "--layers", "all", *SUITE_OPTIONS, "--note", note])
+    status |= run.main([*common(manifest), "--suite", "cls", "--data", "digits", "--out", str(out / "digits"), "--note", DIGITS_NOTE])
+    status |= run.main([*common(manifest.parent / PIVOT_EVAL_MANIFEST), "--suite", "vqa", "--data", DEMO_DATA, "--out", str(out / "pivot-eval"), *VQA_OPTIONS, "--note", f"{PIVOT_EVAL_NOTE} {note}"])
     from reports.build import build_report
 
-    report = build_report([out / "shapes", out / "digits"], out / "report.html", title="Demo: a trained original, +SFT and +PIVOT on the shapes world and digits")
+    report = build_report([out / "shapes", out / "digits", out / "pivot-eval"], out / "report.html", title="Demo: a trained original, +SFT and +PIVOT on the shapes world and digits")
     print(f"\nHTML report: {report.resolve()}")
     return status
 

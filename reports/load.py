@@ -22,7 +22,7 @@ from benchmarks.results import CONFIG_FILE, RESULTS_FILE, STATUS_OK, ResultRow, 
 ROLE_ORDER = ("original", "sft", "pivot")
 # "dpo" is the training objective behind PIVOT; sort it where pivot goes.
 ROLE_ALIASES = {"dpo": "pivot", "orig": "original", "base": "original"}
-VARIANT_FIELDS = ("layer", "pooling")
+VARIANT_FIELDS = ("layer", "pooling", "protocol")
 
 
 def role_rank(role: str) -> int:

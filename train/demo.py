@@ -7,6 +7,9 @@
 4. Stage 2 from that same Stage-1 MLLM, on the same preference items, same number of steps: ``sft``
    (chosen answers) and ``dpo`` (chosen vs rejected) = +SFT and +PIVOT.
 5. ``lineage.toml``: the three encoders (original, sft, pivot with base) and their MLLMs.
+6. PIVOT's evaluation protocol (``train.pivot_eval``): each of the three encoders frozen inside a fresh
+   MLLM (the untrained tiny LM of step 2, projector then projector + LM on the Stage-1 data);
+   ``pivot-eval/lineage.toml`` lists those MLLMs, so VQA compares encoders that differ in nothing else.
 
 The recipe (every setting below, the package versions and the source of ``train/`` and the shapes
 world) is hashed; a lineage folder holding the same hash is reused instead of retrained.
@@ -39,7 +42,13 @@ STAGES: dict[str, StageConfig] = {
     "sft": stage_config("sft", lr=1e-4, epochs=2.0, **COMMON),
     "dpo": stage_config("dpo", lr=2e-5, epochs=2.0, beta=0.1, **COMMON),
 }
+# PIVOT's evaluation protocol at demo size: the Stage-1 recipe (same data, rates scaled up alike) with the encoder frozen.
+PIVOT_EVAL_STAGES: dict[str, StageConfig] = {
+    "align": stage_config("align", lr=2e-3, epochs=2.0, **COMMON),
+    "instruct": stage_config("pretrain", lr=5e-4, encoder_lr=None, epochs=2.0, freeze_encoder=True, **COMMON),
+}
 DONE_FILE = "demo.json"
+PIVOT_EVAL_MANIFEST = "pivot-eval/lineage.toml"
 
 
 def recipe() -> dict[str, Any]:
@@ -54,6 +63,7 @@ def recipe() -> dict[str, Any]:
     return {
         "version": RECIPE_VERSION, "vit": VIT.to_dict(), "lm": LM.__dict__, "stage1_data": STAGE1_DATA, "stage2_data": STAGE2_DATA,
         "stages": {name: config.to_dict() for name, config in STAGES.items()},
+        "pivot_eval": {name: config.to_dict() for name, config in PIVOT_EVAL_STAGES.items()},
         "packages": {"torch": torch.__version__, "timm": timm.__version__, "transformers": transformers.__version__}, "sources": source_hash,
     }
 
@@ -74,7 +84,9 @@ def schedule_note() -> str:
         f"tiny Qwen2 ({LM.num_hidden_layers} layers, width {LM.hidden_size}, word-level tokenizer). Stage 1 on {STAGE1_DATA} "
         f"(captions + QA), Stage 2 (SFT vs DPO, beta {STAGES['dpo'].beta}) from the same Stage-1 model on the same preference items of "
         f"{STAGE2_DATA}, global batch {COMMON['global_batch']}, cosine with 3% warm-up: {stages}. Learning rates are scaled up from the "
-        f"study's so that tiny models move in few steps."
+        f"study's so that tiny models move in few steps. PIVOT evaluation protocol: each encoder frozen inside a fresh MLLM (the untrained "
+        f"tiny LM, align lr {PIVOT_EVAL_STAGES['align'].lr:g} then projector + LM lr {PIVOT_EVAL_STAGES['instruct'].lr:g}, "
+        f"{PIVOT_EVAL_STAGES['instruct'].epochs:g} epochs each, on the Stage-1 data)."
     )
 
 
@@ -93,10 +105,12 @@ def _corpus(files: list[Path]) -> list[str]:
 
 
 def make_demo_lineage(out: str | os.PathLike, *, force: bool = False, log: Callable[[str], None] = print, progress: bool = True) -> Path:
-    """Train (or reuse) the demo lineage in ``out``; returns its ``lineage.toml``."""
+    """Train (or reuse) the demo lineage in ``out``; returns its ``lineage.toml`` (the PIVOT-evaluation
+    manifest is ``out / PIVOT_EVAL_MANIFEST``)."""
     from .data import write_shapes_data
     from .loop import train_stage
     from .mllm import IMAGE_TOKEN, build_mllm, save_mllm
+    from .pivot_eval import PivotEvalData, pivot_eval_lineage
     from .tiny_lm import build_tiny_lm
     from .vit_pretrain import pretrain_vit
 
@@ -104,7 +118,7 @@ def make_demo_lineage(out: str | os.PathLike, *, force: bool = False, log: Calla
     key = recipe_hash()
     done = out / DONE_FILE
     manifest = out / "lineage.toml"
-    if not force and done.exists() and manifest.exists() and json.loads(done.read_text()).get("recipe_hash") == key:
+    if not force and done.exists() and manifest.exists() and (out / PIVOT_EVAL_MANIFEST).exists() and json.loads(done.read_text()).get("recipe_hash") == key:
         log(f"demo lineage: reusing {out} (recipe {key} unchanged)")
         return manifest
     if out.exists():
@@ -144,6 +158,10 @@ def make_demo_lineage(out: str | os.PathLike, *, force: bool = False, log: Calla
         '[[encoder]]\nname = "demo-vit-sft"\ncheckpoint = "sft/encoder.safetensors"\nrole = "sft"\nbase = "demo-vit"\nmllm = "sft/mllm"\n\n'
         '[[encoder]]\nname = "demo-vit-pivot"\ncheckpoint = "dpo/encoder.safetensors"\nrole = "pivot"\nbase = "demo-vit"\nmllm = "dpo/mllm"\n'
     )
+    began = time.perf_counter()
+    pivot_eval_lineage(manifest, lm_dir, PivotEvalData(stage1["captions"], stage1["preferences"]), out / Path(PIVOT_EVAL_MANIFEST).parent,
+                       align=PIVOT_EVAL_STAGES["align"], instruct=PIVOT_EVAL_STAGES["instruct"], log=log, progress=progress)
+    timed("pivot-eval", began)
     summary = {"recipe_hash": key, "recipe": recipe(), "note": schedule_note(), "original_val_accuracy": vit_accuracy, "seconds": timings,
                "total_seconds": round(time.perf_counter() - started, 1), "stages": {name: run.summary for name, run in runs.items()}}
     done.write_text(json.dumps(summary, indent=2, default=str))

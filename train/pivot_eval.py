@@ -29,6 +29,9 @@ ALIGN = stage_config("align", lr=1e-3, epochs=1.0)
 INSTRUCT = stage_config("pretrain", lr=2e-5, encoder_lr=None, epochs=1.0, freeze_encoder=True)
 
 
+PROTOCOL = "pivot-eval"  # the value of mllm.json's "protocol" for MLLMs built here
+
+
 @dataclass(frozen=True)
 class PivotEvalData:
     captions: Path
@@ -74,13 +77,24 @@ def pivot_eval(encoder: str | os.PathLike, lm: str | os.PathLike, data: PivotEva
     after = load_mllm(second.mllm_dir).encoder.weights_hash
     if after != before:
         raise TrainingError(f"pivot-eval: the encoder changed during training ({before[:12]} -> {after[:12]}); it must stay frozen")
+    _mark_protocol(second.mllm_dir, {"encoder": str(encoder), "lm": str(lm)})
     (out / "pivot_eval.json").write_text(json.dumps({
         "encoder": str(encoder), "encoder_weights_hash": before, "lm": str(lm), "captions": str(data.captions),
         "instructions": str(data.instructions), "align": align.to_dict(), "instruct": instruct.to_dict(),
         "steps": {"align": first.steps, "instruct": second.steps}, "seconds": round(time.perf_counter() - began, 1), "mllm": str(second.mllm_dir),
     }, indent=2))
-    log(f"pivot-eval: {Path(encoder).name} -> fresh MLLM {second.mllm_dir} (encoder unchanged, hash {before[:12]})")
+    log(f"pivot-eval: {encoder} -> fresh MLLM {second.mllm_dir} (encoder unchanged, hash {before[:12]})")
     return second.mllm_dir
+
+
+def _mark_protocol(mllm_dir: Path, details: dict[str, str]) -> None:
+    """Record in ``mllm.json`` that this MLLM was built by the protocol, so its VQA rows say so (``extra["protocol"]``)."""
+    meta_path = mllm_dir / "mllm.json"
+    meta = json.loads(meta_path.read_text())
+    meta.update({"protocol": PROTOCOL, "pivot_eval": details})
+    temporary = meta_path.with_name(meta_path.name + ".tmp")
+    temporary.write_text(json.dumps(meta, indent=2))
+    temporary.replace(meta_path)
 
 
 def pivot_eval_lineage(manifest: str | os.PathLike, lm: str | os.PathLike, data: PivotEvalData, out: str | os.PathLike, **kwargs) -> Path:
@@ -93,7 +107,9 @@ def pivot_eval_lineage(manifest: str | os.PathLike, lm: str | os.PathLike, data:
     for spec in load_manifest(manifest):
         folder = out / re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name)
         mllm = pivot_eval(spec.checkpoint, lm, data, folder, arch=spec.arch, **kwargs)
-        fields = {"name": spec.name, "checkpoint": spec.checkpoint, "role": spec.role, "base": spec.base, "arch": spec.arch, "family": spec.family, "mllm": str(mllm.resolve())}
+        # Paths relative to OUT (where the manifest is read from), so the folder can move with its inputs.
+        fields = {"name": spec.name, "checkpoint": os.path.relpath(Path(spec.checkpoint).resolve(), out.resolve()), "role": spec.role, "base": spec.base,
+                  "arch": spec.arch, "family": spec.family, "mllm": os.path.relpath(mllm.resolve(), out.resolve())}
         entries.append("[[encoder]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in fields.items() if value))
     path = out / "lineage.toml"
     path.write_text("# PIVOT evaluation protocol (python -m train pivot-eval): each encoder frozen inside a fresh MLLM.\n" + "\n".join(entries))

@@ -21,6 +21,7 @@ numbers in a comparison.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,13 @@ def _results_path(loaded: LoadedEncoder, option: str, count: int) -> Path | None
     raise LmmsResultsError(f"--vqa-results {option}: no folder {folder} for encoder {loaded.name!r}; with several encoders put each one's lmms-eval output in DIR/<encoder name>/ (or set vqa_results per encoder in the manifest)")
 
 
+def _protocol(mllm_dir: Path) -> dict[str, str]:
+    """``{"protocol": ...}`` when the MLLM records how it was built (``python -m train pivot-eval`` writes
+    ``pivot-eval``), else empty: part of the row's identity, so lineage MLLMs and fresh ones never mix."""
+    protocol = json.loads((mllm_dir / "mllm.json").read_text()).get("protocol")
+    return {"protocol": str(protocol)} if protocol else {}
+
+
 @SUITES.register("vqa")
 def vqa_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
     options = context.options
@@ -209,8 +217,8 @@ def vqa_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[Result
             context.log(f"vqa: {loaded.name}: ingesting lmms-eval results from {results}")
             rows.extend(_Rows(context, loaded, "vqa_results", {"vqa_results": str(results)}).ingest(results))
         elif loaded.spec.mllm:
-            builder = _Rows(context, loaded, "lmms-eval run", {"mllm": loaded.spec.mllm})
             problem = _check_mllm_dir(Path(loaded.spec.mllm))
+            builder = _Rows(context, loaded, "lmms-eval run", {"mllm": loaded.spec.mllm, **({} if problem else _protocol(Path(loaded.spec.mllm)))})
             if problem:
                 rows.extend(builder.failed(task, problem) for task in tasks)
             else:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -17,23 +18,26 @@ def _data_folder(shapes_files):
     return shapes_files["captions"].parent
 
 
-def test_lineage_gets_fresh_mllms_with_frozen_encoders(tmp_path, shapes_files, tiny_lm_dir):
+def test_lineage_gets_fresh_mllms_with_frozen_encoders(tmp_path, shapes_files, tiny_lm_dir, monkeypatch):
     original = write_tiny_encoder(tmp_path / "orig.safetensors", seed=0)
     pivot = write_tiny_encoder(tmp_path / "pivot.safetensors", seed=1)
     manifest = tmp_path / "lineage.toml"
-    manifest.write_text(f'[[encoder]]\nname = "orig"\ncheckpoint = "{original}"\nrole = "original"\n\n'
-                        f'[[encoder]]\nname = "piv"\ncheckpoint = "{pivot}"\nrole = "pivot"\nbase = "orig"\n')
+    # Checkpoints relative to the manifest: the written manifest must still find them from its own folder.
+    manifest.write_text('[[encoder]]\nname = "orig"\ncheckpoint = "orig.safetensors"\nrole = "original"\n\n'
+                        '[[encoder]]\nname = "piv"\ncheckpoint = "pivot.safetensors"\nrole = "pivot"\nbase = "orig"\n')
     out = tmp_path / "pe"
-    status = train_main(["pivot-eval", "--encoders", str(manifest), "--lm", str(tiny_lm_dir), "--data", str(_data_folder(shapes_files)),
+    monkeypatch.chdir(tmp_path)  # a manifest named relative to the working directory, as users type it
+    status = train_main(["pivot-eval", "--encoders", "lineage.toml", "--lm", str(tiny_lm_dir), "--data", str(_data_folder(shapes_files)),
                          "--out", str(out), "--global-batch", "8", "--micro-batch", "4", "--align-lr", "1e-2", "--instruct-lr", "1e-3", "--epochs", "0.3"])
     assert status == 0
     specs = {spec.name: spec for spec in load_manifest(out / "lineage.toml")}
-    assert specs["piv"].role == "pivot" and specs["piv"].base == "orig" and specs["piv"].checkpoint == str(pivot)
+    assert specs["piv"].role == "pivot" and specs["piv"].base == "orig" and Path(specs["piv"].checkpoint).resolve() == pivot.resolve()
     lm_start = load_file(str(tiny_lm_dir / "model.safetensors"))
     for name, checkpoint in (("orig", original), ("piv", pivot)):
         mllm = load_mllm(specs[name].mllm)
         record = json.loads((out / name / "pivot_eval.json").read_text())
         assert mllm.encoder.weights_hash == load_encoder(checkpoint).weights_hash == record["encoder_weights_hash"]
+        assert json.loads((Path(specs[name].mllm) / "mllm.json").read_text())["protocol"] == "pivot-eval"
         assert record["instruct"]["freeze_encoder"] is True and record["steps"] == {"align": 1, "instruct": 2}  # 8 captions; 46 questions = 6 steps/epoch x 0.3
         trained = mllm.lm.state_dict()
         changed = [k for k, v in lm_start.items() if k in trained and not (trained[k] == v).all()]

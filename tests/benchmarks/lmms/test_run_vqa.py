@@ -10,6 +10,7 @@ import pytest
 from benchmarks import run
 from benchmarks.lmms.shapes_task import write_shapes_tasks
 from benchmarks.results import read_rows
+from reports.load import row_id
 
 from .conftest import DATA
 
@@ -52,9 +53,13 @@ def test_shapes_vqa_end_to_end_and_an_mllm_without_lm(tmp_path, tiny_mllm):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_mllm, broken)
     shutil.rmtree(broken / "lm")
+    fresh = tmp_path / "fresh"  # as `python -m train pivot-eval` marks its MLLMs
+    shutil.copytree(tiny_mllm, fresh)
+    meta = json.loads((fresh / "mllm.json").read_text())
+    (fresh / "mllm.json").write_text(json.dumps({**meta, "protocol": "pivot-eval"}))
     encoder = tiny_mllm / "encoder.safetensors"
     manifest = tmp_path / "lineage.toml"
-    manifest.write_text(f'[[encoder]]\nname = "orig"\ncheckpoint = "{encoder}"\nrole = "original"\nmllm = "{tiny_mllm}"\n\n'
+    manifest.write_text(f'[[encoder]]\nname = "orig"\ncheckpoint = "{encoder}"\nrole = "original"\nmllm = "{fresh}"\n\n'
                         f'[[encoder]]\nname = "sft"\ncheckpoint = "{encoder}"\nrole = "sft"\nbase = "orig"\nmllm = "{broken}"\n')
     status = run.main(["--encoders", str(manifest), "--suite", "vqa", "--vqa-tasks", "shapes_vqa,shapes_vqa_mc", "--vqa-items", "12",
                        "--data", DATA, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--no-report"])
@@ -65,7 +70,8 @@ def test_shapes_vqa_end_to_end_and_an_mllm_without_lm(tmp_path, tiny_mllm):
         assert row.status == "ok" and row.metric == metric and row.n == 12 and row.extra["category"] == "uncategorised"
         scores = np.load(tmp_path / "run" / row.per_item)
         assert scores.shape == (12,) and row.value == pytest.approx(100 * scores.mean())
-        assert row.extra["mllm"] == str(tiny_mllm) and row.extra["lmms"]["model"] == "vee_mllm"
+        assert row.extra["mllm"] == str(fresh) and row.extra["lmms"]["model"] == "vee_mllm"
+        assert row_id(row)[-1] == "protocol=pivot-eval"  # never mixed with the same encoder's rows from a lineage MLLM
         bad = rows[("sft", task)]
         assert bad.status == "failed" and f"{broken / 'lm'} is missing" in bad.reason
     results_files = list((tmp_path / "run" / "vqa" / "lmms" / "orig").rglob("*_results.json"))
