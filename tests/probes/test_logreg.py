@@ -30,7 +30,7 @@ def problem():
 
 def test_matches_scikit_learn_top1_and_chosen_C(problem):
     tx, ty, ex, ey = problem
-    exact = logreg_probe(tx, ty, ex, ey, config=LogRegConfig(Cs=CS))
+    exact = logreg_probe(tx, ty, ex, ey, config=LogRegConfig(Cs=CS, path_patience=None))
     reference = sklearn_logreg_probe(tx, ty, ex, ey, Cs=CS)
     assert exact.selected["C"] == reference.selected["C"]
     assert abs(exact.top1 - reference.top1) <= 0.3
@@ -41,9 +41,9 @@ def test_matches_scikit_learn_top1_and_chosen_C(problem):
 
 def test_selection_uses_only_train_and_reports_the_path(problem):
     tx, ty, ex, ey = problem
-    first = logreg_probe(tx, ty, ex, ey, config=LogRegConfig(Cs=CS))
+    first = logreg_probe(tx, ty, ex, ey, config=LogRegConfig(Cs=CS, path_patience=None))
     shuffled = ey[torch.randperm(ey.numel(), generator=torch.Generator().manual_seed(0))]
-    second = logreg_probe(tx, ty, ex, shuffled, config=LogRegConfig(Cs=CS))
+    second = logreg_probe(tx, ty, ex, shuffled, config=LogRegConfig(Cs=CS, path_patience=None))
     assert first.selected == second.selected and first.extra["holdout_top1"] == second.extra["holdout_top1"]
     assert first.n_tried == len(CS) and first.method == "logreg_lbfgs"
     assert first.top5 is not None and first.top5 >= first.top1
@@ -61,12 +61,23 @@ def test_strong_regularisation_shrinks_weights_toward_chance():
 
 def test_path_patience_stops_after_no_improvement(problem):
     tx, ty, ex, ey = problem
-    full = logreg_probe(tx, ty, ex, ey, config=LogRegConfig(Cs=CS))
+    full = logreg_probe(tx, ty, ex, ey, config=LogRegConfig(Cs=CS, path_patience=None))
     early = logreg_probe(tx, ty, ex, ey, config=LogRegConfig(Cs=CS, path_patience=1))
     scores = list(early.extra["holdout_top1"].values())
     assert early.n_tried < full.n_tried and scores[-1] <= max(scores[:-1])
+    assert early.extra["not_fitted"] == [f"C={c:.3g}" for c in CS[early.n_tried:]] and full.extra["not_fitted"] == []
     assert all(full.extra["holdout_top1"][key] == value for key, value in early.extra["holdout_top1"].items())
     assert early.selection_score == max(scores)
+
+
+def test_default_path_stops_after_the_peak_with_the_full_sweeps_choice():
+    tx, ty = features(400, 48, 6, seed=0)  # few rows per dimension: weak regularisation overfits, the peak is early
+    ex, ey = features(1000, 48, 6, seed=1)
+    cs = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+    early = logreg_probe(tx, ty, ex, ey, config=LogRegConfig(Cs=cs))
+    reference = sklearn_logreg_probe(tx, ty, ex, ey, Cs=cs)
+    assert early.n_tried < len(cs) and early.extra["not_fitted"]
+    assert early.selected["C"] == reference.selected["C"] and abs(early.top1 - reference.top1) <= 0.3
 
 
 def test_bad_config_and_memory_rule():
