@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seg-blocks", type=int, default=1, choices=(1, 4), help="seg: linear heads on the last block's patch map or the last four concatenated")
     parser.add_argument("--decode", default="cpu", choices=("cpu", "gpu"), help="cpu: PIL decode/resize/crop in the workers; gpu: workers read file bytes, torchvision decodes (nvJPEG on CUDA), resizes and crops on --device (image-file datasets only; part of the cache key)")
     parser.add_argument("--linear", default="auto", choices=("auto", "lbfgs", "sgd", "both"), help="cls linear probe: exact L-BFGS logistic regression (task linear), the SGD grid of heads (task linear_sgd), both, or auto: L-BFGS when the features fit the device's memory")
-    parser.add_argument("--grid-extend", action=argparse.BooleanOptionalAction, default=True, help="extend the SGD grid one step beyond an edge while its choice sits there (up to 3 steps)")
+    parser.add_argument("--grid-extend", action=argparse.BooleanOptionalAction, default=True, help="extend the exact probe's C path and the SGD grid one step beyond an edge while the choice sits there (up to 3 steps)")
     parser.add_argument("--loc-items", type=int, default=500, help="loc: images of the eval split to explain (spread evenly; 0 = all)")
     parser.add_argument("--loc-layers", default="-1,-2", help="loc: blocks whose input Grad-CAM explains (default the last and the penultimate)")
     parser.add_argument("--align-items", type=int, default=1000, help="align: image-caption pairs of the eval split (spread evenly; 0 = all)")

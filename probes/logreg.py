@@ -58,7 +58,10 @@ class LogRegConfig:
     ``Cs`` are scikit-learn's inverse regularisation strengths (sorted ascending before use);
     ``max_iter``/``tol``/``history_size`` mirror scikit-learn's lbfgs (``max_iter``, ``tol`` on the
     largest gradient entry, scipy's ``maxcor``). ``path_patience``: stop the path after this many
-    consecutive ``C`` values without a better held-out top-1 (``None``: fit every ``C``).
+    consecutive ``C`` values without a better held-out top-1 (``None``: fit every ``C``). ``path_extend``:
+    while the held-out peak is the smallest ``C`` (or the largest, with nothing left unfitted), fit one
+    more value a path step (the edge's ratio to its neighbour) beyond it and select again, at most
+    ``max_path_extensions`` times per run; what was added is in ``extra["extended"]``.
     """
 
     Cs: tuple[float, ...] = DEFAULT_CS
@@ -70,6 +73,8 @@ class LogRegConfig:
     standardize: bool = True
     refit: bool = True
     path_patience: int | None = 2
+    path_extend: bool = True
+    max_path_extensions: int = 3
 
     def __post_init__(self) -> None:
         if not self.Cs or any(c <= 0 for c in self.Cs):
@@ -78,6 +83,8 @@ class LogRegConfig:
             raise ValueError("LogRegConfig: max_iter and history_size must be >= 1 and tol > 0")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"LogRegConfig: holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.max_path_extensions < 0:
+            raise ValueError(f"LogRegConfig: max_path_extensions must be >= 0, got {self.max_path_extensions}")
         if self.path_patience is not None and self.path_patience < 1:
             raise ValueError(f"LogRegConfig: path_patience must be >= 1 or None, got {self.path_patience}")
 
@@ -179,6 +186,29 @@ def _fit_path(
     return path
 
 
+def _extend_path(path: list[dict[str, Any]], cs: list[float], config: LogRegConfig, fit_one) -> list[float]:
+    """Grow ``path`` (in place, kept sorted by C) beyond an edge holding the held-out peak; returns the Cs
+    added. ``fit_one(c, start)`` fits one C from ``start`` (weights, bias) or from zeros (``None``)."""
+    added: list[float] = []
+    if not config.path_extend or len(cs) < 2:
+        return added
+    while len(added) < config.max_path_extensions:
+        scores = [entry["score"] for entry in path]
+        best = int(np.argmax(scores))
+        if best == 0:  # stronger regularisation: cheap, fitted from zeros as the path's first value is
+            c = path[0]["C"] * path[0]["C"] / path[1]["C"]
+            path.insert(0, entry := fit_one(c, None))
+        elif best == len(path) - 1 and path[-1]["C"] >= cs[-1]:  # weaker, warm-started from the edge
+            c = path[-1]["C"] * path[-1]["C"] / path[-2]["C"]
+            path.append(entry := fit_one(c, (path[-1]["weight"], path[-1]["bias"])))
+        else:
+            break
+        added.append(c)
+        if entry["score"] <= scores[best]:  # no better beyond the edge: the peak is (or ties with) the old edge
+            break
+    return added
+
+
 def logreg_probe(
     train_x: ArrayLike,
     train_y: ArrayLike,
@@ -226,9 +256,11 @@ def logreg_probe(
     small = device.type == "cpu" and fit_rows.numel() * dim * n_classes < _SINGLE_THREAD_WORK
     with _at_most_threads(1 if small else torch.get_num_threads()):
         path = _fit_path(x_fit, y_fit, n_classes, cs, config, holdout_top1)
+        extended = _extend_path(path, cs, config, lambda c, start: _fit_path(x_fit, y_fit, n_classes, [c], config, holdout_top1, start=start)[0])
     scores = [entry["score"] for entry in path]
     best = int(np.argmax(scores))
     chosen = path[best]
+    not_fitted = [c for c in cs if c > path[-1]["C"]]
     path_seconds = time.perf_counter() - started
     del x_fit, x_hold
 
@@ -267,8 +299,9 @@ def logreg_probe(
             "n_iter": dict(zip(key, (entry["n_iter"] for entry in path))),
             "converged": dict(zip(key, (entry["converged"] for entry in path))),
             "fit_seconds": [entry["seconds"] for entry in path],
-            "at_edge": (["C_low"] if best == 0 else ["C_high"] if best == len(cs) - 1 else []) if len(cs) > 1 else [],
-            "not_fitted": [f"C={c:.3g}" for c in cs[len(path):]],  # after path_patience values without improvement
+            "at_edge": (["C_low"] if best == 0 else ["C_high"] if best == len(path) - 1 and not not_fitted else []) if len(path) > 1 else [],
+            "extended": [f"C={c:.3g}" for c in extended],  # beyond the given Cs, while the peak sat on an edge
+            "not_fitted": [f"C={c:.3g}" for c in not_fitted],  # after path_patience values without improvement
             "n_fit": int(fit_rows.numel()),
             "n_holdout": int(hold_rows.numel()),
             "path_seconds": path_seconds,

@@ -91,13 +91,12 @@ def linear_results(
         n_classes = int(train_y.unique().numel())
         mode = "lbfgs" if fits_in_memory(train_x.shape[0], train_x.shape[1], n_classes, _memory_budget(device)) else "sgd"
     results = {}
+    extend = bool(context.options.get("grid_extend", True))
     if mode in ("lbfgs", "both"):
-        results["linear"] = logreg_probe(train_x, train_y, eval_x, eval_y, config=LogRegConfig(seed=context.seed), device=device)
+        config = LogRegConfig(seed=context.seed, path_extend=extend)
+        results["linear"] = logreg_probe(train_x, train_y, eval_x, eval_y, config=config, device=device)
     if mode in ("sgd", "both"):
-        config = LinearProbeConfig(
-            epochs=int(context.options.get("linear_epochs", 10)), seed=context.seed,
-            grid_extend=bool(context.options.get("grid_extend", True)),
-        )
+        config = LinearProbeConfig(epochs=int(context.options.get("linear_epochs", 10)), seed=context.seed, grid_extend=extend)
         results["linear_sgd"] = linear_probe(train_x, train_y, eval_x, eval_y, config=config, device=device)
     return results
 

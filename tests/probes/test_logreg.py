@@ -80,11 +80,28 @@ def test_default_path_stops_after_the_peak_with_the_full_sweeps_choice():
     assert early.selected["C"] == reference.selected["C"] and abs(early.top1 - reference.top1) <= 0.3
 
 
+@pytest.mark.parametrize("given", [(10.0, 31.6227766, 100.0), (0.01, 0.0316227766, 0.1)], ids=["peak_below", "peak_above"])
+def test_a_peak_beyond_the_given_Cs_is_flagged_then_found_by_extension(given):
+    from benchmarks.perf.bench_linear_grid import make_features
+
+    data = make_features(1500, 500, 128, 10)  # held-out top-1 over C = 10^-4..10^2 peaks at C = 1 only
+    plain = logreg_probe(data.train_x, data.train_y, data.eval_x, data.eval_y, config=LogRegConfig(Cs=given, path_patience=None, path_extend=False))
+    assert plain.extra["at_edge"] == (["C_low"] if given[0] > 1 else ["C_high"]) and plain.extra["extended"] == []
+    grown = logreg_probe(data.train_x, data.train_y, data.eval_x, data.eval_y, config=LogRegConfig(Cs=given))
+    assert grown.selected["C"] == pytest.approx(1.0) and grown.extra["at_edge"] == []
+    assert len(grown.extra["extended"]) == 3 and grown.n_tried == 6  # two steps to the peak, one past it
+    path_cs = tuple(float(key[2:]) for key in grown.extra["holdout_top1"])
+    reference = sklearn_logreg_probe(data.train_x, data.train_y, data.eval_x, data.eval_y, Cs=path_cs)
+    assert reference.selected["C"] == pytest.approx(1.0, rel=1e-3) and abs(grown.top1 - reference.top1) <= 0.3
+
+
 def test_bad_config_and_memory_rule():
     with pytest.raises(ValueError, match="Cs"):
         LogRegConfig(Cs=(0.0,))
     with pytest.raises(ValueError, match="path_patience"):
         LogRegConfig(path_patience=0)
+    with pytest.raises(ValueError, match="max_path_extensions"):
+        LogRegConfig(max_path_extensions=-1)
     assert fits_in_memory(50_000, 768, 100)
     assert not fits_in_memory(1_281_167, 1152, 1000, budget_bytes=1 << 30)
 
