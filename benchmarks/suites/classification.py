@@ -61,8 +61,11 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, result: Classification
     selected = {key: value if not isinstance(value, float) or math.isfinite(value) else str(value) for key, value in result.selected.items()}
     extra = {"pooling": feature, "selected": selected, "n_tried": result.n_tried, "split": EVAL_SPLIT,
              "n_classes": n_classes, "chance": 100.0 / n_classes, "features_cached": cached, **layer_labels(context, loaded, feature)}
-    if "at_edge" in result.extra:  # the choice sits on an edge of the searched range: the optimum may lie beyond
+    # at_edge: the choice sits on an edge of the searched range (the optimum may lie beyond); extended /
+    # not_fitted: values the exact probe's path added beyond an edge / skipped after its held-out peak.
+    if "at_edge" in result.extra:
         extra["at_edge"] = result.extra["at_edge"]
+    extra.update({key: result.extra[key] for key in ("extended", "not_fitted") if result.extra.get(key)})
     if "." in feature:  # an intermediate block: "L3.mean" -> layer 3 (rows of the last block carry no layer)
         layer, pooling = feature.split(".")
         extra.update(layer=int(layer[1:]), pooling=pooling)

@@ -37,3 +37,13 @@ def test_both_and_bad_mode(data):
     assert set(classification.linear_results(context(linear="both"), *data)) == {"linear", "linear_sgd"}
     with pytest.raises(ValueError, match="--linear"):
         classification.linear_results(context(linear="newton"), *data)
+
+
+
+@pytest.mark.parametrize("extend", [True, False])
+def test_grid_extend_governs_the_exact_path_too(data, monkeypatch, extend):
+    seen = []
+    real = classification.logreg_probe
+    monkeypatch.setattr(classification, "logreg_probe", lambda *args, config, **kwargs: seen.append(config) or real(*args, config=config, **kwargs))
+    result = classification.linear_results(context(grid_extend=extend), *data)["linear"]
+    assert seen[0].path_extend is extend and "extended" in result.extra
