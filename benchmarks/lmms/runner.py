@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 import benchmarks
+from benchmarks.lmms.results import LEGACY_RESULTS_NAME, RESULTS_GLOB
 
 STATUS_FILE = "status.json"
 LOG_FILE = "lmms-eval.log"
@@ -55,6 +56,16 @@ class Outcome:
     extra: dict = field(default_factory=dict)
 
 
+def clear_previous_outputs(output_dir: Path) -> None:
+    """Remove what an earlier run left in a job's folder (status, lmms-eval results and samples files), so
+    that a task this run fails on can never be read back from an older file as if it were current."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / STATUS_FILE).unlink(missing_ok=True)
+    for pattern in (RESULTS_GLOB, LEGACY_RESULTS_NAME, "*_samples_*.jsonl"):
+        for stale in output_dir.rglob(pattern):
+            stale.unlink()
+
+
 def run_jobs(jobs: list[Job], include_path: str | os.PathLike | None, work_dir: str | os.PathLike, hf_cache: str | os.PathLike | None = None, log: Callable[[str], None] = print, timeout: float | None = None) -> list[Outcome]:
     """Run every job in one subprocess (lmms-eval is imported once); returns one outcome per job.
 
@@ -66,8 +77,7 @@ def run_jobs(jobs: list[Job], include_path: str | os.PathLike | None, work_dir: 
     spec_path = work_dir / "lmms_jobs.json"
     spec_path.write_text(json.dumps(spec, indent=2))
     for job in jobs:
-        Path(job.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(job.output_dir) / STATUS_FILE).unlink(missing_ok=True)
+        clear_previous_outputs(Path(job.output_dir))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")

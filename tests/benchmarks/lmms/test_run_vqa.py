@@ -12,7 +12,7 @@ from benchmarks.lmms.shapes_task import write_shapes_tasks
 from benchmarks.results import read_rows
 from reports.load import row_id
 
-from .conftest import DATA
+from .conftest import DATA, write_lmms_results
 
 pytest.importorskip("lmms_eval")
 
@@ -61,6 +61,9 @@ def test_shapes_vqa_end_to_end_and_an_mllm_without_lm(tmp_path, tiny_mllm):
     manifest = tmp_path / "lineage.toml"
     manifest.write_text(f'[[encoder]]\nname = "orig"\ncheckpoint = "{encoder}"\nrole = "original"\nmllm = "{fresh}"\n\n'
                         f'[[encoder]]\nname = "sft"\ncheckpoint = "{encoder}"\nrole = "sft"\nbase = "orig"\nmllm = "{broken}"\n')
+    # A results file an earlier run left in this run's lmms-eval folder, dated later than any real one:
+    # it must not be read back as this run's score.
+    stale = write_lmms_results(tmp_path / "run" / "vqa" / "lmms" / "orig" / "earlier", {"shapes_vqa": {"exact_match": (0.999, None)}}, date="20991231_000000")
     status = run.main(["--encoders", str(manifest), "--suite", "vqa", "--vqa-tasks", "shapes_vqa,shapes_vqa_mc", "--vqa-items", "12",
                        "--data", DATA, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--no-report"])
     rows = {(row.encoder, row.task): row for row in read_rows(tmp_path / "run")}
@@ -74,5 +77,6 @@ def test_shapes_vqa_end_to_end_and_an_mllm_without_lm(tmp_path, tiny_mllm):
         assert row_id(row)[-1] == "protocol=pivot-eval"  # never mixed with the same encoder's rows from a lineage MLLM
         bad = rows[("sft", task)]
         assert bad.status == "failed" and f"{broken / 'lm'} is missing" in bad.reason
+    assert not stale.exists() and rows[("orig", "shapes_vqa")].value != pytest.approx(99.9)
     results_files = list((tmp_path / "run" / "vqa" / "lmms" / "orig").rglob("*_results.json"))
     assert len(results_files) == 1  # a real lmms-eval results file, then ingested
