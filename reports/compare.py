@@ -42,6 +42,10 @@ PRIMARY = {
     "vqa": [("overall", "score"), ("shapes_vqa", "exact_match"), ("shapes_vqa_mc", "acc")],
 }
 
+# Among a primary task's variants, the headline: the CLS token's probe, and VQA of the fresh MLLMs of PIVOT's
+# evaluation protocol (encoders compared inside MLLMs that differ in nothing else) over the lineage's own MLLMs.
+PREFERRED_VARIANTS = ("pooling=cls", "protocol=pivot-eval")
+
 
 @dataclass
 class Cell:
@@ -214,7 +218,7 @@ def _primary_line(suite: str, lines: list[TableLine]) -> TableLine | None:
     for task, metric in PRIMARY.get(suite, []):
         matches = [line for line in candidates if (line.task, line.metric) == (task, metric)]
         if matches:
-            return next((line for line in matches if "pooling=cls" in line.variant), matches[0])
+            return next((line for line in matches if any(part in line.variant for part in PREFERRED_VARIANTS)), matches[0])
     return candidates[0]
 
 

@@ -21,9 +21,12 @@ numbers in a comparison.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from benchmarks.lmms.cambrian import BENCHMARKS, CAMBRIAN_TASKS, CATEGORIES, KNOWN_FRACTIONS, OVERALL, Benchmark, benchmark_of
 from benchmarks.lmms.results import Collected, LmmsResultsError, PerItem, TaskResult, collect_results, per_item_scores
@@ -50,6 +53,8 @@ class _Rows:
 
     def __init__(self, context: RunContext, loaded: LoadedEncoder, source: str, provenance: dict[str, Any]) -> None:
         self.context, self.loaded, self.source, self.provenance = context, loaded, source, provenance
+        # task -> the question kind of each document (by doc_id), for tasks whose documents we wrote
+        self.doc_kinds: dict[str, list[str]] = {}
 
     def row(self, **fields: Any) -> ResultRow:
         extra = {"source": self.source, **self.provenance, **fields.pop("extra", {})}
@@ -88,6 +93,33 @@ class _Rows:
         )
         return row, Score(value, stderr, result.n or 0)
 
+    def kind_rows(self, result: TaskResult, metric: str, scale: float) -> list[ResultRow]:
+        """One row per question kind (task ``<task>:<kind>``): the metric's mean over that kind's documents
+        (times ``scale``), its standard error and per-item scores, from the samples file."""
+        kinds = self.doc_kinds.get(result.task)
+        per_item = per_item_scores(result, metric) if kinds else None
+        if not isinstance(per_item, PerItem) or not all(isinstance(doc, int) and 0 <= doc < len(kinds) for doc in per_item.doc_ids):
+            return []
+        of_doc = np.array([kinds[doc] for doc in per_item.doc_ids])
+        rows = []
+        for kind in sorted(set(of_doc)):
+            mask = of_doc == kind
+            scores = per_item.scores[mask]
+            value = float(scores.mean()) * scale
+            stderr = float(scores.std(ddof=1)) / np.sqrt(scores.size) * scale if scores.size > 1 else None
+            docs = [doc for doc, keep in zip(per_item.doc_ids, mask) if keep]
+            fingerprint = hashlib.sha256(f"{per_item.fingerprint}:{kind}:{docs}".encode()).hexdigest()[:16]
+            task = f"{result.task}:{kind}"
+            rows.append(self.row(
+                task=task, dataset=_dataset(result), dataset_fingerprint=fingerprint, metric=metric, value=value,
+                higher_is_better=result.higher_is_better.get(metric, True), n=int(scores.size),
+                ci_low=value - Z95 * stderr if stderr is not None else None, ci_high=value + Z95 * stderr if stderr is not None else None,
+                per_item=self.context.save_per_item(scores, self.loaded.name, "vqa", task, metric),
+                extra={"category": "uncategorised", "kind": kind, "of_task": result.task, "lmms_metric": metric, "scale": scale,
+                       "stderr": stderr, "results_file": str(result.file)},
+            ))
+        return rows
+
     def task_rows(self, result: TaskResult) -> tuple[list[ResultRow], tuple[Benchmark, Score, bool] | None]:
         """Rows of one task, and its Cambrian score (benchmark, score, partial) when it is one."""
         benchmark = benchmark_of(result.task)
@@ -107,6 +139,7 @@ class _Rows:
                 continue
             scale = 100.0 if (result.task, metric) in KNOWN_FRACTIONS else 1.0
             rows.append(self.metric_row(result, metric, scale, None)[0])
+            rows.extend(self.kind_rows(result, metric, scale))
         if not rows:
             rows.append(self.failed(result.task, f"{result.task}: no numeric metric in {result.file} (found {sorted(result.metrics)})", _dataset(result)))
         return rows, None
@@ -248,7 +281,9 @@ def _run(context: RunContext, to_run: list[tuple[LoadedEncoder, _Rows]], tasks: 
     hf_cache = root / "hf-datasets" if all(task in SHAPES_TASKS for task in tasks) else None
     outcomes = run_jobs(jobs, include_path, root, hf_cache, log=context.log)
     rows: list[ResultRow] = []
+    kinds = [json.loads(line)["kind"] for line in written.docs.read_text().splitlines()] if include_path else []
     for (loaded, builder), outcome in zip(to_run, outcomes):
+        builder.doc_kinds = {task: kinds for task in SHAPES_TASKS if kinds}
         context.log(f"vqa: {loaded.name}: lmms-eval {'failed: ' + outcome.error.splitlines()[0] if outcome.error else 'done'} in {outcome.seconds:.1f} s (log {outcome.log})")
         builder.provenance["lmms_log"] = outcome.log
         rows.extend(builder.ingest(outcome.job.output_dir, expected=tasks, run_error=outcome.error))

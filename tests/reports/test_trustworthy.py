@@ -86,6 +86,24 @@ def test_verdict_says_when_pivot_does_not_beat_sft(tmp_path):
     assert "+PIVOT does not beat +SFT significantly" in verdicts[0].summary
 
 
+def test_vqa_verdict_prefers_the_fresh_mllms_of_pivots_protocol(tmp_path):
+    run = tmp_path / "run"
+    rows = []
+    for protocol, value in (("", 40.0), ("pivot-eval", 60.0)):  # the lineage's own MLLMs, then the fresh ones
+        for name, role in (("o", "original"), ("s", "sft"), ("p", "pivot")):
+            extra = {"protocol": protocol} if protocol else {}
+            rows.append(ResultRow(encoder=name, role=role, base="" if name == "o" else "o", suite="vqa", task="shapes_vqa",
+                                  dataset="lmms-eval", metric="exact_match", value=value, n=100, extra=extra))
+            rows.append(ResultRow(encoder=name, role=role, base="" if name == "o" else "o", suite="vqa", task="shapes_vqa:colour",
+                                  dataset="lmms-eval", metric="exact_match", value=99.0, n=30, extra={**extra, "kind": "colour"}))
+    append_rows(run, rows)
+    (lineage,) = load_runs([run]).lineages
+    _, verdicts, _ = lineage_analysis(lineage, PerItemCache(), n_boot=200)
+    (vqa,) = [verdict for verdict in verdicts if verdict.line.suite == "vqa"]
+    assert (vqa.line.task, vqa.line.variant) == ("shapes_vqa", "protocol=pivot-eval")
+    assert [cell.value for _, _, cell in vqa.entries] == [60.0, 60.0, 60.0]
+
+
 def test_apply_correction_ignores_untested_cells():
     from reports.compare import Cell
 

@@ -75,6 +75,15 @@ def test_shapes_vqa_end_to_end_and_an_mllm_without_lm(tmp_path, tiny_mllm):
         assert scores.shape == (12,) and row.value == pytest.approx(100 * scores.mean())
         assert row.extra["mllm"] == str(fresh) and row.extra["lmms"]["model"] == "vee_mllm"
         assert row_id(row)[-1] == "protocol=pivot-eval"  # never mixed with the same encoder's rows from a lineage MLLM
+        by_kind = [r for (name, t), r in rows.items() if name == "orig" and t.startswith(f"{task}:")]
+        assert {r.extra["kind"] for r in by_kind} <= {"colour", "count", "presence", "position"} and len(by_kind) >= 2
+        assert sum(r.n for r in by_kind) == 12 and all(r.metric == metric and r.status == "ok" for r in by_kind)
+        assert sum(r.value * r.n for r in by_kind) / 12 == pytest.approx(row.value)  # the kinds partition the questions
+        (docs_file,) = (tmp_path / "run" / "vqa" / "tasks").glob("*.jsonl")
+        docs = [json.loads(line) for line in docs_file.read_text().splitlines()]
+        for r in by_kind:
+            kind_scores = np.load(tmp_path / "run" / r.per_item)
+            assert kind_scores.tolist() == [s for s, d in zip(scores.tolist(), docs) if d["kind"] == r.extra["kind"]]
         bad = rows[("sft", task)]
         assert bad.status == "failed" and f"{broken / 'lm'} is missing" in bad.reason
     assert not stale.exists() and rows[("orig", "shapes_vqa")].value != pytest.approx(99.9)
