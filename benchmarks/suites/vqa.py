@@ -230,7 +230,10 @@ def _results_path(loaded: LoadedEncoder, option: str, count: int) -> Path | None
 def _protocol(mllm_dir: Path) -> dict[str, str]:
     """``{"protocol": ...}`` when the MLLM records how it was built (``python -m train pivot-eval`` writes
     ``pivot-eval``), else empty: part of the row's identity, so lineage MLLMs and fresh ones never mix."""
-    protocol = json.loads((mllm_dir / "mllm.json").read_text()).get("protocol")
+    try:
+        protocol = json.loads((mllm_dir / "mllm.json").read_text()).get("protocol")
+    except (OSError, ValueError, AttributeError):  # unreadable: loading the MLLM fails later with the full message
+        return {}
     return {"protocol": str(protocol)} if protocol else {}
 
 

@@ -89,3 +89,12 @@ def test_shapes_vqa_end_to_end_and_an_mllm_without_lm(tmp_path, tiny_mllm):
     assert not stale.exists() and rows[("orig", "shapes_vqa")].value != pytest.approx(99.9)
     results_files = list((tmp_path / "run" / "vqa" / "lmms" / "orig").rglob("*_results.json"))
     assert len(results_files) == 1  # a real lmms-eval results file, then ingested
+
+
+def test_protocol_mark_is_read_and_an_unreadable_mllm_json_is_left_to_the_loader(tmp_path):
+    from benchmarks.suites.vqa import _protocol
+
+    (tmp_path / "mllm.json").write_text(json.dumps({"format": "x", "protocol": "pivot-eval"}))
+    assert _protocol(tmp_path) == {"protocol": "pivot-eval"}
+    (tmp_path / "mllm.json").write_text("{not json")
+    assert _protocol(tmp_path) == {}
