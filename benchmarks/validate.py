@@ -45,13 +45,18 @@ def parse_layers(text: str) -> list[int] | str | None:
         return None
     if text == "all":
         return "all"
+    return _block_indices("--layers", text, "-1,-2,-4", ", or 'all'")
+
+
+def _block_indices(flag: str, text: str, example: str = "-1,-2", alternative: str = "") -> list[int]:
+    """A comma list of block indices (``-1,-2``), or a UsageError naming ``flag`` with ``example``."""
     try:
-        layers = [int(part) for part in text.split(",") if part.strip()]
+        blocks = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise UsageError(f"--layers {text!r}: expected a comma list of block indices such as -1,-2,-4 (write --layers=-1,-2), or 'all'") from None
-    if not layers:
-        raise UsageError(f"--layers {text!r}: no block index given; e.g. --layers=-1,-2 or --layers all")
-    return layers
+        raise UsageError(f"{flag} {text!r}: expected a comma list of block indices such as {example} (write {flag}={example}){alternative}") from None
+    if not blocks:
+        raise UsageError(f"{flag} {text!r}: no block index given; e.g. {flag}={example}{alternative}")
+    return blocks
 
 
 def parse_suites(values: Sequence[str] | str | None, known: Sequence[str], extra: Sequence[str] = (), default: str = "all") -> list[str]:
@@ -180,12 +185,7 @@ def check_attribution_options(loc_items: int, loc_layers: str, grad_items: int, 
     for flag, value in (("--loc-items", loc_items), ("--grad-items", grad_items), ("--align-items", align_items)):
         if value < 0:
             raise UsageError(f"{flag} {value}: must be >= 0 (0 = every item)")
-    try:
-        blocks = [int(part) for part in loc_layers.split(",") if part.strip()]
-    except ValueError:
-        raise UsageError(f"--loc-layers {loc_layers!r}: expected a comma list of block indices such as -1,-2 (write --loc-layers=-1,-2)") from None
-    if not blocks:
-        raise UsageError(f"--loc-layers {loc_layers!r}: no block index given; e.g. --loc-layers=-1,-2")
+    blocks = _block_indices("--loc-layers", loc_layers)
     if align_lm and not (Path(align_lm) / "config.json").is_file():
         raise UsageError(f"--align-lm {align_lm}: not a transformers model directory (no config.json); pass a local causal-LM folder (save_pretrained output)")
     return blocks

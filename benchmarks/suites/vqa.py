@@ -254,7 +254,7 @@ def vqa_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[Result
             rows.extend(_Rows(context, loaded, "vqa_results", {"vqa_results": str(results)}).ingest(results))
         elif loaded.spec.mllm:
             problem = _check_mllm_dir(Path(loaded.spec.mllm))
-            builder = _Rows(context, loaded, "lmms-eval run", {"mllm": loaded.spec.mllm, **({} if problem else _protocol(Path(loaded.spec.mllm)))})
+            builder = _Rows(context, loaded, "lmms-eval run", {"mllm": loaded.spec.mllm, **_protocol(Path(loaded.spec.mllm))})
             if problem:
                 rows.extend(builder.failed(task, problem) for task in tasks)
             else:
