@@ -5,7 +5,8 @@ For an item (image, question, chosen, rejected) the map at a site is the L1 norm
 d(loss)/d(token) for each of the N visual tokens, reshaped to the encoder's grid (h, w). Sites:
 ``projector`` (the projector's outputs, what the LM sees: the study's map) and ``encoder`` (the
 encoder's tokens at the MLLM's visual layer, what the encoder's own training receives). Losses
-(``train.losses``): SFT = the item's token-mean NLL of the chosen answer; DPO =
+(the caller passes the training code's own, ``train.losses``, so the maps are of exactly what training
+optimises): SFT = the item's token-mean NLL of the chosen answer; DPO =
 ``-log sigmoid(beta ((pc - rc) - (pr - rr)))`` with the reference's log-probs as constants (the
 reference is the frozen Stage-1 MLLM, or the policy itself when none is given). Items do not interact
 (each sees only its own image), so the maps of a batch come from one backward pass of the summed
@@ -19,7 +20,7 @@ token's patch inside the object's region; ``entropy`` = -sum(p log p) / log N wi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,18 @@ from torch import Tensor
 
 SITES = ("projector", "encoder")
 LOSSES = ("sft", "dpo")
+
+
+@dataclass(frozen=True)
+class Objectives:
+    """The two Stage-2 losses, as the training code defines them (``train.losses``).
+
+    ``sft(logp, n_tokens)``: token-mean NLL (nats) of summed answer log-probs (1,) over (1,) tokens;
+    ``dpo(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=...)``: (per-item loss (B,), metrics).
+    """
+
+    sft: Callable[..., Tensor]
+    dpo: Callable[..., tuple[Tensor, dict]]
 
 
 @dataclass
@@ -57,6 +70,7 @@ def gradient_maps(
     chosen: Sequence[str],
     rejected: Sequence[str],
     *,
+    objectives: Objectives,
     reference=None,
     beta: float = 0.1,
     score_rejected: bool = True,
@@ -64,6 +78,7 @@ def gradient_maps(
 ) -> GradientMaps:
     """SFT and DPO gradient maps of ``mllm`` (``train.mllm.MLLM``) for a batch of preference items.
 
+    ``objectives``: the SFT and DPO losses (``Objectives(train.losses.sft_loss, train.losses.dpo_loss)``).
     ``reference``: the DPO reference MLLM (frozen; None = the policy itself, whose log-probs then enter
     as constants). ``score_rejected=False`` drops the rejected answer from DPO's margin (both its policy
     and reference terms), leaving ``-log sigmoid(beta (pc - rc))``. Non-finite maps raise
@@ -71,7 +86,8 @@ def gradient_maps(
     (``item_ids`` when given).
     """
     from probes.gradcam import AttributionError
-    from train.losses import dpo_loss, sft_loss
+
+    sft_loss, dpo_loss = objectives.sft, objectives.dpo
 
     h, w = mllm.grid
     chosen_batch = mllm.prepare(images, list(questions), list(chosen))

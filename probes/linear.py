@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from probes.stats import bootstrap_ci
+from evidence.stats import bootstrap_ci
 
 ArrayLike = Tensor | np.ndarray
 

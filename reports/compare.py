@@ -4,7 +4,7 @@ versus the original with a significance mark; and the headline verdict of the li
 The test of one delta, in order of preference:
 
 * ``paired`` -- both rows have per-item score files of the same length (same items): a paired
-  bootstrap (``probes.stats.paired_bootstrap``) of ``new - original``; its two-sided p-value (floored
+  bootstrap (``evidence.stats.paired_bootstrap``) of ``new - original``; its two-sided p-value (floored
   at 1 / number of resamples, the test's resolution).
 * ``ci`` -- no usable per-item scores but both rows have 95% CIs: an unpaired z-test with each
   standard error taken as its CI half-width / 1.96 (normal approximation).
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probes.stats import paired_bootstrap
+from evidence.stats import paired_bootstrap
 from reports.load import Lineage, LoadedRow, PerItemCache, is_ok, role_rank, row_id, row_layer
 
 SIG_PAIRED = "paired"

@@ -65,7 +65,8 @@ def bench_gradcam(encoder, n: int, repeats: int) -> dict:
 
 
 def bench_gradients(encoder, folder: Path, n: int, repeats: int, quick: bool) -> dict:
-    from probes.gradients import gradient_maps
+    from probes.gradients import Objectives, gradient_maps
+    from train.losses import dpo_loss, sft_loss
     from train.mllm import IMAGE_TOKEN, build_mllm
     from train.tiny_lm import TinyLMConfig, build_tiny_lm
 
@@ -76,8 +77,9 @@ def bench_gradients(encoder, folder: Path, n: int, repeats: int, quick: bool) ->
     images = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
     questions = ["What colour is the circle?"] * n
     chosen, rejected = ["red"] * n, ["blue"] * n
-    rate_batched = _rate(lambda: gradient_maps(mllm, images, questions, chosen, rejected), n, repeats)
-    rate_single = _rate(lambda: [gradient_maps(mllm, images[i : i + 1], questions[:1], chosen[:1], rejected[:1]) for i in range(n)], n, repeats)
+    objectives = Objectives(sft_loss, dpo_loss)
+    rate_batched = _rate(lambda: gradient_maps(mllm, images, questions, chosen, rejected, objectives=objectives), n, repeats)
+    rate_single = _rate(lambda: [gradient_maps(mllm, images[i : i + 1], questions[:1], chosen[:1], rejected[:1], objectives=objectives) for i in range(n)], n, repeats)
     return {"batched": rate_batched, "single": rate_single, "ratio": rate_batched / rate_single, "lm": f"Qwen2 hidden {config.hidden_size}, {config.num_hidden_layers} layers"}
 
 

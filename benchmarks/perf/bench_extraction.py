@@ -240,7 +240,7 @@ def probe_check(precisions: list[str], folder: Path, options: dict[str, Any] = P
     Each precision gets the whole protocol (its own features, its own hyperparameter selection), as a
     user would run it. Also returned: the paired-bootstrap 95% interval of each difference to fp32."""
     from probes.linear import linear_probe
-    from probes.stats import paired_bootstrap
+    from evidence.stats import paired_bootstrap
 
     encoder = build_encoder(TINY_ARCH, options, folder, seed=1)
     train = open_split(spec, "train")

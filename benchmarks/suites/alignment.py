@@ -23,7 +23,7 @@ from benchmarks.datasets import open_split
 from benchmarks.features import extract_features
 from benchmarks.results import STATUS_SKIPPED, ResultRow
 from probes.alignment import linear_cka, linear_cka_ci, mutual_knn
-from probes.stats import bootstrap_ci
+from evidence.stats import bootstrap_ci
 
 from . import SUITES
 from .base import LoadedEncoder, RunContext

@@ -20,7 +20,7 @@ import torch
 from benchmarks.datasets import open_split
 from benchmarks.results import STATUS_SKIPPED, ResultRow
 from probes.gradients import LOSSES, SITES, gradient_maps, map_scores, patch_cover
-from probes.stats import bootstrap_ci, paired_bootstrap
+from evidence.stats import bootstrap_ci, paired_bootstrap
 from probes.threads import threads_for
 
 from . import SUITES

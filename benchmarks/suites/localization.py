@@ -21,7 +21,7 @@ from benchmarks.features import extract_features
 from benchmarks.results import STATUS_SKIPPED, ResultRow
 from probes.gradcam import grad_cam, has_blocks, localization_scores, resolve_block
 from probes.linear import LinearProbeConfig, fit_linear_head, linear_probe
-from probes.stats import bootstrap_ci
+from evidence.stats import bootstrap_ci
 from probes.threads import threads_for
 
 from . import SUITES

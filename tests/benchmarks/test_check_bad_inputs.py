@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.check import main
 from benchmarks.results import ResultRow, append_rows
-from probes.stats import bootstrap_ci
+from evidence.stats import bootstrap_ci
 
 
 def _row(metric="top1", value=70.0, ci=2.0, **extra) -> ResultRow:

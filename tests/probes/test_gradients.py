@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from probes.gradients import gradient_maps, map_scores, patch_cover
+from probes.gradients import Objectives, map_scores, patch_cover
+from probes.gradients import gradient_maps as _gradient_maps
+from train.losses import dpo_loss, sft_loss
 
 QUESTIONS = ["What colour is the circle?", "Is there a star in the image?", "What colour is the ring?"]
 CHOSEN = ["red", "yes", "blue"]
@@ -31,6 +33,11 @@ def tiny_mllm(tmp_path_factory):
     corpus = QUESTIONS + CHOSEN + REJECTED
     lm = build_tiny_lm(folder / "lm", corpus, TinyLMConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64), extra_special=[IMAGE_TOKEN])
     return build_mllm(encoder, lm).eval()
+
+
+def gradient_maps(*args, **kwargs):
+    """The probe with the training code's own losses, as the grad suite calls it."""
+    return _gradient_maps(*args, objectives=Objectives(sft_loss, dpo_loss), **kwargs)
 
 
 def images(n=3, seed=0):

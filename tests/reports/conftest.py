@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.results import ResultRow, append_rows, write_csv
-from probes.stats import bootstrap_ci
+from evidence.stats import bootstrap_ci
 
 LINEAGE = [("vit-orig", "original", ""), ("vit-sft", "sft", "vit-orig"), ("vit-pivot", "pivot", "vit-orig")]
 N_ITEMS = 400

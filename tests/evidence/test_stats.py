@@ -1,10 +1,10 @@
-"""Tests for probes.stats: percentile bootstrap CI and paired bootstrap of a difference."""
+"""Tests for evidence.stats: percentile bootstrap CI and paired bootstrap of a difference."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from probes.stats import PairedDifference, bootstrap_ci, paired_bootstrap
+from evidence.stats import PairedDifference, bootstrap_ci, paired_bootstrap
 
 
 def bernoulli(n: int, p: float, seed: int) -> np.ndarray:
