@@ -19,7 +19,7 @@ import torch
 
 from benchmarks.datasets import open_split
 from benchmarks.results import STATUS_SKIPPED, ResultRow
-from probes.gradients import LOSSES, SITES, gradient_maps, map_scores, patch_cover
+from probes.gradients import LOSSES, SITES, Objectives, gradient_maps, map_scores, patch_cover
 from evidence.stats import bootstrap_ci, paired_bootstrap
 from probes.threads import threads_for
 
@@ -62,6 +62,13 @@ def _load(path: str, device: str, cache: dict):
     return cache[path]
 
 
+def _objectives() -> Objectives:
+    """The losses exactly as Stage-2 training defines them."""
+    from train.losses import dpo_loss, sft_loss
+
+    return Objectives(sft_loss, dpo_loss)
+
+
 def _maps_for(context: RunContext, mllm, reference, split, items) -> tuple[dict, torch.Tensor]:
     """Gradient maps (n, h, w) per (loss, site) and the object's token cover (n, h, w)."""
     from tqdm import tqdm
@@ -75,7 +82,7 @@ def _maps_for(context: RunContext, mllm, reference, split, items) -> tuple[dict,
         part = items[start : start + batch]
         images = torch.stack([transform(split.load_image(index)) for index, _, _ in part]).to(device)
         result = gradient_maps(mllm, images, [i.question for _, i, _ in part], [i.chosen for _, i, _ in part], [i.rejected for _, i, _ in part],
-                               reference=reference, beta=BETA, item_ids=[f"{split.item_id(index)} ({item.question!r})" for index, item, _ in part])
+                               objectives=_objectives(), reference=reference, beta=BETA, item_ids=[f"{split.item_id(index)} ({item.question!r})" for index, item, _ in part])
         for key, value in result.maps.items():
             maps.setdefault(key, []).append(value)
         covers.append(patch_cover(torch.stack([to_encoder_frame(region, mllm.encoder.preprocess) for _, _, region in part]), mllm.grid))
