@@ -11,8 +11,10 @@ for a metric the baseline lacks, --write-baseline of a run with NaN/Inf values).
 Which encoder: ``--encoder NAME``; without it, the run's only encoder; when the run holds several,
 the one the baseline was written from if it is among them, else a usage error listing them.
 
-Entries are matched by (suite, task, dataset, metric, variant); the variant is ``layer=..``/``pooling=..``
-from the row's ``extra`` ('' when absent), so per-layer rows of one metric stay apart.
+Entries are matched by a row's identity, ``ResultRow.identity`` = (suite, task, dataset, metric, variant),
+the same identity the report uses; the variant holds the ``extra`` fields its suite declares (e.g.
+``layer=6, pooling=mean``; ``protocol=pivot-eval`` for the VQA of PIVOT's fresh MLLMs), so per-layer rows
+of one metric, or a fresh MLLM's and a lineage MLLM's VQA score, never stand for each other.
 
 Verdict of one baseline entry, with ``drop`` = how much worse the new value is (``base - new`` when
 higher is better, ``new - base`` otherwise) and ``tol`` = ``--tolerance`` for the metric name (default 0,
@@ -83,17 +85,6 @@ EntryKey = tuple[str, str, str, str, str]
 
 class UsageError(Exception):
     """A problem with the command line or its files; main() prints it and exits 2."""
-
-
-def _variant(row: ResultRow) -> str:
-    # Same rule as reports.load.row_variant; duplicated so the gate imports nothing from reports.
-    parts = [f"{name}={row.extra[name]}" for name in ("layer", "pooling") if row.extra.get(name) not in (None, "")]
-    return ", ".join(parts)
-
-
-def row_key(row: ResultRow) -> EntryKey:
-    """(suite, task, dataset, metric, variant) of a result row."""
-    return (*row.key, _variant(row))
 
 
 def entry_key(entry: dict[str, Any]) -> EntryKey:
@@ -193,7 +184,7 @@ def make_baseline(rows: list[ResultRow], encoder: str, source: Path) -> dict[str
             continue
         if row.weights_hash and row.weights_hash not in hashes:
             hashes.append(row.weights_hash)
-        suite, task, dataset, metric, variant = row_key(row)
+        suite, task, dataset, metric, variant = row.identity
         entries.append({
             "suite": suite, "task": task, "dataset": dataset, "metric": metric, "variant": variant,
             "value": row.value, "ci_low": row.ci_low, "ci_high": row.ci_high,
@@ -300,7 +291,7 @@ def compare(baseline: dict[str, Any], rows: list[ResultRow], encoder: str, toler
     by_key: dict[EntryKey, ResultRow] = {}
     for row in rows:
         if row.encoder == encoder:
-            by_key[row_key(row)] = row  # later rows win (a resumed run recomputed the metric)
+            by_key[row.identity] = row  # later rows win (a resumed run recomputed the metric)
     default = tolerances.get("*", 0.0)
     results = []
     seen = set()

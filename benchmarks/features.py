@@ -38,7 +38,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.datasets import BadImageError, ImageSplit
+from benchmarks.datasets import IMAGE_FILES, BadImageError, ImageSplit
 from encoders import Encoder
 
 STORE_VERSION = 2
@@ -416,7 +416,7 @@ def extract_features(
     _autocast(config.precision, config.device)  # rejects an unknown precision before anything is written
     if config.decode not in DECODES:
         raise ValueError(f"unknown decode mode {config.decode!r}; use one of {', '.join(DECODES)}")
-    if config.decode == "gpu" and not hasattr(split, "path"):
+    if config.decode == "gpu" and IMAGE_FILES not in type(split).CAPABILITIES:
         raise ValueError(f"--decode gpu reads image files, but {split.spec} has none (use it with imagenet:root=...; or --decode cpu)")
     key, meta = store_key(encoder, split, resolved, config.precision, token_layers, config.decode)
     entry = Path(cache_dir) / key

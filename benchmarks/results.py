@@ -69,6 +69,15 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+# Rows written before rows carried their variant were told apart by these extra keys.
+LEGACY_VARIANT_FIELDS = ("layer", "pooling", "protocol")
+
+
+def variant_of(extra: dict[str, Any], names: Iterable[str]) -> str:
+    """``"layer=6, pooling=mean"``: the ``names`` present in ``extra``, in order; '' when none is."""
+    return ", ".join(f"{name}={extra[name]}" for name in names if extra.get(name) not in (None, ""))
+
+
 @dataclass
 class ResultRow:
     """One metric of one encoder on one (suite, task, dataset).
@@ -77,6 +86,12 @@ class ResultRow:
     bound a 95% bootstrap confidence interval where one is defined. ``per_item`` is a path relative to
     the run directory of a ``.npy`` vector of per-item scores whose mean (x100 for accuracies) is
     ``value``. Rows with ``status`` ``skipped`` or ``failed`` carry ``value=None`` and a ``reason``.
+
+    ``variant`` tells apart rows of one (suite, task, dataset, metric), e.g. ``layer=6, pooling=mean``:
+    made from the ``extra`` keys its suite declares (``SuiteSpec.variant_fields``); a row that no suite
+    stamped (a file written before rows carried it, a row made by hand) derives it from
+    ``LEGACY_VARIANT_FIELDS``. ``identity`` is what a row stands for wherever rows meet: the report's
+    table lines and the gate's baseline entries.
     """
 
     encoder: str
@@ -101,12 +116,22 @@ class ResultRow:
     status: str = STATUS_OK
     reason: str = ""
     per_item: str = ""
+    variant: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.variant is None:
+            self.variant = variant_of(self.extra if isinstance(self.extra, dict) else {}, LEGACY_VARIANT_FIELDS)
 
     @property
     def key(self) -> tuple[str, str, str, str]:
-        """What the regression gate compares across runs: (suite, task, dataset, metric)."""
+        """(suite, task, dataset, metric)."""
         return (self.suite, self.task, self.dataset, self.metric)
+
+    @property
+    def identity(self) -> tuple[str, str, str, str, str]:
+        """(suite, task, dataset, metric, variant): one metric of one encoder, the same in every run."""
+        return (*self.key, self.variant)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -126,6 +151,8 @@ class ResultRow:
             value = data.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ValueError(f"field {name!r} must be a number or null, got {value!r}")
+        if data.get("variant") is not None and not isinstance(data["variant"], str):
+            raise ValueError(f"field 'variant' must be a string, got {data['variant']!r}")
         if not isinstance(data.get("extra", {}), dict):
             raise ValueError(f"field 'extra' must be an object, got {data['extra']!r}")
         return cls(**data)

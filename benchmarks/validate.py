@@ -7,35 +7,14 @@ range) run right after loading, before any feature is computed.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-# An option value that looks like a negative number list ("-1,-2"): argparse would take it for a flag.
-_NEGATIVE_LIST = re.compile(r"^-\d+(,\s*-?\d+)*,?$")
-VALUE_FLAGS_WITH_NEGATIVES = ("--layers", "--loc-layers")
+from benchmarks.options import UsageError
 
-
-class UsageError(Exception):
-    """A user error on the command line or in a file it names; printed as one line, exit status 2."""
-
-
-def join_negative_values(argv: Sequence[str]) -> list[str]:
-    """``["--layers", "-1,-2"]`` -> ``["--layers=-1,-2"]`` so argparse does not read ``-1,-2`` as an option."""
-    out: list[str] = []
-    items = list(argv)
-    index = 0
-    while index < len(items):
-        item = items[index]
-        if item in VALUE_FLAGS_WITH_NEGATIVES and index + 1 < len(items) and _NEGATIVE_LIST.match(items[index + 1]):
-            out.append(f"{item}={items[index + 1]}")
-            index += 2
-            continue
-        out.append(item)
-        index += 1
-    return out
+__all__ = ["UsageError"]  # raised by every check here; benchmarks.run prints it and exits 2
 
 
 def parse_layers(text: str) -> list[int] | str | None:
@@ -80,23 +59,6 @@ def parse_suites(values: Sequence[str] | str | None, known: Sequence[str], extra
     return names
 
 
-def check_data(spec: str, needed_splits: Sequence[str] = ()) -> None:
-    """``--data``: the spec parses, its required keys are present, a file dataset's root exists and it
-    has the splits the chosen suites read (``needed_splits``)."""
-    from benchmarks.datasets.registry import available_splits
-
-    try:
-        splits = available_splits(spec)
-    except (ValueError, KeyError, FileNotFoundError, NotADirectoryError) as err:
-        message = str(err.args[0]) if err.args else str(err)
-        raise UsageError(f"--data {spec!r}: {message.splitlines()[0]}") from None
-    if not splits:
-        raise UsageError(f"--data {spec!r}: no split folders found; see the README's Datasets section for the layout")
-    missing = [name for name in needed_splits if name not in splits]
-    if missing:
-        raise UsageError(f"--data {spec!r}: no {'/'.join(missing)} split (found {', '.join(splits)}); the chosen suites evaluate train -> val, so add the missing split folder")
-
-
 def check_device(device: str) -> None:
     """``--device``: a device torch knows; ``cuda`` only with a visible GPU (and an index below the count)."""
     try:
@@ -139,17 +101,6 @@ def make_dir(path: Path, flag: str) -> None:
         raise UsageError(f"{flag} {path}: not writable; pass a writable directory")
 
 
-def check_numbers(batch_size: int, workers: int, linear_epochs: int, seed: int = 0) -> None:
-    if seed < 0:
-        raise UsageError(f"--seed {seed}: must be >= 0 (numpy's generators refuse negative seeds)")
-    if batch_size < 1:
-        raise UsageError(f"--batch-size {batch_size}: must be >= 1")
-    if workers < 0:
-        raise UsageError(f"--workers {workers}: must be >= 0 (0 = load images in the main process)")
-    if linear_epochs < 1:
-        raise UsageError(f"--linear-epochs {linear_epochs}: must be >= 1")
-
-
 def check_encoder_paths(paths: Sequence[str]) -> None:
     """``--encoder``: every path exists (a file or an HF model directory)."""
     for path in paths:
@@ -169,23 +120,30 @@ def check_arch(arch: str) -> None:
         raise UsageError(f"--arch {arch!r}: unknown family {family!r}; families: {known}")
 
 
-def check_layers_in_range(layers: list[int] | str | None, encoders, flag: str = "--layers") -> None:
-    """After loading: every ``flag`` index exists in every encoder (a negative index counts from the end)."""
+def layers_problem(text: str) -> str:
+    """Option check of ``--layers``: '' or what is wrong."""
+    try:
+        parse_layers(text)
+    except UsageError as err:
+        return str(err).split(": ", 1)[-1]
+    return ""
+
+
+def blocks_problem(blocks: Sequence[int]) -> str:
+    """Option check of a block list such as ``--loc-layers``: at least one index."""
+    return "" if blocks else "no block index given; e.g. -1,-2"
+
+
+def layers_out_of_range(layers: list[int] | str | None, encoders, flag: str = "--layers") -> str:
+    """After loading: '' when every ``flag`` index exists in every encoder (a negative index counts from
+    the end), else the problem naming the flag and the valid range."""
     if layers is None or layers == "all":
-        return
+        return ""
     for loaded in encoders:
         try:
             loaded.encoder.resolve_layers(layers)
         except ValueError as err:
-            raise UsageError(f"{flag}: {err}") from None
+            return f"{flag}: {err}"
+    return ""
 
 
-def check_attribution_options(loc_items: int, loc_layers: str, grad_items: int, align_items: int, align_lm: str) -> list[int]:
-    """The loc / grad / align flags; returns the ``--loc-layers`` block indices."""
-    for flag, value in (("--loc-items", loc_items), ("--grad-items", grad_items), ("--align-items", align_items)):
-        if value < 0:
-            raise UsageError(f"{flag} {value}: must be >= 0 (0 = every item)")
-    blocks = _block_indices("--loc-layers", loc_layers)
-    if align_lm and not (Path(align_lm) / "config.json").is_file():
-        raise UsageError(f"--align-lm {align_lm}: not a transformers model directory (no config.json); pass a local causal-LM folder (save_pretrained output)")
-    return blocks

@@ -10,9 +10,10 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Registered objects by name. ``entry_point_group`` lets other installed packages add entries."""
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None, from_entry_point: Callable[[object], T] | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
+        self.from_entry_point = from_entry_point
         self._items: dict[str, T] = {}
         self._entry_points_loaded = False
 
@@ -36,7 +37,9 @@ class Registry(Generic[T]):
         self._entry_points_loaded = True
         for point in entry_points(group=self.entry_point_group):
             if point.name not in self._items:
-                self.add(point.name, point.load())
+                loaded = point.load()
+                if point.name not in self._items:  # importing it may have registered it already
+                    self.add(point.name, self.from_entry_point(loaded) if self.from_entry_point else loaded)
 
     def get(self, name: str) -> T:
         self._load_entry_points()

@@ -1,4 +1,4 @@
-"""Representation alignment: linear CKA and mutual k-nearest-neighbour alignment (PROTOCOL.md sections 5-6).
+"""Representation alignment: linear CKA and mutual k-nearest-neighbour alignment (docs/protocol.md sections 5-6).
 
 - :func:`linear_cka`: centred kernel alignment with linear kernels (Kornblith et al. 2019),
   ``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` for row-paired features X (n, p), Y (n, q); 1 for

@@ -1,5 +1,5 @@
 """Grad-CAM on a vision encoder's blocks, and localization scores against boxes and masks
-(PROTOCOL.md section 4).
+(docs/protocol.md section 4).
 
 The maps come from captum's ``LayerGradCam``. Grad-CAM "at block i" explains the tokens block i
 reads (its input, the output of block i - 1), as pytorch-grad-cam's ViT recipe does (target layer

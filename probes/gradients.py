@@ -1,5 +1,5 @@
 """Where the training signal reaches the image: per-visual-token gradient maps of the SFT and DPO losses
-of one MLLM on the same preference items, and their scores (PROTOCOL.md section 3).
+of one MLLM on the same preference items, and their scores (docs/protocol.md section 3).
 
 For an item (image, question, chosen, rejected) the map at a site is the L1 norm over channels of
 d(loss)/d(token) for each of the N visual tokens, reshaped to the encoder's grid (h, w). Sites:

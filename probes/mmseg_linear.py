@@ -1,4 +1,4 @@
-"""The literature's linear segmentation head, driven by mmsegmentation (PROTOCOL.md section 2).
+"""The literature's linear segmentation head, driven by mmsegmentation (docs/protocol.md section 2).
 
 The encoder is registered as an mmseg backbone (:class:`FrozenEncoderBackbone`: no gradients, always
 in eval mode, patch tokens reshaped with the encoder's own grid); a :class:`BNHead` (BatchNorm + 1x1

@@ -1,4 +1,4 @@
-"""Segmentation probes on cached patch tokens (PROTOCOL.md section 2), in pure torch.
+"""Segmentation probes on cached patch tokens (docs/protocol.md section 2), in pure torch.
 
 * :func:`patch_targets`: multi-label patch targets from masks at the encoder's own grid (a patch
   carries every class present among its pixels; ignore pixels count for nothing).

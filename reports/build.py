@@ -174,8 +174,8 @@ def _cache_hits(run: RunData) -> str:
     return "; ".join(parts)
 
 
-def _lineage_view(lineage, cache: PerItemCache, n_boot: int) -> dict[str, Any]:
-    lines, verdicts, family = lineage_analysis(lineage, cache, n_boot=n_boot)
+def _lineage_view(lineage, cache: PerItemCache, n_boot: int, headlines: dict[str, list]) -> dict[str, Any]:
+    lines, verdicts, family = lineage_analysis(lineage, cache, n_boot=n_boot, headlines=headlines)
     figures, figure_errors = lineage_figures(lineage)
     tests = {SIG_PAIRED: 0, SIG_CI: 0, SIG_NONE: 0}
     for line in lines:
@@ -240,7 +240,7 @@ def render_report(data: ReportData, title: str | None = None, n_boot: int = 2000
         n_rows=len(data.rows),
         n_encoders=len(data.encoders),
         warnings=warnings,
-        lineages=[_lineage_view(lineage, cache, n_boot) for lineage in data.lineages],
+        lineages=[_lineage_view(lineage, cache, n_boot, data.headlines()) for lineage in data.lineages],
         encoders=[_encoder_view(info, data) for info in data.encoders],
         versions=_versions(data),
         row_timings=row_timings,

@@ -25,28 +25,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evidence.stats import paired_bootstrap
-from reports.load import Lineage, LoadedRow, PerItemCache, is_ok, role_rank, row_id, row_layer
+from reports.load import Lineage, LoadedRow, PerItemCache, is_ok, role_rank, row_layer
 
 SIG_PAIRED = "paired"
 SIG_CI = "ci"
 SIG_NONE = "none"
 ALPHA = 0.05
 CORRECTION = "Holm"
-# The headline metric of a suite: (task, metric) pairs in order of preference; else its first line.
-PRIMARY = {
-    "cls": [("linear", "top1"), ("linear_sgd", "top1"), ("knn20", "top1")],
-    "seg": [("patch_probe", "macro_patch_recall"), ("fast_linear", "mIoU"), ("mmseg_linear", "mIoU")],
-    "loc": [("gradcam", "pointing_game")],
-    "grad": [("projector_output", "dpo_minus_sft_inside_mass"), ("projector_output", "dpo_inside_mass")],
-    "align": [("vision_language", "mutual_knn_k10"), ("lineage", "cka_to_base")],
-    "vqa": [("overall", "score"), ("shapes_vqa", "exact_match"), ("shapes_vqa_mc", "acc")],
-}
-
-# Among a primary task's variants, the headline: the CLS token's probe, and VQA of the fresh MLLMs of PIVOT's
-# evaluation protocol (encoders compared inside MLLMs that differ in nothing else) over the lineage's own MLLMs.
-PREFERRED_VARIANTS = ("pooling=cls", "protocol=pivot-eval")
-
-
 @dataclass
 class Cell:
     """One encoder's value on one table line, with its delta versus the lineage's original."""
@@ -165,7 +150,7 @@ def lineage_table(lineage: Lineage, cache: PerItemCache, n_boot: int = 2000, cor
     lineage; with ``correct``, the p-values of all its cells are Holm-adjusted as one family."""
     by_id: dict[tuple, dict[str, LoadedRow]] = {}
     for item in lineage.rows:
-        by_id.setdefault(row_id(item.row), {})[item.row.encoder] = item
+        by_id.setdefault(item.row.identity, {})[item.row.encoder] = item
     original = lineage.original.name if lineage.original else None
     lines = []
     for ident, per_encoder in by_id.items():
@@ -210,15 +195,17 @@ class Verdict:
     summary: str = ""
 
 
-def _primary_line(suite: str, lines: list[TableLine]) -> TableLine | None:
+def _primary_line(suite: str, lines: list[TableLine], headlines: dict[str, list]) -> TableLine | None:
+    """The suite's headline line: the first of its declared (task, metric[, preferred variant]) that has
+    an ok cell (the preferred variant among that task's lines, else the first), else its first line."""
     candidates = [line for line in lines if line.suite == suite and line.layer is None and line.task != "data"
                   and any(cell.status == "ok" for cell in line.cells)]
     if not candidates:
         return None
-    for task, metric in PRIMARY.get(suite, []):
+    for task, metric, *preferred in headlines.get(suite, []):
         matches = [line for line in candidates if (line.task, line.metric) == (task, metric)]
         if matches:
-            return next((line for line in matches if any(part in line.variant for part in PREFERRED_VARIANTS)), matches[0])
+            return next((line for line in matches if preferred and preferred[0] in line.variant), matches[0])
     return candidates[0]
 
 
@@ -239,9 +226,10 @@ def _describe(cell: Cell) -> str:
     return f"significantly {word} ({cell.delta:+.3g}, Holm-adjusted p={cell.p_adjusted:.2g})"
 
 
-def lineage_verdicts(lineage: Lineage, lines: list[TableLine], cache: PerItemCache, n_boot: int = 2000) -> list[Verdict]:
-    """One verdict per suite (its primary metric); the +PIVOT-vs-+SFT cells are *not* yet corrected:
-    the caller adds them to the lineage's family (see ``lineage_analysis``)."""
+def lineage_verdicts(lineage: Lineage, lines: list[TableLine], cache: PerItemCache, n_boot: int = 2000, headlines: dict[str, list] | None = None) -> list[Verdict]:
+    """One verdict per suite (its headline metric, as the runs' config.json declare it: ``headlines``
+    suite -> [(task, metric[, preferred variant]), ...]); the +PIVOT-vs-+SFT cells are *not* yet
+    corrected: the caller adds them to the lineage's family (see ``lineage_analysis``)."""
     suites = list(dict.fromkeys(line.suite for line in lines))
     index = {info.name: position for position, info in enumerate(lineage.encoders)}
     by_rank = {}
@@ -249,10 +237,10 @@ def lineage_verdicts(lineage: Lineage, lines: list[TableLine], cache: PerItemCac
         if info.name != lineage.name:
             by_rank.setdefault(role_rank(info.role), info)
     sft, pivot = by_rank.get(1), by_rank.get(2)
-    rows = {(row_id(item.row), item.row.encoder): item for item in lineage.rows}
+    rows = {(item.row.identity, item.row.encoder): item for item in lineage.rows}
     verdicts = []
     for suite in suites:
-        line = _primary_line(suite, lines)
+        line = _primary_line(suite, lines, headlines or {})
         if line is None:
             continue
         entries = [(_label(info, lineage), info.name, line.cells[index[info.name]]) for info in lineage.encoders]
@@ -284,11 +272,11 @@ def summarise(verdict: Verdict, lineage: Lineage) -> str:
     return "; ".join(parts) or "no trained encoder to compare"
 
 
-def lineage_analysis(lineage: Lineage, cache: PerItemCache, n_boot: int = 2000) -> tuple[list[TableLine], list[Verdict], int]:
+def lineage_analysis(lineage: Lineage, cache: PerItemCache, n_boot: int = 2000, headlines: dict[str, list] | None = None) -> tuple[list[TableLine], list[Verdict], int]:
     """Table lines and headline verdicts of a lineage with one Holm correction over all their tests;
     returns (lines, verdicts, family size)."""
     lines = lineage_table(lineage, cache, n_boot=n_boot, correct=False)
-    verdicts = lineage_verdicts(lineage, lines, cache, n_boot=n_boot)
+    verdicts = lineage_verdicts(lineage, lines, cache, n_boot=n_boot, headlines=headlines)
     family = [cell for line in lines for cell in line.cells] + [v.pivot_vs_sft for v in verdicts if v.pivot_vs_sft]
     size = apply_correction(family)
     for verdict in verdicts:

@@ -2,9 +2,8 @@
 
 A *lineage* is one original encoder and the checkpoints trained from it (rows whose ``base`` names
 it). Encoders inside a lineage are ordered by role: original, sft, pivot, then any other role in the
-order first seen. Rows are identified by their key (suite, task, dataset, metric) plus a *variant*
-made from ``extra["layer"]`` and ``extra["pooling"]`` when present, so per-layer rows of one metric do
-not collide.
+order first seen. Rows are identified by ``ResultRow.identity`` (suite, task, dataset, metric, variant),
+the identity the regression gate uses too, so per-layer rows of one metric never collide.
 """
 from __future__ import annotations
 
@@ -22,24 +21,12 @@ from benchmarks.results import CONFIG_FILE, RESULTS_FILE, STATUS_OK, ResultRow, 
 ROLE_ORDER = ("original", "sft", "pivot")
 # "dpo" is the training objective behind PIVOT; sort it where pivot goes.
 ROLE_ALIASES = {"dpo": "pivot", "orig": "original", "base": "original"}
-VARIANT_FIELDS = ("layer", "pooling", "protocol")
 
 
 def role_rank(role: str) -> int:
     """Sort rank of a role: original 0, sft 1, pivot 2, anything else 3."""
     canonical = ROLE_ALIASES.get(role.strip().lower(), role.strip().lower())
     return ROLE_ORDER.index(canonical) if canonical in ROLE_ORDER else len(ROLE_ORDER)
-
-
-def row_variant(row: ResultRow) -> str:
-    """The part of a row's identity stored in ``extra`` (e.g. ``layer=6, pooling=mean``); '' when none."""
-    parts = [f"{name}={row.extra[name]}" for name in VARIANT_FIELDS if row.extra.get(name) not in (None, "")]
-    return ", ".join(parts)
-
-
-def row_id(row: ResultRow) -> tuple[str, str, str, str, str]:
-    """(suite, task, dataset, metric, variant): what one table line or one baseline entry stands for."""
-    return (*row.key, row_variant(row))
 
 
 def row_layer(row: ResultRow) -> Any:
@@ -119,6 +106,18 @@ class ReportData:
     lineages: list[Lineage]
     duplicates: list[str]
 
+    def headlines(self) -> dict[str, list]:
+        """suite -> its headline metrics [(task, metric[, preferred variant]), ...] as the runs' config.json
+        declare them (``suites.<name>.headline``; the first run that declares a suite wins)."""
+        found: dict[str, list] = {}
+        for run in self.runs:
+            suites = run.config.get("suites")
+            if isinstance(suites, dict):
+                for name, entry in suites.items():
+                    if isinstance(entry, dict) and isinstance(entry.get("headline"), list):
+                        found.setdefault(name, [tuple(item) for item in entry["headline"] if isinstance(item, list) and len(item) >= 2])
+        return found
+
 
 def _append_unique(values: list[str], value: str) -> None:
     if value and value not in values:
@@ -180,7 +179,7 @@ def load_runs(run_dirs: list[Path]) -> ReportData:
     for run in runs:
         for row in run.rows:
             item = LoadedRow(row, run)
-            ident = (row.encoder, row_id(row))
+            ident = (row.encoder, row.identity)
             if ident in latest:
                 previous = latest[ident]
                 duplicates.append(

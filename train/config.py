@@ -1,4 +1,4 @@
-"""Typed configuration of a training stage, with the study's defaults (PROTOCOL.md "Training")."""
+"""Typed configuration of a training stage, with the study's defaults (docs/protocol.md "Training")."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
@@ -72,7 +72,7 @@ class StageConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-# The study's settings (PROTOCOL.md): Stage 1a/1b, then SFT vs DPO from the same Stage-1 model.
+# The study's settings (docs/protocol.md): Stage 1a/1b, then SFT vs DPO from the same Stage-1 model.
 STAGE_DEFAULTS: dict[str, StageConfig] = {
     "align": StageConfig("align", lr=1e-3, epochs=1.0),
     "pretrain": StageConfig("pretrain", lr=1e-5, encoder_lr=2e-6, epochs=1.0),

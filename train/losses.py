@@ -1,4 +1,4 @@
-"""The two objectives of Stage 2 (PROTOCOL.md "Training"), on summed answer log-probabilities."""
+"""The two objectives of Stage 2 (docs/protocol.md "Training"), on summed answer log-probabilities."""
 from __future__ import annotations
 
 import torch

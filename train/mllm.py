@@ -1,4 +1,4 @@
-"""The MLLM: vision encoder -> 2-layer GELU MLP projector -> causal LM (LLaVA style, PROTOCOL.md).
+"""The MLLM: vision encoder -> 2-layer GELU MLP projector -> causal LM (LLaVA style, docs/protocol.md).
 
 This is the one module of ``train/`` that the suites import. Visual tokens are the patch tokens of one
 encoder block (default the penultimate, ``-2``, as the study), prefix tokens (CLS, registers) removed by

@@ -1,4 +1,4 @@
-"""PIVOT's evaluation protocol: judge an encoder inside a *fresh* MLLM (PROTOCOL.md, "Training").
+"""PIVOT's evaluation protocol: judge an encoder inside a *fresh* MLLM (docs/protocol.md, "Training").
 
 For each encoder: freeze it, pair it with a new LM (``--lm``: a local transformers directory), train the
 projector alone on captions (``align``), then projector + LM on instruction data (``pretrain`` with

@@ -6,10 +6,28 @@ docs/datasets.md for each kind's classes, masks, boxes, VQA items, splits and fi
 """
 from __future__ import annotations
 
-from .base import IGNORE_INDEX, VQA_KINDS, BadImageError, Box, ImageSplit, VQAItem, open_rgb, to_rgb
+from .base import (
+    BOXES,
+    CAPABILITIES,
+    CAPTIONS,
+    IGNORE_INDEX,
+    IMAGE_FILES,
+    LABELS,
+    MASKS,
+    PREFERENCES,
+    VQA_KINDS,
+    BadImageError,
+    Box,
+    ImageSplit,
+    VQAItem,
+    open_rgb,
+    to_rgb,
+)
 from .registry import (
     Param,
     available_splits,
+    dataset_capabilities,
+    kinds_with,
     dataset_kinds,
     get_kind,
     open_split,
@@ -22,6 +40,15 @@ from .registry import (
 from . import ade20k, digits, imagenet, shapes  # noqa: E402,F401  isort: skip
 
 __all__ = [
+    "BOXES",
+    "CAPABILITIES",
+    "CAPTIONS",
+    "IMAGE_FILES",
+    "LABELS",
+    "MASKS",
+    "PREFERENCES",
+    "dataset_capabilities",
+    "kinds_with",
     "IGNORE_INDEX",
     "VQA_KINDS",
     "BadImageError",

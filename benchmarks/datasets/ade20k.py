@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .base import IGNORE_INDEX, BadImageError, Box, ImageSplit, hash_parts, open_rgb
+from .base import BOXES, IGNORE_INDEX, IMAGE_FILES, MASKS, BadImageError, Box, ImageSplit, hash_parts, open_rgb
 from .files import image_files, name_list, require_dir
 from .registry import Param, register_dataset
 
@@ -58,6 +58,7 @@ class ADE20KSplit(ImageSplit):
 
     PARAMS = {"root": Param(str, help="the ADEChallengeData2016 folder")}
     SPLITS = ("train", "val")
+    CAPABILITIES = frozenset({MASKS, BOXES, IMAGE_FILES})
 
     @classmethod
     def available_splits(cls, **params: Any) -> list[str]:
@@ -94,6 +95,14 @@ class ADE20KSplit(ImageSplit):
         for (name, identity), ann in zip(images, self._annotations, strict=True):
             parts.append(f"{name}\t{identity}\t{ann}\t{annotations[ann]}")
         self.fingerprint = hash_parts(parts)
+
+    def seg_folder(self) -> Path:
+        """The root itself: it is an ADEChallengeData2016 folder."""
+        return self.root
+
+    def path(self, index: int) -> Path:
+        """Absolute path of image ``index`` (the ``image_files`` capability)."""
+        return self.image_path(index)
 
     def image_path(self, index: int) -> Path:
         return self.image_dir / self._images[self._check_index(index)]

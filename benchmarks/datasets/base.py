@@ -59,6 +59,22 @@ class VQAItem:
 
 VQA_KINDS = ("colour", "count", "position", "presence")
 
+# What a dataset can provide; suites declare which of these they need (benchmarks.suites.spec.DataNeeds).
+LABELS = "labels"  # image-level classes (``classes``, ``labels``)
+MASKS = "masks"  # per-pixel segmentation masks (``seg_mask``, ``seg_classes``)
+BOXES = "boxes"  # object boxes (``boxes``)
+CAPTIONS = "captions"  # one caption per image (``caption``)
+PREFERENCES = "preferences"  # questions with a chosen and a rejected answer (``vqa_items``)
+IMAGE_FILES = "image_files"  # images are files on disk (``path``), e.g. for --decode gpu
+CAPABILITIES = {
+    LABELS: "image-level class labels",
+    MASKS: "segmentation masks",
+    BOXES: "object boxes",
+    CAPTIONS: "image captions",
+    PREFERENCES: "preference items (question, chosen, rejected)",
+    IMAGE_FILES: "image files on disk",
+}
+
 
 class BadImageError(Exception):
     """An image file that cannot be decoded (corrupt, truncated, not an image, unsupported mode)."""
@@ -156,6 +172,8 @@ class ImageSplit:
     """Spec parameters (``key -> registry.Param``) that this kind accepts."""
     SPLITS: ClassVar[tuple[str, ...]] = ()
     """Split names this kind defines."""
+    CAPABILITIES: ClassVar[frozenset[str]] = frozenset()
+    """What this kind can provide (names from ``CAPABILITIES``), at most; see ``capabilities``."""
 
     spec: str
     split: str
@@ -169,6 +187,13 @@ class ImageSplit:
     def available_splits(cls, **params: Any) -> list[str]:
         """Splits that can be opened with these (resolved) spec parameters; all of ``SPLITS`` by default."""
         return list(cls.SPLITS)
+
+    @classmethod
+    def capabilities(cls, **params: Any) -> frozenset[str]:
+        """What a dataset opened with these (resolved) spec parameters provides, decided without opening
+        a split (cheap: at most a few file checks); ``CAPABILITIES`` by default. A kind whose optional
+        files add a capability (ImageNet's LOC boxes) checks for them here."""
+        return cls.CAPABILITIES
 
     def __len__(self) -> int:
         return int(len(self.labels))
@@ -191,6 +216,19 @@ class ImageSplit:
     def vqa_items(self, index: int) -> list[VQAItem]:
         """Questions with chosen/rejected answers about image ``index`` (empty when the dataset has none)."""
         return []
+
+    def path(self, index: int) -> Path:
+        """The file of image ``index`` (datasets with the ``image_files`` capability)."""
+        raise NotImplementedError(f"{self.name} has no image files")
+
+    def caption(self, index: int) -> str:
+        """A caption of image ``index`` (datasets with the ``captions`` capability)."""
+        raise NotImplementedError(f"{self.name} has no captions")
+
+    def seg_folder(self) -> Path | None:
+        """The ``ADEChallengeData2016``-layout folder that holds this dataset on disk, for tools that read
+        that layout directly (mmsegmentation's ADE20KDataset); None when there is none."""
+        return None
 
     def item_id(self, index: int) -> str:
         """A stable id of item ``index`` (relative file path or generator index)."""

@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from .base import ImageSplit, hash_parts
+from .base import LABELS, ImageSplit, hash_parts
 from .registry import Param, register_dataset
 
 _FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
@@ -51,6 +51,7 @@ class DigitsSplit(ImageSplit):
         "seed": Param(int, 0, "seed of the stratified split", min=0),
     }
     SPLITS = ("train", "val", "test")
+    CAPABILITIES = frozenset({LABELS})
 
     def __init__(self, spec: str, split: str, size: int, seed: int) -> None:
         self.spec, self.split, self.name = spec, split, "digits"

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .base import Box, ImageSplit, hash_parts, open_rgb
+from .base import BOXES, IMAGE_FILES, LABELS, Box, ImageSplit, hash_parts, open_rgb
 from .files import image_files, name_list, pack_paths, require_dir, subdirs, unpack_path
 from .registry import Param, register_dataset
 
@@ -69,12 +69,22 @@ class ImageNetSplit(ImageSplit):
         "seed": Param(int, default=0, min=0, help="seed of the train_per_class draw"),
     }
     SPLITS = ("train", "val")
+    CAPABILITIES = frozenset({LABELS, IMAGE_FILES, BOXES})
 
     @classmethod
     def available_splits(cls, **params: Any) -> list[str]:
         root = Path(params["root"]).expanduser()
         require_dir(root, "ImageNet root", LAYOUT)
         return [s for s in cls.SPLITS if (root / s).is_dir()]
+
+    @classmethod
+    def capabilities(cls, **params: Any) -> frozenset[str]:
+        """Labels and image files; boxes only when ``LOC_val_solution.csv`` (the localization
+        challenge's val boxes) is in the root."""
+        found = {LABELS, IMAGE_FILES}
+        if (Path(params["root"]).expanduser() / "LOC_val_solution.csv").is_file():
+            found.add(BOXES)
+        return frozenset(found)
 
     def __init__(self, spec: str, split: str, root: str, train_per_class: int = 0, seed: int = 0) -> None:
         self.spec, self.split, self.name = spec, split, "imagenet"

@@ -171,6 +171,17 @@ def available_splits(spec: str) -> list[str]:
     return list(cls.available_splits(**resolve_params(kind, params)))  # type: ignore[attr-defined]
 
 
+def dataset_capabilities(spec: str) -> frozenset[str]:
+    """What the dataset that ``spec`` names provides (``ImageSplit.capabilities``), without opening it."""
+    kind, params = parse_spec(spec)
+    return get_kind(kind).capabilities(**resolve_params(kind, params))  # type: ignore[attr-defined]
+
+
+def kinds_with(capability: str) -> list[str]:
+    """Registered dataset kinds that can provide ``capability`` (their ``CAPABILITIES``), sorted."""
+    return [name for name in dataset_kinds() if capability in get_kind(name).CAPABILITIES]  # type: ignore[attr-defined]
+
+
 def open_split(spec: str, split: str) -> ImageSplit:
     """Open split ``split`` of the dataset that ``spec`` names (see ``parse_spec``)."""
     kind, params = parse_spec(spec)

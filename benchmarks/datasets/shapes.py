@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .base import Box, ImageSplit, VQAItem, hash_parts
+from .base import BOXES, CAPTIONS, LABELS, MASKS, PREFERENCES, Box, ImageSplit, VQAItem, hash_parts
 from .registry import Param, register_dataset
 
 GENERATOR_VERSION = 1
@@ -225,6 +225,7 @@ class ShapesSplit(ImageSplit):
         "size": Param(int, 224, "image side in pixels", min=32),
     }
     SPLITS = ("train", "val", "test")
+    CAPABILITIES = frozenset({LABELS, MASKS, BOXES, CAPTIONS, PREFERENCES})
 
     def __init__(self, spec: str, split: str, n: int, n_val: int | None, n_test: int | None, seed: int, size: int) -> None:
         self.spec, self.split, self.name = spec, split, "shapes"

@@ -5,7 +5,7 @@ names, then older spellings (earlier lmms-eval releases wrote MME's perception s
 ``mme_percetion_score``, and MathVista testmini as one task with ``gpt_eval_score``). ``scale`` turns
 lmms-eval's value into points on 0..100: fractions x100, MMBench's and MathVista's GPT/judge scores are
 already percentages, MME's perception score (0..2000, summed over its 10 subtasks) is divided by 20.
-Overall = mean of the 4 category means (PROTOCOL.md, "VQA").
+Overall = mean of the 4 category means (docs/protocol.md, "VQA").
 """
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from benchmarks.datasets import open_split
+from benchmarks.datasets import IMAGE_FILES, open_split
 from benchmarks.features import (
     PRECISIONS,
     ExtractionConfig,
@@ -316,6 +316,8 @@ DEVICE_ARCHS = ("vit_base_patch16_224", "vit_so400m_patch14_siglip_384")
 
 class JpegFolder:
     """Every image file under a folder (recursively, sorted), unlabelled: ``--data /path/to/jpegs``."""
+
+    CAPABILITIES = frozenset({IMAGE_FILES})
 
     def __init__(self, root: str | Path, limit: int) -> None:
         from benchmarks.datasets.base import hash_parts, open_rgb

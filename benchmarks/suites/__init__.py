@@ -1,21 +1,16 @@
-"""Suites: each turns encoders (+ cached features) into result rows. Registered by name; a duplicate is an
-error. Names that are part of the CLI but not built yet are listed in PLANNED and produce skipped rows."""
+"""Suites: each turns encoders (+ cached features) into result rows, and registers a spec of what it
+needs and offers (:mod:`benchmarks.suites.spec`). Every module of this package is imported here, so
+adding a suite is adding one module; other packages add theirs through the
+``vision_encoder_eval.suites`` entry-point group."""
 from __future__ import annotations
 
-from encoders.registry import Registry
+import importlib
+import pkgutil
 
-from .base import RunContext, Suite
+from .base import LoadedEncoder, RunContext
+from .spec import SUITES, DataNeeds, NoOptions, SuiteSpec, register_suite, suite_specs
 
-SUITES: Registry[Suite] = Registry("suite", entry_point_group="vision_encoder_eval.suites")
-ALL_SUITES = ("cls", "seg", "loc", "grad", "align", "vqa")
-PLANNED = {
-}
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-from . import classification  # noqa: E402,F401  (registers "cls")
-from . import segmentation  # noqa: E402,F401  (registers "seg")
-from . import localization  # noqa: E402,F401  (registers "loc")
-from . import alignment  # noqa: E402,F401  (registers "align")
-from . import gradients  # noqa: E402,F401  (registers "grad")
-from . import vqa  # noqa: E402,F401  (registers "vqa")
-
-__all__ = ["ALL_SUITES", "PLANNED", "RunContext", "SUITES", "Suite"]
+__all__ = ["SUITES", "DataNeeds", "LoadedEncoder", "NoOptions", "RunContext", "SuiteSpec", "register_suite", "suite_specs"]

@@ -1,44 +1,57 @@
 """Suite ``align``: vision-language alignment and how much training reshaped the encoder
-(PROTOCOL.md sections 5 and 6).
+(docs/protocol.md sections 5 and 6).
 
 - ``vision_language``: the encoder's pooled image embeddings (``cls`` features of the eval split)
   against a causal LM's embeddings of the paired captions (mean over the caption's tokens of the LM's
   last hidden states): mutual kNN alignment (k = 10, per-item scores, bootstrap CI over items with the
-  neighbour sets held fixed) and linear CKA (grouped-jackknife CI). The LM is ``options["align_lm"]`` (any local
+  neighbour sets held fixed) and linear CKA (grouped-jackknife CI). The LM is ``--align-lm`` (any local
   transformers causal-LM directory), else ``<mllm>/lm`` of the lineage's original (so every encoder of a
   lineage is compared with the same LM), else of the encoder itself; skipped with the reason when there
-  is none, or when the dataset has no captions (a ``caption(index)`` method on the split).
+  is none, or when the dataset has no ``captions`` capability.
 - ``lineage``: for every encoder with a base in the run, linear CKA between the base's and its
   features (mean of patch tokens) at every block, on the same images (rows carry ``extra["layer"]``;
   the report draws CKA vs block, one curve per checkpoint).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.datasets import open_split
+from benchmarks.datasets import CAPTIONS, dataset_capabilities, open_split
 from benchmarks.features import extract_features
-from benchmarks.results import STATUS_SKIPPED, ResultRow
+from benchmarks.options import option
+from benchmarks.results import ResultRow
 from probes.alignment import linear_cka, linear_cka_ci, mutual_knn
 from evidence.stats import bootstrap_ci
 
-from . import SUITES
 from .base import LoadedEncoder, RunContext
 from .regions import spread_indices
+from .spec import DataNeeds, register_suite
 
 EVAL_SPLIT = "val"
-DEFAULT_ITEMS = 1000
 K = 10
+
+
+def _lm_problem(path: str) -> str:
+    if path and not (Path(path) / "config.json").is_file():
+        return "not a transformers model directory (no config.json); pass a local causal-LM folder (save_pretrained output)"
+    return ""
+
+
+@dataclass(frozen=True)
+class AlignOptions:
+    """Options of the ``align`` suite (flags ``--align-...``)."""
+
+    items: int = option(1000, "image-caption pairs of the eval split, spread evenly (0 = all)", minimum=0)
+    lm: str = option("", "a local transformers causal-LM directory for caption embeddings (default: <mllm>/lm of the lineage's original)", check=_lm_problem, metavar="DIR")
 
 
 def caption_lm(loaded: LoadedEncoder, encoders: list[LoadedEncoder], override: str) -> tuple[str, str]:
     """(LM directory, '') or ('', reason there is none)."""
     if override:
-        if not Path(override, "config.json").is_file():
-            raise ValueError(f"--align-lm {override}: not a transformers model directory (no config.json); pass a local causal-LM directory")
         return override, ""
     by_name = {other.name: other for other in encoders}
     for candidate in (by_name.get(loaded.spec.base), loaded):
@@ -69,16 +82,16 @@ def caption_embeddings(lm_dir: str, captions: list[str], *, device: str = "cpu",
 
 def _vision_language_rows(context: RunContext, encoders: list[LoadedEncoder], split, indices: list[int]) -> list[ResultRow]:
     common = {"suite": "align", "task": "vision_language", "dataset": context.data, "dataset_fingerprint": split.fingerprint}
-    if not hasattr(split, "caption"):
-        reason = f"{context.data} has no captions (a caption(index) method on its splits) to pair with images"
-        return [context.row(loaded, **common, metric="-", value=None, status=STATUS_SKIPPED, reason=reason) for loaded in encoders]
+    if CAPTIONS not in dataset_capabilities(context.data):
+        reason = f"{context.data} has no captions to pair with images; pick a dataset with captions with --data align=SPEC"
+        return [context.skipped(loaded, reason, **common) for loaded in encoders]
     captions = [split.caption(i) for i in indices]
     embedded: dict[str, np.ndarray] = {}
     rows: list[ResultRow] = []
     for loaded in encoders:
-        lm_dir, reason = caption_lm(loaded, encoders, str(context.options.get("align_lm") or ""))
+        lm_dir, reason = caption_lm(loaded, encoders, context.options.lm)
         if not lm_dir:
-            rows.append(context.row(loaded, **common, metric="-", value=None, status=STATUS_SKIPPED, reason=reason))
+            rows.append(context.skipped(loaded, reason, **common))
             continue
         if lm_dir not in embedded:
             embedded[lm_dir] = caption_embeddings(lm_dir, captions, device=context.extraction.device)
@@ -110,7 +123,7 @@ def _lineage_rows(context: RunContext, encoders: list[LoadedEncoder], split, ind
     for base, loaded in pairs:
         if base.encoder.num_layers != loaded.encoder.num_layers:
             reason = f"{loaded.name} has {loaded.encoder.num_layers} blocks and its base {base.name} {base.encoder.num_layers}: no block-to-block CKA"
-            rows.append(context.row(loaded, **common, metric="-", value=None, status=STATUS_SKIPPED, reason=reason))
+            rows.append(context.skipped(loaded, reason, **common))
             continue
         a, b = features[base.name], features[loaded.name]
         valid = a.valid[indices] & b.valid[indices]
@@ -124,10 +137,15 @@ def _lineage_rows(context: RunContext, encoders: list[LoadedEncoder], split, ind
     return rows
 
 
-@SUITES.register("align")
+@register_suite(
+    "align", options=AlignOptions, needs=DataNeeds(splits=(EVAL_SPLIT,)),
+    headline=(("vision_language", "mutual_knn_k10"), ("lineage", "cka_to_base")), variant_fields=("layer", "pooling"),
+    flag_prefix="align", order=50, summary="vision-language alignment (captions) and CKA to the base checkpoint",
+)
 def alignment_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
     split = open_split(context.data, EVAL_SPLIT)
-    indices = spread_indices(len(split), int(context.options.get("align_items", DEFAULT_ITEMS)))
+    indices = spread_indices(len(split), context.options.items)
     if len(indices) <= K:
-        raise ValueError(f"align needs more than {K} items of {context.data}/{EVAL_SPLIT}; it has {len(indices)}")
+        reason = f"mutual kNN (k = {K}) and CKA need more than {K} images of {context.data} ({EVAL_SPLIT}); it has {len(indices)}"
+        return [context.skipped(loaded, reason, dataset_fingerprint=split.fingerprint) for loaded in encoders]
     return _vision_language_rows(context, encoders, split, indices) + _lineage_rows(context, encoders, split, indices)

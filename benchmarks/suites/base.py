@@ -9,7 +9,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from benchmarks.features import ExtractionConfig
-from benchmarks.results import ResultRow
+from benchmarks.results import ResultRow, variant_of
 from encoders import Encoder, EncoderSpec
 
 
@@ -27,21 +27,33 @@ class LoadedEncoder:
 
 @dataclass
 class RunContext:
-    """Everything a suite needs: data spec, where to cache and write, extraction settings, seed, and
-    the probe settings (``options``, e.g. linear-probe epochs)."""
+    """Everything one suite gets in a run: its own dataset spec (``data``) and typed ``options`` (an
+    instance of its spec's ``options`` class), where to cache and write, the extraction settings, the
+    seed, the suite's config hash and row variant fields.
+
+    ``layers``: the blocks the ``cls`` suite probes (``--layers``), so suites reading the same split
+    extract once into the same store entry. ``shared``: results that one suite of the run computes
+    and another reuses, keyed by what determines them (e.g. the linear head selection ``loc`` shares
+    with ``cls``), so the outcome never depends on the suites' order. ``options_of(name)``: another
+    suite's options, for the suites a spec declares it ``uses``.
+    """
 
     data: str
     run_dir: Path
     cache_dir: Path
     extraction: ExtractionConfig
     seed: int
-    config_hash: str
+    config_hash: str = ""
     layers: list[int] | str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Any = None
     log: Callable[[str], None] = print
+    suite: str = ""
+    variant_fields: tuple[str, ...] = ()
+    shared: dict[Any, Any] = field(default_factory=dict)
+    options_of: Callable[[str], Any] | None = None
 
     def row(self, loaded: LoadedEncoder, **fields: Any) -> ResultRow:
-        """A result row with the encoder's identity and the run's provenance filled in."""
+        """A result row with the encoder's identity, the run's provenance and the row's variant filled in."""
         encoder = loaded.encoder
         extra = {"remap": encoder.remap.summary(), **fields.pop("extra", {})}
         return ResultRow(
@@ -52,9 +64,15 @@ class RunContext:
             checkpoint=encoder.checkpoint,
             config_hash=self.config_hash,
             seed=self.seed,
+            variant=variant_of(extra, self.variant_fields),
             extra=extra,
             **fields,
         )
+
+    def skipped(self, loaded: LoadedEncoder, reason: str, **fields: Any) -> ResultRow:
+        """A skipped row of this suite for ``loaded`` (task '-', metric '-' unless given)."""
+        fields = {"suite": self.suite, "task": "-", "metric": "-", "dataset": self.data, **fields}
+        return self.row(loaded, value=None, status="skipped", reason=reason, **fields)
 
     def save_per_item(self, scores: np.ndarray, *parts: str) -> str:
         """Write per-item scores to ``per_item/<parts>.npy``; returns the path relative to the run dir."""

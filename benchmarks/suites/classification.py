@@ -1,12 +1,12 @@
-"""Suite ``cls``: classification probes on frozen features (PROTOCOL.md section 1).
+"""Suite ``cls``: classification probes on frozen features (docs/protocol.md section 1).
 
 Per encoder, features of the train and val splits are taken from the feature store; for each feature
 (pooled output ``cls`` and mean of patch tokens ``mean``, at the last block and any ``--layers``) it fits
 a linear probe (regularisation chosen on a held-out part of train, reported on val), kNN (k = 10, 20)
 and the class-mean prototype classifier (both on the run's device), plus scikit-learn's
-LogisticRegression when ``options["sklearn"]`` is set. Accuracies are percentages with 95% bootstrap CIs.
+LogisticRegression when ``--sklearn`` is set. Accuracies are percentages with 95% bootstrap CIs.
 
-Linear probes, by task name (``options["linear"]``: ``auto`` (default), ``lbfgs``, ``sgd`` or ``both``):
+Linear probes, by task name (``--linear``: ``auto`` (default), ``lbfgs``, ``sgd`` or ``both``):
 
 - ``linear``: the protocol's objective (scikit-learn's L2 multinomial logistic regression) solved
   exactly by :func:`probes.logreg.logreg_probe` (full-batch L-BFGS on the run's device); ``auto`` runs
@@ -18,20 +18,64 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
-from benchmarks.datasets import open_split
-from benchmarks.features import extract_features, unreadable_items
+from benchmarks.datasets import LABELS, open_split
+from benchmarks.features import FeatureSet, extract_features, unreadable_items
+from benchmarks.options import option
 from benchmarks.results import ResultRow
+from benchmarks.validate import layers_out_of_range, layers_problem, parse_layers
 from probes.knn import knn_probe, prototype_probe
-from probes.linear import DEFAULT_CS, ClassificationResult, LinearProbeConfig, linear_probe, sklearn_logreg_probe
+from probes.linear import DEFAULT_CS, ClassificationResult, LinearProbeConfig, fit_linear_head, linear_probe, sklearn_logreg_probe
 from probes.logreg import DEFAULT_MEMORY_BUDGET, LogRegConfig, fits_in_memory, logreg_probe
 
-from . import SUITES
 from .base import LoadedEncoder, RunContext
+from .spec import DataNeeds, register_suite
 
 TRAIN_SPLIT, EVAL_SPLIT = "train", "val"
+LINEAR_MODES = ("auto", "lbfgs", "sgd", "both")
+KNN_KS = (10, 20)
+
+
+@dataclass(frozen=True)
+class ClsOptions:
+    """Options of the ``cls`` suite (flags without a prefix: ``--linear-epochs``)."""
+
+    layers: str = option("", "extra blocks to probe besides the output: -1,-2,-4 (negative = from the end) or all; suites on the same split share these features", check=layers_problem, metavar="BLOCKS")
+    linear: str = option("auto", "linear probe: the exact L-BFGS logistic regression (task linear), the SGD grid of heads (task linear_sgd), both, or auto: L-BFGS when the features fit the device's memory", choices=LINEAR_MODES)
+    linear_epochs: int = option(10, "linear_sgd and the loc suite's head: minimum epochs over train (every head takes at least 300 optimizer steps)", minimum=1)
+    grid_extend: bool = option(True, "extend the exact probe's C path and the SGD grid one step beyond an edge while the choice sits there (up to 3 steps)")
+    sklearn: bool = option(False, "also run scikit-learn's LogisticRegression reference probe (task logreg_sklearn; slow)")
+
+
+def _check_loaded(options: ClsOptions, encoders: list[LoadedEncoder]) -> str:
+    return layers_out_of_range(parse_layers(options.layers), encoders)
+
+
+def sgd_config(options: ClsOptions, seed: int) -> LinearProbeConfig:
+    """The SGD grid's settings, the same for cls's task ``linear_sgd`` and for the loc suite's head."""
+    return LinearProbeConfig(epochs=options.linear_epochs, seed=seed, grid_extend=options.grid_extend)
+
+
+def _selection_key(loaded: LoadedEncoder, data: str, config: LinearProbeConfig) -> tuple:
+    return ("linear_sgd selection", loaded.encoder.weights_hash, data, repr(config))
+
+
+def pooled_linear_head(context: RunContext, loaded: LoadedEncoder, train: FeatureSet, evaluation: FeatureSet, options: ClsOptions) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], dict]:
+    """(weight, bias, classes) of a linear head on the pooled (``cls``) features of train, with the learning
+    rate and weight decay that the SGD grid selects on train's held-out part (the selection of cls's task
+    ``linear_sgd`` when this run computed it, else computed here the same way and shared), and a record of
+    where they came from. The same whatever order the suites run in."""
+    config = sgd_config(options, context.seed)
+    key = _selection_key(loaded, context.data, config)
+    if key not in context.shared:
+        result = linear_probe(train.tensor("cls"), train.valid_labels(), evaluation.tensor("cls"), evaluation.valid_labels(), config=config, device=context.extraction.device)
+        context.shared[key] = result.selected
+    chosen = {"lr": float(context.shared[key]["lr"]), "weight_decay": float(context.shared[key]["weight_decay"])}
+    head = fit_linear_head(train.tensor("cls"), train.valid_labels(), lr=chosen["lr"], weight_decay=chosen["weight_decay"], config=config, device=context.extraction.device)
+    return head, {"source": "the SGD grid's selection on train's held-out part (cls task linear_sgd)", **chosen, "feature": "cls"}
 
 
 def layer_labels(context: RunContext, loaded: LoadedEncoder, feature: str) -> dict:
@@ -55,20 +99,27 @@ def estimate_sklearn(train_x, n_classes: int) -> str:
     return f"{len(DEFAULT_CS)} fits on {n} x {dim} features, {n_classes} classes; roughly {seconds:.0f} s to {10 * seconds:.0f} s"
 
 
+def feature_extra(context: RunContext, loaded: LoadedEncoder, feature: str) -> dict:
+    """What tells a feature's rows apart: ``pooling``, ``block``, ``layer_label`` and, for an intermediate
+    block (``L3.mean``), ``layer`` (rows of the last block carry no layer)."""
+    extra = {"pooling": feature, **layer_labels(context, loaded, feature)}
+    if "." in feature:
+        layer, pooling = feature.split(".")
+        extra.update(layer=int(layer[1:]), pooling=pooling)
+    return extra
+
+
 def _rows_for(context: RunContext, loaded: LoadedEncoder, result: ClassificationResult, task: str, feature: str, eval_split, n_classes: int, cached: bool) -> list[ResultRow]:
     per_item = context.save_per_item(result.correct.astype("uint8"), loaded.name, "cls", task, feature)
     # JSON has no Inf (e.g. the equivalent C of weight decay 0): keep such values as text.
     selected = {key: value if not isinstance(value, float) or math.isfinite(value) else str(value) for key, value in result.selected.items()}
-    extra = {"pooling": feature, "selected": selected, "n_tried": result.n_tried, "split": EVAL_SPLIT,
-             "n_classes": n_classes, "chance": 100.0 / n_classes, "features_cached": cached, **layer_labels(context, loaded, feature)}
+    extra = {"selected": selected, "n_tried": result.n_tried, "split": EVAL_SPLIT, "n_classes": n_classes, "chance": 100.0 / n_classes,
+             "features_cached": cached, **feature_extra(context, loaded, feature)}
     # at_edge: the choice sits on an edge of the searched range (the optimum may lie beyond); extended /
     # not_fitted: values the exact probe's path added beyond an edge / skipped after its held-out peak.
     if "at_edge" in result.extra:
         extra["at_edge"] = result.extra["at_edge"]
     extra.update({key: result.extra[key] for key in ("extended", "not_fitted") if result.extra.get(key)})
-    if "." in feature:  # an intermediate block: "L3.mean" -> layer 3 (rows of the last block carry no layer)
-        layer, pooling = feature.split(".")
-        extra.update(layer=int(layer[1:]), pooling=pooling)
     common = dict(suite="cls", task=task, dataset=context.data, dataset_fingerprint=eval_split.fingerprint, n=result.n_eval)
     rows = [context.row(loaded, metric="top1", value=result.top1, ci_low=result.top1_ci[0], ci_high=result.top1_ci[1], per_item=per_item, extra=extra, **common)]
     if result.top5 is not None:
@@ -79,28 +130,25 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, result: Classification
     return rows
 
 
-LINEAR_MODES = ("auto", "lbfgs", "sgd", "both")
-
-
 def linear_results(
-    context: RunContext, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor, eval_y: torch.Tensor
+    context: RunContext, loaded: LoadedEncoder, feature: str, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor, eval_y: torch.Tensor
 ) -> dict[str, ClassificationResult]:
-    """The linear probe(s) that ``options["linear"]`` asks for, keyed by task name (see the module docstring)."""
-    mode = context.options.get("linear", "auto")
-    if mode not in LINEAR_MODES:
-        raise ValueError(f"--linear {mode!r}: expected one of {', '.join(LINEAR_MODES)}")
+    """The linear probe(s) that ``--linear`` asks for, keyed by task name (see the module docstring)."""
+    options: ClsOptions = context.options
+    mode = options.linear
     device = context.extraction.device
     if mode == "auto":
         n_classes = int(train_y.unique().numel())
         mode = "lbfgs" if fits_in_memory(train_x.shape[0], train_x.shape[1], n_classes, _memory_budget(device)) else "sgd"
     results = {}
-    extend = bool(context.options.get("grid_extend", True))
     if mode in ("lbfgs", "both"):
-        config = LogRegConfig(seed=context.seed, path_extend=extend)
+        config = LogRegConfig(seed=context.seed, path_extend=options.grid_extend)
         results["linear"] = logreg_probe(train_x, train_y, eval_x, eval_y, config=config, device=device)
     if mode in ("sgd", "both"):
-        config = LinearProbeConfig(epochs=int(context.options.get("linear_epochs", 10)), seed=context.seed, grid_extend=extend)
+        config = sgd_config(options, context.seed)
         results["linear_sgd"] = linear_probe(train_x, train_y, eval_x, eval_y, config=config, device=device)
+        if feature == "cls":  # the loc suite's head reuses this selection
+            context.shared[_selection_key(loaded, context.data, config)] = results["linear_sgd"].selected
     return results
 
 
@@ -112,12 +160,14 @@ def _memory_budget(device: str | torch.device) -> int:
     return DEFAULT_MEMORY_BUDGET
 
 
-@SUITES.register("cls")
+@register_suite(
+    "cls", options=ClsOptions, needs=DataNeeds(all_of=(LABELS,), splits=(TRAIN_SPLIT, EVAL_SPLIT)),
+    headline=(("linear", "top1", "pooling=cls"), ("linear_sgd", "top1", "pooling=cls"), ("knn20", "top1", "pooling=cls")), variant_fields=("layer", "pooling"),
+    check_loaded=_check_loaded, order=10, summary="linear, kNN and prototype probes on frozen features",
+)
 def classification_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
     train_split = open_split(context.data, TRAIN_SPLIT)
     eval_split = open_split(context.data, EVAL_SPLIT)
-    if not len(train_split.classes):
-        raise ValueError(f"{context.data} has no image-level labels; the cls suite needs a classification dataset")
     n_classes = len(train_split.classes)
     rows: list[ResultRow] = []
     for loaded in encoders:
@@ -127,12 +177,16 @@ def classification_suite(context: RunContext, encoders: list[LoadedEncoder]) -> 
         cached = bool(train.meta.get("cache_hit") and evaluation.meta.get("cache_hit"))
         for feature in train.arrays:
             train_x, eval_x = train.tensor(feature), evaluation.tensor(feature)
-            results = linear_results(context, train_x, train_y, eval_x, eval_y)
+            results = linear_results(context, loaded, feature, train_x, train_y, eval_x, eval_y)
             device = context.extraction.device
-            for k, result in knn_probe(train_x, train_y, eval_x, eval_y, ks=(10, 20), device=device).items():
+            ks = [k for k in KNN_KS if k <= train_x.shape[0]]
+            for k, result in (knn_probe(train_x, train_y, eval_x, eval_y, ks=tuple(ks), device=device) if ks else {}).items():
                 results[f"knn{k}"] = result
+            for k in sorted(set(KNN_KS) - set(ks)):
+                reason = f"k = {k} neighbours need at least {k} train images; {context.data} has {train_x.shape[0]}"
+                rows.append(context.skipped(loaded, reason, task=f"knn{k}", metric="top1", extra=feature_extra(context, loaded, feature)))
             results["prototype"] = prototype_probe(train_x, train_y, eval_x, eval_y, device=device)
-            if context.options.get("sklearn"):
+            if context.options.sklearn:
                 started = time.perf_counter()
                 context.log(f"sklearn LogisticRegression reference on {loaded.name} / {feature}: {estimate_sklearn(train_x, n_classes)}")
                 results["logreg_sklearn"] = sklearn_logreg_probe(train_x, train_y, eval_x, eval_y, seed=context.seed, progress=context.extraction.progress)

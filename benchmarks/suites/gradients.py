@@ -1,7 +1,7 @@
-"""Suite ``grad``: where the SFT and DPO losses send gradient in the image (PROTOCOL.md section 3).
+"""Suite ``grad``: where the SFT and DPO losses send gradient in the image (docs/protocol.md section 3).
 
 Per encoder with an MLLM (manifest field ``mllm``; ``train.mllm.load_mllm``): on up to
-``options["grad_items"]`` preference items of the eval split whose question concerns one object (one
+``--grad-items`` preference items of the eval split whose question concerns one object (one
 per image, images spread evenly, question kinds rotating), the SFT and the DPO loss of that MLLM are
 back-propagated separately (``probes.gradients``; DPO's reference is the MLLM of the encoder's base
 when the run has one, i.e. the Stage-1 model of a lineage, else the policy itself) and each per-token
@@ -12,28 +12,36 @@ paired bootstrap CI over the same items, and each loss's count of all-zero maps.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.datasets import open_split
+from benchmarks.datasets import PREFERENCES, open_split
+from benchmarks.options import option
 from benchmarks.results import STATUS_SKIPPED, ResultRow
 from probes.gradients import LOSSES, SITES, Objectives, gradient_maps, map_scores, patch_cover
 from evidence.stats import bootstrap_ci, paired_bootstrap
 from probes.threads import threads_for
 
-from . import SUITES
 from .base import LoadedEncoder, RunContext
 from .regions import box_region, spread_indices, to_encoder_frame
+from .spec import DataNeeds, needs_an_mllm, register_suite
 
 EVAL_SPLIT = "val"
-DEFAULT_ITEMS = 64
 BETA = 0.1
 MAX_BATCH = 16
 FIGURE_ITEMS = 4
 # Scores and the direction the study's claim calls better (DPO concentrates gradient on the object).
 SCORES = {"inside": True, "entropy": False, "gini": True}  # MapScores fields; rows call "inside" inside_mass
+
+
+@dataclass(frozen=True)
+class GradOptions:
+    """Options of the ``grad`` suite (flags ``--grad-...``)."""
+
+    items: int = option(64, "preference items about one object to back-propagate, one per image, images spread evenly (0 = all)", minimum=0)
 
 
 def object_items(split, limit: int) -> list[tuple[int, object, np.ndarray]]:
@@ -154,21 +162,23 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, maps: dict, cover: tor
     return rows
 
 
-@SUITES.register("grad")
+@register_suite(
+    "grad", options=GradOptions, needs=DataNeeds(all_of=(PREFERENCES,), splits=(EVAL_SPLIT,)), encoder_check=needs_an_mllm,
+    headline=(("projector_output", "dpo_minus_sft_inside_mass"), ("projector_output", "dpo_inside_mass")),
+    flag_prefix="grad", order=40, summary="where the SFT and DPO losses send gradient in the image",
+)
 def gradient_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
     split = open_split(context.data, EVAL_SPLIT)
     common = {"suite": "grad", "dataset": context.data, "dataset_fingerprint": split.fingerprint}
-    limit = int(context.options.get("grad_items", DEFAULT_ITEMS))
     with_mllm = [loaded for loaded in encoders if loaded.spec.mllm]
-    rows = [context.row(loaded, **common, task="-", metric="-", value=None, status=STATUS_SKIPPED,
-                        reason="no MLLM for this encoder: give it an mllm directory in the manifest (train.mllm.save_mllm writes one)")
+    rows = [context.skipped(loaded, "no MLLM for this encoder: give it an mllm directory in the manifest (train.mllm.save_mllm writes one)", **common)
             for loaded in encoders if not loaded.spec.mllm]
     if not with_mllm:
         return rows
-    items = object_items(split, limit)
+    items = object_items(split, context.options.items)
     if not items:
         reason = f"{context.data} has no preference (VQA) items about one object with a box"
-        return rows + [context.row(loaded, **common, task="-", metric="-", value=None, status=STATUS_SKIPPED, reason=reason) for loaded in with_mllm]
+        return rows + [context.skipped(loaded, reason, **common) for loaded in with_mllm]
     by_name = {loaded.name: loaded for loaded in encoders}
     cache: dict = {}
     for loaded in with_mllm:

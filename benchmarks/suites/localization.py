@@ -1,80 +1,59 @@
-"""Suite ``loc``: where the encoder looks, scored (PROTOCOL.md section 4).
+"""Suite ``loc``: where the encoder looks, scored (docs/protocol.md section 4).
 
-Per encoder: a linear head on the pooled (``cls``) features of train (the hyperparameters the ``cls``
-suite selected in this run, else chosen afresh by the same grid on train's held-out part), Grad-CAM
-(``probes.gradcam``) of each evaluated image's true-class logit at the input of each block in
-``options["loc_layers"]`` (default the last and the penultimate), scored against the object of that
+Per encoder: a linear head on the pooled (``cls``) features of train (the learning rate and weight
+decay the SGD grid of the ``cls`` suite selects on train's held-out part, shared with that suite when
+both run on the same data: :func:`.classification.pooled_linear_head`), Grad-CAM (``probes.gradcam``)
+of each evaluated image's true-class logit at the input of each block in ``--loc-layers`` (default the
+last and the penultimate), scored against the object of that
 class: pointing game, energy-based pointing game and IoU of the map's top-k% with the mask, in percent,
 with 95% bootstrap CIs and per-item scores. Rows of the last block carry no ``layer`` (as in ``cls``);
 the others carry ``extra["layer"]``. A figure of the first few images' maps goes to the gallery.
 """
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.datasets import open_split
+from benchmarks.datasets import BOXES, LABELS, MASKS, open_split
 from benchmarks.features import extract_features
-from benchmarks.results import STATUS_SKIPPED, ResultRow
-from probes.gradcam import grad_cam, has_blocks, localization_scores, resolve_block
-from probes.linear import LinearProbeConfig, fit_linear_head, linear_probe
+from benchmarks.options import option
+from benchmarks.results import ResultRow
+from benchmarks.validate import blocks_problem, layers_out_of_range
 from evidence.stats import bootstrap_ci
+from probes.gradcam import grad_cam, has_blocks, localization_scores, resolve_block
 from probes.threads import threads_for
 
-from . import SUITES
 from .base import LoadedEncoder, RunContext
-from .regions import class_region, has_regions, spread_indices, to_encoder_frame
+from .classification import pooled_linear_head
+from .regions import class_region, spread_indices, to_encoder_frame
+from .spec import DataNeeds, register_suite
 
 TRAIN_SPLIT, EVAL_SPLIT = "train", "val"
-DEFAULT_ITEMS = 500
-DEFAULT_LAYERS = (-1, -2)
-DEFAULT_TOPK = 0.15
-DEFAULT_FIGURE_IMAGES = 4
 
 
-def _parse_layers(value) -> list[int]:
-    if value in (None, ""):
-        return list(DEFAULT_LAYERS)
-    if isinstance(value, str):
-        try:
-            return [int(part) for part in value.split(",") if part.strip()]
-        except ValueError:
-            raise ValueError(f"--loc-layers takes a comma list of block indices such as -1,-2; got {value!r}") from None
-    return [int(v) for v in value]
+@dataclass(frozen=True)
+class LocOptions:
+    """Options of the ``loc`` suite (flags ``--loc-...``)."""
+
+    items: int = option(500, "images of the eval split to explain, spread evenly (0 = all)", minimum=0)
+    layers: tuple[int, ...] = option((-1, -2), "blocks whose input Grad-CAM explains (negative = from the end)", check=blocks_problem, metavar="BLOCKS")
+    topk: float = option(0.15, "the share of the map's highest pixels whose IoU with the object's mask is scored (metric iou_topNN)", minimum=0.01, maximum=1.0)
+    figure_images: int = option(4, "images shown in the gallery figure", minimum=0)
 
 
-def _selected_hyperparameters(context: RunContext, encoder_name: str) -> dict | None:
-    """lr / weight decay the cls suite's SGD grid (task ``linear_sgd``; ``linear`` in older runs) selected for
-    this encoder's pooled features in this run. The exact logistic regression (task ``linear``) has no
-    learning rate to reuse, so a run with only that selects the head's settings here."""
-    path = context.run_dir / "results.jsonl"
-    if not path.exists():
-        return None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line) if line.strip() else {}
-        extra = row.get("extra", {})
-        if (row.get("suite"), row.get("task"), row.get("encoder"), row.get("status")) in {("cls", task, encoder_name, "ok") for task in ("linear_sgd", "linear")} \
-                and extra.get("pooling") == "cls" and "layer" not in extra and "lr" in extra.get("selected", {}):
-            return {"lr": float(extra["selected"]["lr"]), "weight_decay": float(extra["selected"]["weight_decay"])}
-    return None
+def _check_loaded(options: LocOptions, encoders: list[LoadedEncoder]) -> str:
+    return layers_out_of_range(list(options.layers), [item for item in encoders if has_blocks(item.encoder)], "--loc-layers")
 
 
 def linear_head(context: RunContext, loaded: LoadedEncoder, train_split, eval_split) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], dict]:
-    """(weight, bias, classes) of a linear head on the pooled features, and where its settings came from."""
-    config = LinearProbeConfig(epochs=int(context.options.get("linear_epochs", 10)), seed=context.seed)
+    """(weight, bias, classes) of the linear head whose true-class logit Grad-CAM explains, and where its
+    settings came from (:func:`.classification.pooled_linear_head`, with the cls suite's options)."""
     train = extract_features(loaded.encoder, train_split, context.cache_dir, layers=context.layers, config=context.extraction, log=context.log)
-    chosen = _selected_hyperparameters(context, loaded.name)
-    source = "cls suite selection (this run)"
-    if chosen is None:
-        evaluation = extract_features(loaded.encoder, eval_split, context.cache_dir, layers=context.layers, config=context.extraction, log=context.log)
-        result = linear_probe(train.tensor("cls"), train.valid_labels(), evaluation.tensor("cls"), evaluation.valid_labels(), config=config, device=context.extraction.device)
-        chosen = {"lr": float(result.selected["lr"]), "weight_decay": float(result.selected["weight_decay"])}
-        source = "selected here on train's held-out part (no cls rows in this run)"
-    head = fit_linear_head(train.tensor("cls"), train.valid_labels(), lr=chosen["lr"], weight_decay=chosen["weight_decay"], config=config, device=context.extraction.device)
-    return head, {"source": source, **chosen, "feature": "cls"}
+    evaluation = extract_features(loaded.encoder, eval_split, context.cache_dir, layers=context.layers, config=context.extraction, log=context.log)
+    return pooled_linear_head(context, loaded, train, evaluation, context.options_of("cls"))
 
 
 def _items(split, limit: int, preprocess) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -92,6 +71,8 @@ def _items(split, limit: int, preprocess) -> tuple[list[int], torch.Tensor, torc
         images.append(transform(split.load_image(index)).half())
         boxes.append(to_encoder_frame(region[0], preprocess))
         masks.append(to_encoder_frame(region[1], preprocess))
+    if not indices:
+        return [], torch.empty(0), torch.empty(0), torch.empty(0)
     return indices, torch.stack(images), torch.stack(boxes), torch.stack(masks)
 
 
@@ -151,32 +132,33 @@ def write_figure(path: Path, split, indices: list[int], preprocess, maps: dict[i
     plt.close(fig)
 
 
-@SUITES.register("loc")
+@register_suite(
+    "loc", options=LocOptions, needs=DataNeeds(all_of=(LABELS,), any_of=(BOXES, MASKS), splits=(TRAIN_SPLIT, EVAL_SPLIT)),
+    headline=(("gradcam", "pointing_game"),), variant_fields=("layer",), flag_prefix="loc", uses=("cls",),
+    check_loaded=_check_loaded, order=30, summary="Grad-CAM scored against object boxes and masks",
+)
 def localization_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
+    options: LocOptions = context.options
     eval_split = open_split(context.data, EVAL_SPLIT)
     common = {"suite": "loc", "task": "gradcam", "dataset": context.data, "dataset_fingerprint": eval_split.fingerprint}
-    reason = has_regions(eval_split)
-    if reason:
-        context.log(f"suite loc: skipped ({reason})")
-        return [context.row(loaded, **common, metric="-", value=None, status=STATUS_SKIPPED, reason=reason) for loaded in encoders]
     train_split = open_split(context.data, TRAIN_SPLIT)
-    layers = _parse_layers(context.options.get("loc_layers"))
-    topk = float(context.options.get("loc_topk", DEFAULT_TOPK))
-    limit = int(context.options.get("loc_items", DEFAULT_ITEMS))
-    n_figure = int(context.options.get("loc_figure_images", DEFAULT_FIGURE_IMAGES))
+    layers, topk, limit, n_figure = list(options.layers), options.topk, options.items, options.figure_images
     rows: list[ResultRow] = []
     regions_by_resolution: dict = {}
     for loaded in encoders:
         encoder = loaded.encoder
         if not has_blocks(encoder):
             reason = f"{encoder.name} ({encoder.arch}) exposes no transformer blocks to explain (an MLLM's projector outputs?); run loc with --features encoder"
-            rows.append(context.row(loaded, **common, metric="-", value=None, status=STATUS_SKIPPED, reason=reason))
+            rows.append(context.skipped(loaded, reason, **common))
             continue
         blocks = sorted({resolve_block(encoder, layer) for layer in layers})  # a bad index fails before any work
         key = encoder.preprocess.cache_key()
         if key not in regions_by_resolution:
             regions_by_resolution[key] = _items(eval_split, limit, encoder.preprocess)
         indices, images, boxes, masks = regions_by_resolution[key]
+        if not indices:
+            rows.append(context.skipped(loaded, f"no image of {context.data} ({EVAL_SPLIT}) has a box or mask of its labelled class", **common))
+            continue
         head, head_info = linear_head(context, loaded, train_split, eval_split)
         with threads_for(encoder, device=context.extraction.device):
             maps = encoder_maps(context, loaded, eval_split, indices, images, blocks, head)

@@ -59,13 +59,3 @@ def class_region(split: ImageSplit, index: int, label: int) -> tuple[np.ndarray,
         rows, cols = np.flatnonzero(object_mask.any(axis=1)), np.flatnonzero(object_mask.any(axis=0))
         box = box_region([Box(int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1, box_label)], shape)
     return box, (object_mask if object_mask is not None else box)
-
-
-def has_regions(split: ImageSplit) -> str:
-    """'' when the split has object boxes or masks for its labelled images, else the reason it has none."""
-    if not len(split.classes):
-        return f"{split.spec} has no image-level classes to localize"
-    for index in spread_indices(len(split), 8):
-        if split.labels[index] >= 0 and class_region(split, index, int(split.labels[index])) is not None:
-            return ""
-    return f"{split.spec} ({split.split}) has no object boxes or masks for its labelled images"

@@ -1,4 +1,4 @@
-"""Suite ``seg``: segmentation probes on frozen encoders (PROTOCOL.md section 2), three protocols.
+"""Suite ``seg``: segmentation probes on frozen encoders (docs/protocol.md section 2), three protocols.
 
 * ``patch_probe`` (the study's): a 2-layer MLP per cached patch token against multi-label patch targets
   at the encoder's own grid; macro patch recall (the study's metric), precision and F1 in %, mean and
@@ -8,27 +8,26 @@
 * ``mmseg_linear`` (the literature's): the same head trained by mmsegmentation with its augmentation,
   ``seg_iters`` iterations, sliding-window inference, ``IoUMetric``; CI as above.
 
-Train on the ``train`` split, report on ``val``. A real ADE20K root (``ade20k:root=DIR``) goes to mmseg
-as mmseg's ``ADE20KDataset``; other datasets with masks (the shapes world) are written once to an
-``ADEChallengeData2016``-layout folder in the cache and read by mmseg's ``BaseSegDataset`` with their
-own class names (``benchmarks.datasets.seg_folder``). Per-image scores (patch recall, mIoU) go to
-``per_item/`` and a PNG of a few predicted masks to ``extra["figure"]``.
-
-Options (``context.options``): ``seg_protocols`` (comma list), ``seg_epochs`` (patch probe, 5),
-``seg_seeds`` (3), ``seg_head_epochs`` (fast head, 20), ``seg_iters`` (mmseg, 40000), ``seg_blocks``
-(1 or 4 blocks for the linear heads).
+Train on the ``train`` split, report on ``val``. A dataset stored as an ``ADEChallengeData2016`` folder
+(``ImageSplit.seg_folder``: ``ade20k:root=DIR``) goes to mmseg as mmseg's ``ADE20KDataset``; other
+datasets with masks (the shapes world) are written once to such a folder in the cache and read by
+mmseg's ``BaseSegDataset`` with their own class names (``benchmarks.datasets.seg_folder``). Per-image
+scores (patch recall, mIoU) go to ``per_item/`` and a PNG of a few predicted masks to ``extra["figure"]``.
+Options: :class:`SegOptions`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.datasets import ImageSplit, open_split
+from benchmarks.datasets import MASKS, ImageSplit, open_split
 from benchmarks.datasets.seg_folder import export_seg_folder, item_stem
 from benchmarks.features import FeatureSet, extract_features, token_grid
+from benchmarks.options import option
 from benchmarks.results import ResultRow
 from encoders import Encoder
 from probes.segmentation import (
@@ -42,12 +41,24 @@ from probes.segmentation import (
     per_image_miou,
 )
 
-from . import SUITES
 from .base import LoadedEncoder, RunContext
+from .spec import DataNeeds, register_suite
 
 TRAIN_SPLIT, EVAL_SPLIT = "train", "val"
 PROTOCOLS = ("patch_probe", "fast_linear", "mmseg_linear")
 FIGURE_IMAGES = 4
+
+
+@dataclass(frozen=True)
+class SegOptions:
+    """Options of the ``seg`` suite (flags ``--seg-...``)."""
+
+    protocols: tuple[str, ...] = option(PROTOCOLS, "protocols to run (comma list)", choices=PROTOCOLS, metavar="LIST")
+    epochs: int = option(5, "patch_probe: epochs (the study: 5)", minimum=1)
+    seeds: int = option(3, "patch_probe: seeds (mean and std over them)", minimum=1)
+    head_epochs: int = option(20, "fast_linear: epochs of the BNHead on cached tokens", minimum=1)
+    iters: int = option(40000, "mmseg_linear: iterations (the literature: 40k-80k)", minimum=1)
+    blocks: int = option(1, "fast_linear and mmseg_linear: heads on the last block's patch map (1) or the last four concatenated (4)", choices=(1, 4))
 
 
 def encoder_patch(encoder: Encoder, grid: tuple[int, int]) -> tuple[int, int]:
@@ -74,8 +85,6 @@ def encoder_masks(split: ImageSplit, encoder: Encoder, num_classes: int) -> np.n
     for index in range(len(split)):
         where = f"{split.spec}/{split.split} item {split.item_id(index)}"
         raw = split.seg_mask(index)
-        if raw is None:
-            check_mask(raw, num_classes, where)
         width, height = split.load_image(index).size
         mask = Image.fromarray(check_mask(raw, num_classes, where, shape=(height, width)))
         mask = TF.center_crop(TF.resize(mask, resize, interpolation=InterpolationMode.NEAREST), pre.resolution)
@@ -114,27 +123,15 @@ def _token_source(features: FeatureSet, name: str):
     return rows, (lambda indices: torch.from_numpy(np.asarray(array[rows[np.asarray(indices)]], dtype=np.float32)))
 
 
-class _Options:
-    def __init__(self, options: dict) -> None:
-        protocols = options.get("seg_protocols") or ",".join(PROTOCOLS)
-        self.protocols = [p.strip() for p in str(protocols).split(",") if p.strip()]
-        unknown = [p for p in self.protocols if p not in PROTOCOLS]
-        if unknown:
-            raise ValueError(f"--seg-protocols: unknown {unknown}; choose from {', '.join(PROTOCOLS)}")
-        self.epochs = int(options.get("seg_epochs", 5))
-        self.seeds = int(options.get("seg_seeds", 3))
-        self.head_epochs = int(options.get("seg_head_epochs", 20))
-        self.iters = int(options.get("seg_iters", 40000))
-        self.blocks = int(options.get("seg_blocks", 1))
-
-
-@SUITES.register("seg")
+@register_suite(
+    "seg", options=SegOptions, needs=DataNeeds(all_of=(MASKS,), splits=(TRAIN_SPLIT, EVAL_SPLIT)),
+    headline=(("patch_probe", "macro_patch_recall"), ("fast_linear", "mIoU"), ("mmseg_linear", "mIoU")),
+    flag_prefix="seg", order=20, summary="patch-level probe and linear segmentation heads on frozen features",
+)
 def segmentation_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
-    options = _Options(context.options)
+    options: SegOptions = context.options
     train_split, eval_split = open_split(context.data, TRAIN_SPLIT), open_split(context.data, EVAL_SPLIT)
     classes = list(train_split.seg_classes)
-    if not classes or train_split.seg_mask(0) is None:
-        raise SegInputError(f"{context.data} has no segmentation masks; the seg suite needs per-pixel labels (shapes:..., ade20k:root=DIR)")
     rows: list[ResultRow] = []
     common = {"suite": "seg", "dataset": context.data, "dataset_fingerprint": eval_split.fingerprint}
     masks: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -232,8 +229,9 @@ def _fast_rows(context, loaded, options, common, grid, patch, classes, train, ev
 def _mmseg_rows(context, loaded, options, common, classes, train_split, eval_split) -> list[ResultRow]:
     from probes.mmseg_linear import MMSegConfig, SegFolder, run_mmseg_linear
 
-    if train_split.name == "ade20k":
-        folder = SegFolder(Path(train_split.root), classes, img_suffix=".jpg", ade20k=True)
+    native = train_split.seg_folder()
+    if native is not None:
+        folder = SegFolder(native, classes, img_suffix=".jpg", ade20k=True)
         stems = sorted(Path(eval_split.item_id(i)).stem for i in range(len(eval_split)))[:FIGURE_IMAGES]
         index_of = {Path(eval_split.item_id(i)).stem: i for i in range(len(eval_split))}
     else:

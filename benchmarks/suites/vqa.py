@@ -1,4 +1,4 @@
-"""Suite ``vqa``: VQA benchmarks through lmms-eval (PROTOCOL.md "VQA"), beside the vision probes.
+"""Suite ``vqa``: VQA benchmarks through lmms-eval (docs/protocol.md "VQA"), beside the vision probes.
 
 Per encoder, results come from one of (in this order):
 
@@ -23,25 +23,49 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.datasets import PREFERENCES, dataset_capabilities
 from benchmarks.lmms.cambrian import BENCHMARKS, CAMBRIAN_TASKS, CATEGORIES, KNOWN_FRACTIONS, OVERALL, Benchmark, benchmark_of
 from benchmarks.lmms.results import Collected, LmmsResultsError, PerItem, TaskResult, collect_results, per_item_scores
 from benchmarks.lmms.shapes_task import DEFAULT_ITEMS, TASKS as SHAPES_TASKS, write_shapes_tasks
+from benchmarks.options import option
 from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED, ResultRow
 from probes.vqa import Score, category_table
 
-from . import SUITES
 from .base import LoadedEncoder, RunContext
+from .spec import DataNeeds, has_mllm, register_suite
 
 DATASET = "lmms-eval"
 CATEGORY_DATASET = "cambrian16"
 SCORE = "score"  # the metric of Cambrian rows: points 0..100 (the lmms-eval metric is in extra["lmms_metric"])
 Z95 = 1.959964
 SHAPES_DEFAULT_DATA = "shapes:n=800:seed=0"
+
+
+def _results_problem(path: str) -> str:
+    return f"no such file or directory ({path}); pass an lmms-eval results file or a folder of them" if path and not Path(path).exists() else ""
+
+
+@dataclass(frozen=True)
+class VqaOptions:
+    """Options of the ``vqa`` suite (flags ``--vqa-...``)."""
+
+    tasks: tuple[str, ...] = option((), "lmms-eval tasks to run on each encoder's MLLM, comma list (default: the 16 Cambrian benchmarks; shapes_vqa,shapes_vqa_mc = the offline shapes-world tasks)", metavar="TASKS")
+    items: int = option(DEFAULT_ITEMS, "shapes-world VQA items written for shapes_vqa / shapes_vqa_mc (from the suite's dataset when it has preference items, else " + SHAPES_DEFAULT_DATA + ")", minimum=1)
+    limit: int = option(0, "lmms-eval --limit: documents per task (0 = all; rows are then marked partial)", minimum=0)
+    results: str = option("", "ingest lmms-eval results (a file, or a folder with one subfolder per encoder name) instead of running anything", check=_results_problem, metavar="PATH")
+    batch_size: int = option(32, "lmms-eval batch size of the vee_mllm model", minimum=1)
+
+
+def _encoder_check(options: VqaOptions, specs) -> str:
+    if options.results or any(has_mllm(spec) or spec.vqa_results for spec in specs):
+        return ""
+    return "no encoder has an MLLM or lmms-eval results: set mllm or vqa_results in the manifest, or pass --vqa-results DIR"
 
 
 def _dataset(result: TaskResult) -> str:
@@ -237,15 +261,19 @@ def _protocol(mllm_dir: Path) -> dict[str, str]:
     return {"protocol": str(protocol)} if protocol else {}
 
 
-@SUITES.register("vqa")
+@register_suite(
+    "vqa", options=VqaOptions, needs=DataNeeds(none=True), encoder_check=_encoder_check,
+    headline=(("overall", "score", "protocol=pivot-eval"), ("shapes_vqa", "exact_match", "protocol=pivot-eval"), ("shapes_vqa_mc", "acc", "protocol=pivot-eval")), variant_fields=("protocol",),
+    flag_prefix="vqa", order=60, summary="VQA benchmarks through lmms-eval on each encoder's MLLM",
+)
 def vqa_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
-    options = context.options
-    tasks = list(options.get("vqa_tasks") or CAMBRIAN_TASKS)
+    options: VqaOptions = context.options
+    tasks = list(options.tasks or CAMBRIAN_TASKS)
     rows: list[ResultRow] = []
     to_run: list[tuple[LoadedEncoder, _Rows]] = []
     for loaded in encoders:
         try:
-            results = _results_path(loaded, options.get("vqa_results", ""), len(encoders))
+            results = _results_path(loaded, options.results, len(encoders))
         except LmmsResultsError as err:
             rows.append(_Rows(context, loaded, "vqa_results", {}).failed("-", str(err)))
             continue
@@ -260,8 +288,7 @@ def vqa_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[Result
             else:
                 to_run.append((loaded, builder))
         else:
-            rows.append(context.row(loaded, suite="vqa", task="-", dataset=DATASET, metric="-", value=None, status=STATUS_SKIPPED,
-                                    reason="no MLLM and no lmms-eval results for this encoder: set mllm or vqa_results in the manifest, or pass --vqa-results DIR"))
+            rows.append(context.skipped(loaded, "no MLLM and no lmms-eval results for this encoder: set mllm or vqa_results in the manifest, or pass --vqa-results DIR", dataset=DATASET))
     if to_run:
         rows.extend(_run(context, to_run, tasks))
     return rows
@@ -270,16 +297,16 @@ def vqa_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[Result
 def _run(context: RunContext, to_run: list[tuple[LoadedEncoder, _Rows]], tasks: list[str]) -> list[ResultRow]:
     from benchmarks.lmms.runner import Job, run_jobs
 
-    options = context.options
+    options: VqaOptions = context.options
     root = context.run_dir / "vqa"
     include_path = None
     if any(task in SHAPES_TASKS for task in tasks):
-        data = context.data if context.data.startswith("shapes") else SHAPES_DEFAULT_DATA
-        written = write_shapes_tasks(data, root / "tasks", n_items=int(options.get("vqa_items") or DEFAULT_ITEMS))
+        data = context.data if PREFERENCES in dataset_capabilities(context.data) else SHAPES_DEFAULT_DATA
+        written = write_shapes_tasks(data, root / "tasks", n_items=options.items)
         include_path = written.include_path
         context.log(f"vqa: shapes VQA tasks: {written.n_items} items of {data} ({written.kinds}) in {include_path}")
-    jobs = [Job(loaded.name, str(loaded.spec.mllm), str(root / "lmms" / loaded.name), tasks, batch_size=int(options.get("vqa_batch_size") or 32),
-                limit=options.get("vqa_limit") or None, device=context.extraction.device) for loaded, _ in to_run]
+    jobs = [Job(loaded.name, str(loaded.spec.mllm), str(root / "lmms" / loaded.name), tasks, batch_size=options.batch_size,
+                limit=options.limit or None, device=context.extraction.device) for loaded, _ in to_run]
     # Local shapes tasks only: keep their processed copies out of the user's Hugging Face cache.
     hf_cache = root / "hf-datasets" if all(task in SHAPES_TASKS for task in tasks) else None
     outcomes = run_jobs(jobs, include_path, root, hf_cache, log=context.log)

@@ -10,7 +10,7 @@ import torch
 
 from benchmarks import run
 from benchmarks.results import read_frame
-from benchmarks.validate import join_negative_values
+from benchmarks.options import join_negative_values
 from tests.benchmarks.conftest import write_tiny_checkpoint
 
 DATA = "shapes:n=60:n_val=20:seed=0:size=32"
@@ -170,11 +170,12 @@ def test_layers_out_of_range_is_refused_before_any_feature(tmp_path, setup, caps
 
 
 def test_negative_layers_as_the_readme_writes_them(tmp_path):
-    assert join_negative_values(["--layers", "-1,-2", "--seed", "1"]) == ["--layers=-1,-2", "--seed", "1"]
-    assert join_negative_values(["--layers", "-1"]) == ["--layers=-1"]
-    assert join_negative_values(["--layers", "--seed"]) == ["--layers", "--seed"]
-    args = run.build_parser().parse_args(join_negative_values(["--encoder", "x", "--layers", "-1,-2"]))
-    assert args.layers == "-1,-2"
+    flags = ["--layers", "--loc-layers"]
+    assert join_negative_values(["--layers", "-1,-2", "--seed", "1"], flags) == ["--layers=-1,-2", "--seed", "1"]
+    assert join_negative_values(["--layers", "-1"], flags) == ["--layers=-1"]
+    assert join_negative_values(["--layers", "--seed"], flags) == ["--layers", "--seed"]
+    args = run.parse_args(["--encoder", "x", "--layers", "-1,-2", "--loc-layers", "-1"])
+    assert vars(args)["cls.layers"] == "-1,-2" and vars(args)["loc.layers"] == "-1"
 
 
 def test_repeated_suite_merges_and_layers_run(tmp_path):
@@ -186,7 +187,7 @@ def test_repeated_suite_merges_and_layers_run(tmp_path):
     assert status == 0
     frame = read_frame(out)
     assert set(frame.suite) == {"seg", "cls"}  # both kept, not the last one only
-    assert json.loads((out / "config.json").read_text())["suites"] == ["seg", "cls"]
+    assert json.loads((out / "config.json").read_text())["plan"]["suites"] == ["seg", "cls"]
     top1 = frame[(frame.metric == "top1") & (frame.task == "linear")]
     labels = {(e.get("layer"), e["layer_label"]) for e in top1.extra}
     assert labels == {(None, "last"), (0, "-2"), (1, "-1")}

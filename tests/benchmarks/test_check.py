@@ -25,7 +25,7 @@ def _rows(encoder: str = "enc", top1: float = 70.0, top1_ci: float = 2.0, loss: 
     ]
     for layer, value in enumerate((0.9, 0.8)):
         rows.append(ResultRow(**ident, suite="align", task="cka", dataset="tiny", metric="cka", value=value,
-                              extra={"layer": layer}))
+                              variant=f"layer={layer}", extra={"layer": layer}))
     if miou is not None:
         rows.append(ResultRow(**ident, suite="seg", task="probe", dataset="ade", metric="miou", value=miou))
     return rows + list(extra_rows)
@@ -129,7 +129,7 @@ def test_tolerance_per_metric_and_default(tmp_path, baseline):
 def test_per_layer_entries_compared_separately(tmp_path, baseline, capsys):
     rows = [row for row in _rows() if row.extra.get("layer") != 1]
     rows.append(ResultRow(encoder="enc", suite="align", task="cka", dataset="tiny", metric="cka", value=0.5,
-                          extra={"layer": 1}))
+                          variant="layer=1", extra={"layer": 1}))
     assert _check(tmp_path, baseline, rows) == 1
     out = capsys.readouterr().out
     (line,) = _verdicts(out, "REGRESSION")

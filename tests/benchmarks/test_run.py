@@ -26,7 +26,7 @@ def test_run_writes_rows_and_skips_unbuilt_suites(tmp_path):
     frame = read_frame(out)
     assert (out / "results.csv").exists() and (out / "run.log").exists()
     config = json.loads((out / "config.json").read_text())
-    assert config["data"] == DATA and {e["name"] for e in config["encoders"]} == {"orig", "cand"}
+    assert config["suites"]["cls"]["data"] == DATA and {e["name"] for e in config["encoders"]} == {"orig", "cand"}
     assert all(len(e["weights_hash"]) == 64 for e in config["encoders"])
     assert config["versions"]["torch"] == torch.__version__ and config["hardware"]["cpu_capability"]
     ok = frame[frame.status == "ok"]
@@ -74,3 +74,46 @@ def test_unknown_suite_and_missing_encoder_are_usage_errors(tmp_path, capsys):
     assert "unknown suite(s) nope" in capsys.readouterr().err
     assert _run(tmp_path) == 2
     assert "no encoder" in capsys.readouterr().err
+
+
+def test_all_suites_on_an_imagenet_folder_give_cls_and_loc_rows_and_skip_the_rest(tmp_path):
+    from tests.benchmarks.datasets.conftest import write_image
+
+    root = tmp_path / "imagenet"
+    wnids = ["n01440764", "n01443537"]
+    lines = ["ImageId,PredictionString"]
+    for c, wnid in enumerate(wnids):
+        for k in range(8):
+            write_image(root / "train" / wnid / f"{wnid}_{k}.JPEG", size=(40, 32), seed=10 * c + k, fmt="JPEG")
+        for k in range(6):
+            stem = f"ILSVRC2012_val_{c}{k:07d}"
+            write_image(root / "val" / wnid / f"{stem}.JPEG", size=(40, 32), seed=100 + 10 * c + k, fmt="JPEG")
+            lines.append(f"{stem},{wnid} 4 4 30 26")
+    (root / "LOC_val_solution.csv").write_text("\n".join(lines) + "\n")
+    checkpoint = write_tiny_checkpoint(tmp_path / "enc.safetensors")
+    status = run.main(["--encoder", str(checkpoint), "--suite", "all", "--data", f"imagenet:root={root}", "--out", str(tmp_path / "run"),
+                       "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--no-report", "--linear-epochs", "1", "--loc-items", "4"])
+    assert status == 0
+    frame = read_frame(tmp_path / "run")
+    ok = frame[frame.status == "ok"]
+    assert set(ok.suite) == {"cls", "loc"} and (ok[ok.suite == "loc"].n == 4).all()
+    skipped = frame[frame.status == "skipped"]
+    assert set(skipped.suite) == {"cls", "seg", "grad", "align", "vqa"} and (skipped.reason != "").all()
+    assert set(skipped[skipped.suite == "cls"].task) == {"knn20"}  # 16 train images: k = 20 cannot run, k = 10 can
+    assert "segmentation masks" in skipped[skipped.suite == "seg"].reason.iloc[0]
+    assert "Traceback" not in (tmp_path / "run" / "run.log").read_text() and not (frame.status == "failed").any()
+
+
+def test_loc_gives_the_same_rows_before_and_after_cls(tmp_path):
+    from tests.benchmarks.suites.conftest import write_lineage
+
+    manifest = write_lineage(tmp_path / "lineage")
+    values = {}
+    for order in ("cls,loc", "loc,cls"):
+        out = tmp_path / order.replace(",", "-")
+        assert run.main(["--encoders", str(manifest), "--suite", order, "--data", DATA, "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                         "--workers", "0", "--no-report", "--linear", "both", "--linear-epochs", "2", "--loc-items", "8"]) == 0
+        loc = read_frame(out)
+        loc = loc[loc.suite == "loc"]
+        values[order] = sorted(zip(loc.encoder, loc.metric, loc.variant, loc.value, [e["head"]["lr"] for e in loc.extra]))
+    assert values["cls,loc"] == values["loc,cls"] and len(values["cls,loc"]) == 16

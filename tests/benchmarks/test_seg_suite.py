@@ -60,8 +60,10 @@ def _failure(tmp_path, data, protocols="patch_probe"):
     return frame.reason.iloc[0]
 
 
-def test_dataset_without_masks_is_a_clear_error(tmp_path):
-    assert "has no segmentation masks" in _failure(tmp_path, "digits")
+def test_dataset_without_masks_is_a_usage_error_before_any_load(tmp_path, capsys):
+    status = run.main(["--encoder", str(write_tiny_checkpoint(tmp_path / "tiny.safetensors")), "--suite", "seg", "--data", "digits", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 2 and "segmentation masks" in err and "--data seg=SPEC" in err and not (tmp_path / "run").exists()
 
 
 def test_missing_label_file_is_named(tmp_path, ade_root):

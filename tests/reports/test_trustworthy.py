@@ -97,8 +97,13 @@ def test_vqa_verdict_prefers_the_fresh_mllms_of_pivots_protocol(tmp_path):
             rows.append(ResultRow(encoder=name, role=role, base="" if name == "o" else "o", suite="vqa", task="shapes_vqa:colour",
                                   dataset="lmms-eval", metric="exact_match", value=99.0, n=30, extra={**extra, "kind": "colour"}))
     append_rows(run, rows)
-    (lineage,) = load_runs([run]).lineages
-    _, verdicts, _ = lineage_analysis(lineage, PerItemCache(), n_boot=200)
+    from benchmarks.suites import SUITES
+
+    # As benchmarks.run writes it: the suite's declared headline, preferring PIVOT's protocol.
+    (run / "config.json").write_text(json.dumps({"suites": {"vqa": {"headline": [list(h) for h in SUITES.get("vqa").headline]}}}))
+    data = load_runs([run])
+    (lineage,) = data.lineages
+    _, verdicts, _ = lineage_analysis(lineage, PerItemCache(), n_boot=200, headlines=data.headlines())
     (vqa,) = [verdict for verdict in verdicts if verdict.line.suite == "vqa"]
     assert (vqa.line.task, vqa.line.variant) == ("shapes_vqa", "protocol=pivot-eval")
     assert [cell.value for _, _, cell in vqa.entries] == [60.0, 60.0, 60.0]

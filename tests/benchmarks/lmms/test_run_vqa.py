@@ -10,7 +10,6 @@ import pytest
 from benchmarks import run
 from benchmarks.lmms.shapes_task import write_shapes_tasks
 from benchmarks.results import read_rows
-from reports.load import row_id
 
 from .conftest import DATA, write_lmms_results
 
@@ -74,7 +73,7 @@ def test_shapes_vqa_end_to_end_and_an_mllm_without_lm(tmp_path, tiny_mllm):
         scores = np.load(tmp_path / "run" / row.per_item)
         assert scores.shape == (12,) and row.value == pytest.approx(100 * scores.mean())
         assert row.extra["mllm"] == str(fresh) and row.extra["lmms"]["model"] == "vee_mllm"
-        assert row_id(row)[-1] == "protocol=pivot-eval"  # never mixed with the same encoder's rows from a lineage MLLM
+        assert row.identity[-1] == "protocol=pivot-eval"  # never mixed with the same encoder's rows from a lineage MLLM
         by_kind = [r for (name, t), r in rows.items() if name == "orig" and t.startswith(f"{task}:")]
         assert {r.extra["kind"] for r in by_kind} <= {"colour", "count", "presence", "position"} and len(by_kind) >= 2
         assert sum(r.n for r in by_kind) == 12 and all(r.metric == metric and r.status == "ok" for r in by_kind)

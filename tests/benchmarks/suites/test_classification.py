@@ -10,7 +10,12 @@ from benchmarks.suites import classification
 
 
 def context(**options) -> SimpleNamespace:
-    return SimpleNamespace(options={"linear_epochs": 1, **options}, extraction=SimpleNamespace(device="cpu"), seed=0)
+    return SimpleNamespace(options=classification.ClsOptions(**{"linear_epochs": 1, **options}), extraction=SimpleNamespace(device="cpu"), seed=0,
+                           data="toy", shared={})
+
+
+def linear_results(ctx, *data):
+    return classification.linear_results(ctx, SimpleNamespace(encoder=SimpleNamespace(weights_hash="h")), "cls", *data)
 
 
 @pytest.fixture(scope="module")
@@ -22,21 +27,22 @@ def data():
 
 
 def test_auto_runs_the_exact_solver_when_features_fit(data):
-    results = classification.linear_results(context(), *data)
+    results = linear_results(context(), *data)
     assert list(results) == ["linear"] and results["linear"].method == "logreg_lbfgs"
 
 
 def test_auto_falls_back_to_the_sgd_grid_when_they_do_not(data, monkeypatch):
     monkeypatch.setattr(classification, "DEFAULT_MEMORY_BUDGET", 1000)
-    results = classification.linear_results(context(grid_extend=False), *data)
+    results = linear_results(context(grid_extend=False), *data)
     assert list(results) == ["linear_sgd"] and results["linear_sgd"].method == "linear_grid"
     assert results["linear_sgd"].extra["grid_extensions"] == []
 
 
-def test_both_and_bad_mode(data):
-    assert set(classification.linear_results(context(linear="both"), *data)) == {"linear", "linear_sgd"}
-    with pytest.raises(ValueError, match="--linear"):
-        classification.linear_results(context(linear="newton"), *data)
+def test_both_runs_both_and_shares_the_grid_selection_with_loc(data):
+    ctx = context(linear="both")
+    results = linear_results(ctx, *data)
+    assert set(results) == {"linear", "linear_sgd"}
+    assert list(ctx.shared.values()) == [results["linear_sgd"].selected]  # the loc suite's head reuses it
 
 
 
@@ -45,5 +51,5 @@ def test_grid_extend_governs_the_exact_path_too(data, monkeypatch, extend):
     seen = []
     real = classification.logreg_probe
     monkeypatch.setattr(classification, "logreg_probe", lambda *args, config, **kwargs: seen.append(config) or real(*args, config=config, **kwargs))
-    result = classification.linear_results(context(grid_extend=extend), *data)["linear"]
+    result = linear_results(context(grid_extend=extend), *data)["linear"]
     assert seen[0].path_extend is extend and "extended" in result.extra

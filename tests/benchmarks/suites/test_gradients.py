@@ -41,8 +41,14 @@ def test_grad_rows_for_each_mllm_with_paired_dpo_minus_sft(tmp_path, mllm_lineag
     assert (tmp_path / "run" / figure).read_bytes().startswith(b"\x89PNG")
 
 
-def test_grad_without_an_mllm_is_a_skipped_row(tmp_path, plain_lineage):
-    manifest = plain_lineage
-    assert _run(tmp_path, manifest) == 0
+def test_grad_without_an_mllm_is_a_usage_error_when_named_and_a_skipped_row_under_all(tmp_path, plain_lineage, capsys):
+    assert _run(tmp_path, plain_lineage) == 2
+    assert "--suite grad: no encoder of the run has an MLLM" in capsys.readouterr().err
+    assert run.main(["--encoders", str(plain_lineage), "--data", DATA, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
+                     "--workers", "0", "--no-report", "--suite", "all", "--suite", "grad"]) == 2  # named, even beside all
+    assert run.main(["--encoders", str(plain_lineage), "--data", DATA, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
+                     "--workers", "0", "--no-report", "--suite", "all", "--seg-protocols", "patch_probe", "--seg-epochs", "1", "--seg-seeds", "1",
+                     "--linear-epochs", "1", "--loc-items", "4"]) == 0
     frame = read_frame(tmp_path / "run")
-    assert (frame.status == "skipped").all() and frame.reason.str.contains("mllm directory in the manifest").all()
+    grad = frame[frame.suite == "grad"]
+    assert len(grad) == 2 and (grad.status == "skipped").all() and grad.reason.str.contains("mllm directory in the manifest").all()

@@ -29,25 +29,29 @@ def test_loc_rows_per_block_with_cis_per_item_scores_and_figures(tmp_path, plain
     # the tiny ViT has 2 blocks: the last block's rows carry no layer (as in cls), the penultimate's layer 0
     assert sorted({e["block"] for e in scored.extra}) == [0, 1]
     assert {e.get("layer") for e in scored.extra} == {None, 0}
-    assert {e["head"]["source"] for e in scored.extra} == {"cls suite selection (this run)"}
+    assert {e["head"]["source"] for e in scored.extra} == {"the SGD grid's selection on train's held-out part (cls task linear_sgd)"}
     for _, row in scored.iterrows():
         assert np.load(tmp_path / "run" / row.per_item).mean() * 100 == pytest.approx(row.value)
         assert (tmp_path / "run" / row.extra["figure"]).read_bytes().startswith(b"\x89PNG")
 
 
-def test_loc_without_cls_rows_selects_its_own_head(tmp_path, plain_lineage):
+def test_loc_without_cls_selects_its_own_head_the_same_way(tmp_path, plain_lineage):
     manifest = plain_lineage
     assert _run(tmp_path, manifest, "--suite", "loc", "--loc-layers", "-1", "--loc-items", "10") == 0
     loc = read_frame(tmp_path / "run")
     assert (loc.status == "ok").all() and (loc[loc.metric == "pointing_game"].n == 10).all()
-    assert all(e["head"]["source"].startswith("selected here") for e in loc.extra)
+    assert all(e["head"]["source"].startswith("the SGD grid's selection") and e["head"]["lr"] > 0 for e in loc.extra)
 
 
-def test_loc_on_a_dataset_without_boxes_or_masks_is_a_skipped_row(tmp_path, plain_lineage):
-    manifest = plain_lineage
-    assert _run(tmp_path, manifest, "--suite", "loc", data="digits") == 0
-    loc = read_frame(tmp_path / "run")
-    assert (loc.status == "skipped").all() and loc.reason.str.contains("no object boxes or masks").all()
+def test_loc_on_a_dataset_without_boxes_or_masks_is_refused_when_named_and_skipped_under_all(tmp_path, plain_lineage, capsys):
+    assert _run(tmp_path, plain_lineage, "--suite", "loc", data="digits") == 2
+    assert "object boxes or segmentation masks" in capsys.readouterr().err
+    assert _run(tmp_path, plain_lineage, "--suite", "cls,loc", "--data", "loc=digits", "--data", f"cls={DATA}", data="digits") == 2
+    assert _run(tmp_path, plain_lineage, "--suite", "all", "--suite", "cls", data="digits") == 0
+    frame = read_frame(tmp_path / "run")
+    loc = frame[frame.suite == "loc"]
+    assert (loc.status == "skipped").all() and loc.reason.str.contains("object boxes or segmentation masks").all()
+    assert (frame[frame.suite == "cls"].status == "ok").all()
 
 
 def test_loc_with_a_block_that_does_not_exist_is_a_usage_error_naming_the_valid_range(tmp_path, plain_lineage, capsys):
@@ -57,7 +61,7 @@ def test_loc_with_a_block_that_does_not_exist_is_a_usage_error_naming_the_valid_
     err = capsys.readouterr().err
     assert "--loc-layers" in err and "-2..1" in err
     assert _run(tmp_path, plain_lineage, "--suite", "loc", "--loc-layers", "a,b") == 2
-    assert "expected a comma list" in capsys.readouterr().err
+    assert "--loc-layers 'a,b': expected an integer" in capsys.readouterr().err
 
 
 def test_projector_features_skip_loc_and_keep_grad_and_align(tmp_path, mllm_lineage):
