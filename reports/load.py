@@ -225,6 +225,42 @@ def load_runs(run_dirs: list[Path]) -> ReportData:
     return ReportData(runs, ordered, list(encoders.values()), lineages, duplicates, renamed)
 
 
+def _rename_in_run(run: RunData, split: dict[str, dict[str, str]]) -> None:
+    """Apply :func:`_keep_weights_apart`'s renaming (``split``: name -> weights hash -> short hash) to one run."""
+    in_run: dict[str, list[str]] = {}
+    for row in run.rows:
+        if row.encoder in split and row.weights_hash:
+            _append_unique(in_run.setdefault(row.encoder, []), row.weights_hash)
+
+    def renamed(name: str, weights_hash: str, what: str) -> str:
+        if name not in split:
+            return name
+        candidates = [weights_hash] if weights_hash else in_run.get(name, [])
+        if len(candidates) != 1:
+            raise ValueError(
+                f"{run.path / RESULTS_FILE}: encoder name {name!r} stands for {len(split[name])} different weights across the runs, "
+                f"and {what} cannot be told apart ({'the run holds rows of several of them' if candidates else 'no weights hash in this run'}); "
+                "give the encoders distinct names (the manifest's name = ..., or --encoder NAME=PATH) and rerun, or build one report per set of weights"
+            )
+        return f"{name}@{split[name][candidates[0]]}"
+
+    run.rows = [dataclasses.replace(row, encoder=renamed(row.encoder, row.weights_hash, f"a row of {row.encoder!r} without a weights hash"),
+                                    base=renamed(row.base, "", f"the base {row.base!r} of {row.encoder!r}") if row.base and row.base != row.encoder else row.base)
+                for row in run.rows]
+    entries = run.config.get("encoders")
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        name, base = entry.get("name"), entry.get("base")
+        if name in split:
+            weights = str(entry.get("weights_hash") or "")
+            known = weights if weights in split[name] else (in_run[name][0] if len(in_run.get(name, [])) == 1 else "")
+            if known:
+                entry["name"] = f"{name}@{split[name][known]}"
+        if isinstance(base, str) and base in split and len(in_run.get(base, [])) == 1:
+            entry["base"] = f"{base}@{split[base][in_run[base][0]]}"
+
+
 def _short_hashes(hashes: list[str]) -> dict[str, str]:
     """Each weights hash -> its shortest prefix (6 characters or more, a ``sha256-`` tag dropped) that no other shares."""
     bare = {value: value.split("sha256-", 1)[-1].split("sha256:", 1)[-1] for value in hashes}
@@ -248,37 +284,8 @@ def _keep_weights_apart(runs: list[RunData]) -> list[str]:
     split = {name: _short_hashes(values) for name, values in hashes.items() if len(values) > 1}
     if not split:
         return []
-    fix = "give the encoders distinct names (the manifest's name = ..., or --encoder NAME=PATH) and rerun, or build one report per set of weights"
     for run in runs:
-        in_run: dict[str, list[str]] = {}
-        for row in run.rows:
-            if row.encoder in split and row.weights_hash:
-                _append_unique(in_run.setdefault(row.encoder, []), row.weights_hash)
-
-        def renamed(name: str, weights_hash: str, what: str) -> str:
-            if name not in split:
-                return name
-            candidates = [weights_hash] if weights_hash else in_run.get(name, [])
-            if len(candidates) != 1:
-                raise ValueError(
-                    f"{run.path / RESULTS_FILE}: encoder name {name!r} stands for {len(split[name])} different weights across the runs, "
-                    f"and {what} cannot be told apart ({'the run holds rows of several of them' if candidates else 'no weights hash in this run'}); {fix}"
-                )
-            return f"{name}@{split[name][candidates[0]]}"
-
-        run.rows = [dataclasses.replace(row, encoder=renamed(row.encoder, row.weights_hash, f"a row of {row.encoder!r} without a weights hash"),
-                                        base=renamed(row.base, "", f"the base {row.base!r} of {row.encoder!r}") if row.base and row.base != row.encoder else row.base)
-                    for row in run.rows]
-        entries = run.config.get("encoders")
-        if isinstance(entries, list):
-            for entry in entries:
-                if isinstance(entry, dict) and entry.get("name") in split:
-                    weights = str(entry.get("weights_hash") or "")
-                    known = weights if weights in split[entry["name"]] else (in_run.get(entry["name"], [""])[0] if len(in_run.get(entry["name"], [])) == 1 else "")
-                    if known:
-                        entry["name"] = f"{entry['name']}@{split[entry['name']][known]}"
-                    if isinstance(entry.get("base"), str) and entry["base"] in split and len(in_run.get(entry["base"], [])) == 1:
-                        entry["base"] = f"{entry['base']}@{split[entry['base']][in_run[entry['base']][0]]}"
+        _rename_in_run(run, split)
     return [
         f"encoder name {name!r} stands for {len(short)} different weights (weights hashes {', '.join(short)}); "
         f"they are kept apart as {', '.join(f'{name}@{value}' for value in short.values())}"
