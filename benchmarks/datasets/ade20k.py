@@ -94,9 +94,9 @@ class ADE20KSplit(ImageSplit):
         local_parts = []
         for entry, ann in zip(images, self._annotations, strict=True):
             parts.append(f"{entry.name}\t{entry.identity}\t{ann}\t{annotations[ann].identity}")
-            local_parts.append(f"{entry.name}\t{entry.local}\t{ann}\t{annotations[ann].local}")
+            local_parts.append(f"{entry.local}\t{annotations[ann].local}")
         self.fingerprint = hash_parts(parts)
-        self.local_fingerprint = hash_parts([self.fingerprint, *local_parts])
+        self.local_fingerprint = hash_parts([self.fingerprint, "\n".join(local_parts)])  # same order as the fingerprint's files
 
     def image_path(self, index: int) -> Path:
         return self.image_dir / self._images[self._check_index(index)]

@@ -125,7 +125,7 @@ class ImageNetSplit(ImageSplit):
                 paths.append(rel)
                 labels.append(label)
                 parts.append(f"{rel}\t{identity}")
-                local_parts.append(f"{rel}\t{local}")
+                local_parts.append(local)
         if not paths:
             raise ValueError(f"no images (.JPEG/.jpg/.jpeg/.png) in the class folders of {split_dir}. Expected layout:\n{LAYOUT}")
         if empty:
@@ -133,7 +133,7 @@ class ImageNetSplit(ImageSplit):
         self._paths = pack_paths(paths)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.fingerprint = hash_parts(parts)
-        self.local_fingerprint = hash_parts([self.fingerprint, *local_parts])
+        self.local_fingerprint = hash_parts([self.fingerprint, "\n".join(local_parts)])  # same order as the fingerprint's files
         self._boxes: dict[str, list[Box]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
