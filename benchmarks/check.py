@@ -5,8 +5,9 @@
     python -m benchmarks.check --results RUN_DIR --write-baseline baseline.json [--encoder NAME]
 
 Exit status: 0 = no regression; 1 = at least one REGRESSION, MISSING, SKIPPED or FAILED entry;
-2 = usage error (bad path, unreadable baseline, ambiguous encoder, malformed --tolerance, a --tolerance
-for a metric the baseline lacks, --write-baseline of a run with NaN/Inf values).
+2 = usage error (bad path, a directory where a file is expected, unreadable baseline, ambiguous encoder,
+an encoder whose rows carry different weights hashes, malformed --tolerance, a --tolerance for a metric the
+baseline lacks, --write-baseline of a run with NaN/Inf values).
 
 Which encoder: ``--encoder NAME``; without it, the run's only encoder; when the run holds several,
 the one the baseline was written from if it is among them, else a usage error listing them.
@@ -107,6 +108,8 @@ class Comparison:
 def load_run_rows(results: Path) -> list[ResultRow]:
     """Rows of a run directory (or results.jsonl); UsageError naming the path and the fix when absent."""
     path = results / RESULTS_FILE if results.is_dir() else results
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not a results file; pass --results the run directory that holds {RESULTS_FILE}")
     if not path.is_file():
         raise UsageError(
             f"{path}: no results file. Pass --results a run directory written by "
@@ -120,6 +123,8 @@ def load_run_rows(results: Path) -> list[ResultRow]:
 
 def load_baseline(path: Path) -> dict[str, Any]:
     """Read and validate a baseline file; UsageError naming the file and the fix when it is absent or malformed."""
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not a baseline file; pass --baseline the baseline's file path (e.g. {path / 'baseline.json'})")
     if not path.is_file():
         raise UsageError(
             f"{path}: baseline file not found. Create it from a trusted run with "
@@ -225,10 +230,28 @@ def check_tolerances(tolerances: dict[str, float], baseline: dict[str, Any], pat
 
 
 def write_baseline(document: dict[str, Any], path: Path) -> None:
+    """Write ``document`` to ``path`` atomically (temp file + rename); a directory is a UsageError, and a
+    failed write leaves no temp file behind."""
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory; pass --write-baseline a file path (e.g. {path / 'baseline.json'})")
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    try:
+        temporary.write_text(json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def check_one_weights(rows: list[ResultRow], encoder: str, source: Path) -> None:
+    """UsageError when the rows of ``encoder`` carry different weights hashes: the results file mixes runs
+    of different checkpoints under one name, and comparing them as one encoder would merge them silently."""
+    hashes = list(dict.fromkeys(row.weights_hash for row in rows if row.encoder == encoder and row.weights_hash))
+    if len(hashes) > 1:
+        raise UsageError(
+            f"{source}: encoder {encoder!r} has rows from {len(hashes)} different weights (hashes {', '.join(h[:19] for h in hashes)}); "
+            f"the results file mixes runs of different checkpoints under one name: rerun into a fresh --out, or give the encoders distinct names"
+        )
 
 
 # ---------------------------------------------------------------- comparison
@@ -359,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if target is None:
                 raise UsageError("--write-baseline needs a PATH (or --baseline PATH)")
             encoder = select_encoder(rows, args.encoder, None, args.results)
+            check_one_weights(rows, encoder, args.results)
             document = make_baseline(rows, encoder, args.results)
             if not document["entries"]:
                 raise UsageError(f"{args.results}: encoder {encoder!r} has no ok rows; nothing to write")
@@ -377,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline = load_baseline(args.baseline)
         check_tolerances(tolerances, baseline, args.baseline)
         encoder = select_encoder(rows, args.encoder, baseline.get("encoder"), args.results)
+        check_one_weights(rows, encoder, args.results)
     except UsageError as err:
         print(f"benchmarks.check: error: {err}", file=sys.stderr)
         return 2

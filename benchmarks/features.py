@@ -130,6 +130,9 @@ def store_key(encoder: Encoder, split: ImageSplit, layers: Sequence[int], precis
         meta["patch_tokens"] = list(patch_layers)
     if decode != "cpu":
         meta["decode"] = decode
+    local = getattr(split, "local_fingerprint", "")
+    if local:  # files renamed, swapped or rewritten in place make a new entry (generated datasets have none)
+        meta["local_fingerprint"] = local
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:32], meta
 
 
@@ -428,6 +431,16 @@ def extract_features(
     shards = _shard_ranges(len(split), shard_size)
     rank, world = _rank_world()
     done = entry / "done.json"
+    damage = entry_damage(entry, names) if done.exists() else []
+    if damage:
+        log(f"feature store: entry {entry} is damaged ({'; '.join(damage[:3])}{'; ...' if len(damage) > 3 else ''}); discarding it and recomputing its features")
+        if world > 1:
+            torch.distributed.barrier()  # every rank has read the entry before rank 0 removes it
+        if rank == 0:
+            with FileLock(str(entry / ".lock-finish")):
+                _discard(entry)
+        if world > 1:
+            torch.distributed.barrier()
     cache_hit = done.exists()
     if not done.exists():
         # One writer per entry and rank: a second run on the same cache waits instead of corrupting it,
@@ -545,11 +558,64 @@ def _finish(entry: Path, shards: list[range], names: list[str], total: int) -> N
         merged.flush()
         del merged
         os.replace(tmp, entry / f"{name}.npy")
+    shapes = {name: list(np.load(entry / f"{name}.npy", mmap_mode="r").shape) for name in names + ["labels", "valid"]}
     tmp = entry / "done.json.tmp"
-    tmp.write_text(json.dumps({"shards": len(shards), "images": total, "features": names, "dtypes": {n: dtypes[n] for n in names}}))
+    tmp.write_text(json.dumps({"shards": len(shards), "images": total, "features": names, "dtypes": {n: dtypes[n] for n in names}, "shapes": shapes}))
     os.replace(tmp, entry / "done.json")
     for shard_file in entry.glob("shard-*.npy"):
         shard_file.unlink()
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset in bytes) from a ``.npy`` file's header; ValueError when it has none."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(handle)
+        return tuple(shape), dtype, handle.tell()
+
+
+def entry_damage(entry: Path, names: Sequence[str]) -> list[str]:
+    """What is wrong with a finished store entry, checked against its ``done.json`` without reading the
+    data: every array file present, a readable ``.npy`` header, as many rows as images, the recorded
+    dtype and shape, and exactly the bytes that shape needs (a truncated or padded file is caught).
+    Empty when the entry is sound."""
+    try:
+        done = json.loads((entry / "done.json").read_text())
+        total = int(done["images"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return [f"done.json unreadable ({type(err).__name__})"]
+    dtypes = done.get("dtypes", {}) if isinstance(done.get("dtypes"), dict) else {}
+    shapes = done.get("shapes", {}) if isinstance(done.get("shapes"), dict) else {}
+    problems = []
+    for name in [*names, "labels", "valid"]:
+        path = entry / f"{name}.npy"
+        try:
+            size = path.stat().st_size
+            shape, dtype, offset = _npy_header(path)
+        except FileNotFoundError:
+            problems.append(f"{path.name} missing")
+            continue
+        except (OSError, ValueError, SyntaxError, EOFError) as err:
+            problems.append(f"{path.name} has no readable array header ({type(err).__name__})")
+            continue
+        expected_bytes = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if not shape or shape[0] != total:
+            problems.append(f"{path.name} holds {shape[0] if shape else 0} rows, done.json says {total} images")
+        elif name in shapes and list(shape) != list(shapes[name]):
+            problems.append(f"{path.name} has shape {list(shape)}, done.json says {shapes[name]}")
+        elif name in dtypes and str(dtype) != dtypes[name]:
+            problems.append(f"{path.name} is {dtype}, done.json says {dtypes[name]}")
+        elif size != expected_bytes:
+            problems.append(f"{path.name} is {size} bytes, its shape {list(shape)} needs {expected_bytes}")
+    return problems
+
+
+def _discard(entry: Path) -> None:
+    """Remove a damaged entry's results (``done.json`` first, so no reader takes it for finished), keeping ``meta.json``."""
+    (entry / "done.json").unlink(missing_ok=True)
+    for path in entry.glob("*.npy"):
+        path.unlink()
 
 
 def _open(entry: Path, key: str, names: list[str], meta: dict) -> FeatureSet:

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from encoders import CheckpointError, Encoder, EncoderSpec, load_encoder
+from encoders.loader import arch_source, mllm_vision_tower
 
 FEATURE_SOURCES = ("encoder", "projector")
 
@@ -22,8 +23,11 @@ def load_run_encoder(spec: EncoderSpec, features: str = "encoder", device: str |
     if features not in FEATURE_SOURCES:
         raise ValueError(f"--features {features!r}: choose {' or '.join(FEATURE_SOURCES)}")
     path = Path(spec.checkpoint)
-    if (path / "mllm.json").exists():
-        spec = replace(spec, checkpoint=str(path / "encoder.safetensors"), mllm=spec.mllm or str(path))
+    tower = mllm_vision_tower(path)
+    if tower is not None:
+        source = arch_source(spec)
+        spec = replace(spec, checkpoint=str(tower), mllm=spec.mllm or str(path))
+        spec.arch_source = source
     if features == "projector":
         if not spec.mllm:
             raise CheckpointError(path, "--features projector needs an MLLM", "pass an MLLM directory (a `python -m train` stage's OUT/mllm) as --encoder, or give the manifest entry an mllm = ... field")

@@ -7,7 +7,7 @@ import sys
 
 from .checkpoint import CheckpointError
 from .family import FAMILIES
-from .loader import EncoderSpec, load_encoder
+from .loader import EncoderSpec, load_encoder, mllm_vision_tower
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the registered encoder families")
     inspect = commands.add_parser("inspect", help="load a checkpoint strictly and describe it")
-    inspect.add_argument("path")
+    inspect.add_argument("path", help="checkpoint file, Hugging Face model directory, or MLLM directory (python -m train; its vision tower)")
     inspect.add_argument("--arch", default="", help="architecture, e.g. vit_small_patch16_224 or open_clip:ViT-B-32")
     inspect.add_argument("--family", default="")
     inspect.add_argument("--allow-partial", action="store_true", help="load despite missing/unexpected keys (recorded)")
@@ -34,10 +34,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     info = encoder.describe()
+    tower = mllm_vision_tower(args.path)
+    if tower is not None:
+        info["mllm"] = args.path
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
     else:
         remap = info["remap"]
+        if tower is not None:
+            print(f"mllm         {args.path} (an MLLM directory; below, its vision tower)")
         print(f"checkpoint   {info['checkpoint']} ({info['checkpoint_format']})")
         print(f"family/arch  {info['family']} / {info['arch']}")
         print(f"parameters   {info['parameters']:,}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,12 @@ from typing import Any, Mapping
 
 import torch
 
+from .fileformat import open_problem, sniff
+
 PROJECT_FORMAT = "vision-encoder-eval/encoder@1"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 SAFETENSORS_SUFFIX = ".safetensors"
+MLLM_FILE = "mllm.json"  # marks an MLLM directory (python -m train); its vision tower is encoder.safetensors
 # Containers that training scripts wrap a state dict in.
 NESTED_STATE_KEYS = ("state_dict", "model", "module", "model_state_dict", "params")
 
@@ -54,41 +58,85 @@ class RawCheckpoint:
 
 
 def read_checkpoint(path: str | os.PathLike) -> RawCheckpoint:
-    """Read ``path`` (file or HF directory) into tensors; raises CheckpointError with the fix on any problem."""
+    """Read ``path`` (file or HF directory) into tensors; raises CheckpointError with the fix on any problem.
+
+    A file is read by the reader its extension names, after its first bytes confirm the format
+    (:func:`encoders.fileformat.sniff`); a mismatch names what the file really is and the rename.
+    """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(path, "no such file or directory", "check the path (relative paths are taken from the current directory or the manifest's folder)")
-    if path.is_dir():
-        raw = _read_hf_dir(path)
-    elif path.suffix == SAFETENSORS_SUFFIX:
-        raw = _read_safetensors(path)
-    elif path.suffix in TORCH_SUFFIXES:
-        raw = _read_torch(path)
-    else:
-        raise CheckpointError(
-            path,
-            f"unknown checkpoint extension {path.suffix!r}",
-            f"use one of {', '.join(TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,))} or a Hugging Face model directory",
-        )
+    _check_openable(path)
+    raw = _read_hf_dir(path) if path.is_dir() else _read_file(path)
     if not raw.state_dict:
         raise CheckpointError(path, "the checkpoint holds no tensors (empty state dict)", "save model.state_dict() of a built model")
     return raw
+
+
+def _check_openable(path: Path) -> None:
+    problem = open_problem(path)
+    if problem is not None:
+        raise CheckpointError(path, *problem)
+
+
+# What to do with a file that holds no checkpoint, by its sniffed kind.
+_NOT_A_CHECKPOINT_FIX = {
+    "empty": "the copy is empty: copy or download the checkpoint again",
+    "lfs-pointer": "fetch the real weights: run `git lfs pull` in the repository the file came from",
+    "html": "download the file again from its direct link (the saved page is not the weights; a login or licence page is common)",
+    "pickle": "it is not unpickled, because that could run code: re-save only the weights with torch.save(model.state_dict(), path) or as .safetensors",
+    "unknown": "copy or download the checkpoint again and compare its size/checksum with the source, or point at the weights file (.safetensors, .pt)",
+}
+_CONVERT_FIX = "convert the weights to a state dict saved with torch.save (.pt) or safetensors (.safetensors)"
+
+
+def _read_file(path: Path, renames: Mapping[str, str] | None = None) -> RawCheckpoint:
+    """One checkpoint file: its extension picks the reader, its first bytes must agree. ``renames``
+    (format -> file name) is the name to advise when the content is the other format (HF directories)."""
+    _check_openable(path)
+    try:
+        sniffed = sniff(path)
+    except OSError as err:
+        raise CheckpointError(path, f"cannot be read ({_cause(err)})", "check the path and its permissions") from None
+    expected = "safetensors" if path.suffix == SAFETENSORS_SUFFIX else "torch" if path.suffix in TORCH_SUFFIXES else ""
+    known = ", ".join(TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,))
+    if not sniffed.is_checkpoint:
+        prefix = f"unknown checkpoint extension {path.suffix!r}, and not a checkpoint" if not expected and not path.is_dir() else "not a checkpoint"
+        fix = _NOT_A_CHECKPOINT_FIX.get(sniffed.kind, _CONVERT_FIX)
+        shown = f" (first bytes {sniffed.head})" if sniffed.head else ""
+        raise CheckpointError(path, f"{prefix}: the file is {sniffed.what}{shown}", fix)
+    actual = "safetensors" if sniffed.kind == "safetensors" else "torch"
+    if actual != expected:
+        right = (renames or {}).get(actual) or path.with_suffix(SAFETENSORS_SUFFIX if actual == "safetensors" else ".pt").name
+        named = f"named {path.suffix}" if path.suffix else "without an extension"
+        raise CheckpointError(path, f"this is {sniffed.what} {named} (extensions read as checkpoints: {known})", f"rename it to {right}; the extension picks the reader")
+    return _read_safetensors(path) if actual == "safetensors" else _read_torch(path)
+
+
+def _cause(err: BaseException) -> str:
+    """The first line of a reader's error, for a message; torch's advice to disable ``weights_only`` is never quoted."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    kept = [line for line in lines if "weights_only" not in line.lower() and "arbitrary code" not in line.lower()]
+    text = kept[0] if kept else ""
+    if len(text) > 160:
+        text = text[:160].rsplit(" ", 1)[0] + " ..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def _read_torch(path: Path) -> RawCheckpoint:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except pickle.UnpicklingError as err:
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(err))
+        needs = f" (it needs {blocked.group(1)})" if blocked else ""
         raise CheckpointError(
             path,
-            "refusing to load: the file contains pickled Python objects beyond tensors and plain containers, "
-            f"and unpickling them could execute code ({str(err).splitlines()[0][:200]})",
+            "refusing to load: the file contains pickled Python objects beyond tensors and plain containers"
+            f"{needs}, and unpickling them could execute code",
             "re-save only the weights: torch.save(model.state_dict(), path), or convert to .safetensors",
         ) from None
     except Exception as err:  # noqa: BLE001 - on corrupt bytes the safe unpickler raises IndexError, KeyError, struct.error ...
         raise CheckpointError(
             path,
-            f"the file is truncated or corrupt and cannot be read by torch.load ({type(err).__name__}: {str(err)[:200]})",
+            f"the file is truncated or corrupt and cannot be read by torch.load ({_cause(err)})",
             "copy or download the checkpoint again and compare its size/checksum with the source",
         ) from None
     return _unwrap_torch_object(path, obj)
@@ -134,7 +182,7 @@ def _read_safetensors(path: Path) -> RawCheckpoint:
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(
             path,
-            f"not a readable safetensors file ({str(err)[:200]})",
+            f"a safetensors file that is truncated or corrupt ({_cause(err)})",
             "copy or download the checkpoint again; safetensors files must be complete to be read",
         ) from None
     if metadata.get("format") == PROJECT_FORMAT:
@@ -148,24 +196,30 @@ def _read_safetensors(path: Path) -> RawCheckpoint:
 
 def _read_hf_dir(path: Path) -> RawCheckpoint:
     config_path = path / "config.json"
-    if not config_path.exists():
+    if not config_path.exists() and not config_path.is_symlink():
+        if (path / MLLM_FILE).exists():
+            raise CheckpointError(
+                path, f"an MLLM directory ({MLLM_FILE}), not an encoder checkpoint",
+                f"pass its vision tower {path / 'encoder.safetensors'}, or load it with encoders.load_encoder / benchmarks.run --encoder, which read that file",
+            )
         raise CheckpointError(
             path,
             "directory has no config.json, so it is not a Hugging Face model directory",
             "point --encoder at the folder that holds config.json and the model weights (save_pretrained writes both)",
         )
+    _check_openable(config_path)
     try:
         config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(config_path, f"config.json is not valid JSON ({err})", "restore the file from the model's source") from None
-    for index_name, reader in (("model.safetensors.index.json", _read_safetensors), ("pytorch_model.bin.index.json", _read_torch)):
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index_path = path / index_name
-        if index_path.exists():
-            return _read_sharded(path, index_path, reader, config)
-    for file_name, reader in (("model.safetensors", _read_safetensors), ("pytorch_model.bin", _read_torch)):
+        if index_path.exists() or index_path.is_symlink():
+            return _read_sharded(path, index_path, _read_file, config)
+    for file_name in ("model.safetensors", "pytorch_model.bin"):
         weights = path / file_name
-        if weights.exists():
-            raw = reader(weights)
+        if weights.exists() or weights.is_symlink():
+            raw = _read_file(weights, renames={"safetensors": "model.safetensors", "torch": "pytorch_model.bin"})
             return RawCheckpoint(path, "hf-dir", raw.state_dict, hf_config=config, files=[weights])
     raise CheckpointError(
         path,
@@ -175,15 +229,16 @@ def _read_hf_dir(path: Path) -> RawCheckpoint:
 
 
 def _read_sharded(path: Path, index_path: Path, reader, config: dict) -> RawCheckpoint:
+    _check_openable(index_path)
     try:
         weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise CheckpointError(index_path, f"shard index is unreadable ({err})", "restore the index json from the model's source") from None
     state: dict[str, torch.Tensor] = {}
     shards = sorted(set(weight_map.values()))
     for shard in shards:
         shard_path = path / shard
-        if not shard_path.exists():
+        if not shard_path.exists() and not shard_path.is_symlink():
             raise CheckpointError(shard_path, "shard listed in the index is missing", f"copy all {len(shards)} shards named in {index_path.name}")
         state.update(reader(shard_path).state_dict)
     missing = sorted(set(weight_map) - set(state))

@@ -16,7 +16,7 @@ import torch
 
 from . import families  # noqa: F401  (registers the built-in families)
 from .base import Encoder, weights_hash
-from .checkpoint import CheckpointError, RawCheckpoint, read_checkpoint
+from .checkpoint import MLLM_FILE, CheckpointError, RawCheckpoint, read_checkpoint
 from .family import FAMILIES, EncoderFamily
 from .layouts import KeyDiff, NoVisionTowerError, RemapReport, diff_keys, extract_vision_tower, strip_wrappers
 
@@ -32,7 +32,9 @@ class EncoderSpec:
     ``allow_partial`` loads despite missing/unexpected keys, ``allow_resample`` despite position/patch
     embeddings whose shape a converter had to change; both are recorded in the remap report.
     ``mllm`` is the directory of an MLLM built around this encoder (``train.mllm.load_mllm`` reads it;
-    used by the grad/align/vqa suites) and ``vqa_results`` an lmms-eval results file or folder to ingest."""
+    used by the grad/align/vqa suites) and ``vqa_results`` an lmms-eval results file or folder to ingest.
+    ``checkpoint`` may also be an MLLM directory: its vision tower is loaded. A spec read from a manifest
+    carries the plain attribute ``arch_source`` (see :func:`arch_source`)."""
 
     checkpoint: str
     name: str = ""
@@ -68,18 +70,19 @@ def load_encoder(spec: EncoderSpec | str | os.PathLike, *, device: str | torch.d
     """
     if not isinstance(spec, EncoderSpec):
         spec = EncoderSpec(checkpoint=str(spec), **overrides)
-    raw = read_checkpoint(spec.checkpoint)
+    raw = read_checkpoint(mllm_vision_tower(spec.checkpoint) or spec.checkpoint)
     family, arch, options = _resolve_architecture(spec, raw)
     try:
         torch.manual_seed(0)  # deterministic init of anything a partial load leaves untouched
         model = family.build(arch, options, hf_config=raw.hf_config)
     except ValueError as err:
-        raise CheckpointError(raw.path, str(err), "pass the architecture the checkpoint was trained with (--arch)") from None
+        fix = _embedded_fix(raw, family.name, arch, options, "cannot be built") if raw.spec is not None else "pass the architecture the checkpoint was trained with (--arch)"
+        raise CheckpointError(raw.path, str(err), fix) from None
     report = RemapReport()
     state = _remap(raw, family, model, report)
     _check_resampled(raw.path, report, spec.allow_resample, arch)
     _check_finite(raw.path, state)
-    _load_into(raw.path, model, state, report, family.name, arch, spec.allow_partial)
+    _load_into(raw.path, model, state, report, family.name, arch, spec.allow_partial, embedded=_embedded_fix(raw, family.name, arch, options, "does not match its weights") if raw.spec is not None else "")
     model.eval().to(device)
     num_layers, num_prefix, dim = family.structure(model)
     return Encoder(
@@ -100,16 +103,43 @@ def load_encoder(spec: EncoderSpec | str | os.PathLike, *, device: str | torch.d
     )
 
 
+def mllm_vision_tower(path: str | os.PathLike) -> Path | None:
+    """The encoder checkpoint of an MLLM directory (``mllm.json`` inside, as ``python -m train`` writes), else None."""
+    path = Path(path)
+    return path / "encoder.safetensors" if (path / MLLM_FILE).is_file() else None
+
+
+def arch_source(spec: EncoderSpec) -> str:
+    """Where ``spec.arch`` came from, for messages: ``--arch``, or a manifest entry (``load_manifest`` sets
+    the plain attribute ``arch_source``; it is no field, so it enters no run record or hash)."""
+    return getattr(spec, "arch_source", "") or "--arch"
+
+
+def _embedded_fix(raw: RawCheckpoint, family: str, arch: str, options: Mapping[str, Any], problem: str) -> str:
+    """The fix when the architecture a project checkpoint embeds ``problem`` (e.g. does not match its
+    weights): re-save the file with the right spec; ``--arch`` cannot help, the file's spec is authoritative."""
+    return (
+        f"the architecture embedded in this file ({family}:{arch}, options {dict(options)}) {problem}, and --arch cannot override it "
+        f"(a project checkpoint carries its own): re-save the weights with the spec of the model they came from, "
+        f"encoders.save_encoder_checkpoint(state_dict, {{'family': ..., 'arch': ..., 'options': {{...}}}}, path), or fix the options in the manifest entry"
+    )
+
+
 def _resolve_architecture(spec: EncoderSpec, raw: RawCheckpoint) -> tuple[EncoderFamily, str, dict[str, Any]]:
     family_name, arch = parse_arch(spec.arch, spec.family) if spec.arch else (spec.family, "")
     options = dict(spec.options)
     if raw.spec is not None:
         embedded_family, embedded_arch = raw.spec["family"], raw.spec["arch"]
         if arch and (arch, family_name) != (embedded_arch, embedded_family):
+            source = arch_source(spec)
+            if source == "--arch":
+                fix = f"drop --arch: this project checkpoint carries its architecture ({embedded_family}:{embedded_arch}) and is read with it"
+            else:
+                fix = f"remove that arch field (or set it to {embedded_arch!r}): this project checkpoint carries its architecture and is read with it"
             raise CheckpointError(
                 raw.path,
-                f"the checkpoint embeds {embedded_family}:{embedded_arch} but {family_name}:{arch} was requested",
-                "drop --arch (project checkpoints carry their architecture) or pass the matching one",
+                f"the checkpoint embeds {embedded_family}:{embedded_arch} but {source} asks for {family_name}:{arch}",
+                fix + "; if the embedded architecture is the wrong one, re-save the weights with encoders.save_encoder_checkpoint and the right spec",
             )
         family_name, arch = embedded_family, embedded_arch
         options = {**raw.spec.get("options", {}), **options}
@@ -189,7 +219,7 @@ def _check_finite(path: Path, state: Mapping[str, torch.Tensor]) -> None:
         )
 
 
-def _describe_diff(diff: KeyDiff, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], arch: str) -> tuple[str, str]:
+def _describe_diff(diff: KeyDiff, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], arch: str, embedded: str = "") -> tuple[str, str]:
     parts = []
     for label, keys in (("missing", diff.missing), ("unexpected", diff.unexpected), ("shape-mismatched", diff.mismatched)):
         if keys:
@@ -206,14 +236,16 @@ def _describe_diff(diff: KeyDiff, state: Mapping[str, torch.Tensor], expected: M
         fix = "same layout, different sizes: the checkpoint is another variant of the architecture; pass the right --arch (and options such as img_size)"
     else:
         fix = "pass the architecture the checkpoint was trained with (--arch), or --allow-partial to load it anyway (recorded in the results)"
+    if embedded:  # a project checkpoint: its embedded spec, not --arch, decides the architecture
+        fix = embedded + (", or --allow-partial to load it anyway (recorded in the results)" if not diff.mismatched and overlap else "")
     return problem, fix
 
 
-def _load_into(path: Path, model: torch.nn.Module, state: dict[str, torch.Tensor], report: RemapReport, family: str, arch: str, allow_partial: bool) -> None:
+def _load_into(path: Path, model: torch.nn.Module, state: dict[str, torch.Tensor], report: RemapReport, family: str, arch: str, allow_partial: bool, embedded: str = "") -> None:
     expected = model.state_dict()
     diff = diff_keys(state, expected)
     if not diff.ok:
-        problem, fix = _describe_diff(diff, state, expected, f"{family}:{arch}")
+        problem, fix = _describe_diff(diff, state, expected, f"{family}:{arch}", embedded)
         if not allow_partial:
             raise CheckpointError(path, problem, fix)
         report.partial = True

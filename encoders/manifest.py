@@ -81,7 +81,7 @@ def load_manifest(path: str | os.PathLike) -> list[EncoderSpec]:
                 if not target.exists():
                     raise ManifestError(f"{where} ({entry['name']!r}): {field_name} {target} does not exist; fix the path (relative paths are taken from the manifest's folder)")
                 linked[field_name] = str(target)
-        specs.append(EncoderSpec(
+        spec = EncoderSpec(
             checkpoint=str(checkpoint),
             name=entry["name"],
             family=entry.get("family", ""),
@@ -92,7 +92,10 @@ def load_manifest(path: str | os.PathLike) -> list[EncoderSpec]:
             allow_partial=entry.get("allow_partial", False),
             allow_resample=entry.get("allow_resample", False),
             **linked,
-        ))
+        )
+        if spec.arch:  # messages about a conflicting arch then point at this entry, not at --arch
+            spec.arch_source = f"the arch field of {path} (encoder {entry['name']!r})"
+        specs.append(spec)
     names = [spec.name for spec in specs]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:

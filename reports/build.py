@@ -230,6 +230,7 @@ def render_report(data: ReportData, title: str | None = None, n_boot: int = 2000
         if isinstance(item.row.extra.get("timings"), dict) and item.row.extra["timings"]
     ]
     warnings = [f"{len(data.duplicates)} row(s) appear in several runs; the later run's value is shown (see Provenance)."] if data.duplicates else []
+    warnings += [note[0].upper() + note[1:] + "." for note in data.renamed]
     warnings += _edge_warnings(data)
     return environment.from_string(TEMPLATE).render(
         title=title or "Vision encoder evaluation report",
@@ -252,15 +253,22 @@ def render_report(data: ReportData, title: str | None = None, n_boot: int = 2000
 def build_report(run_dirs: list[Path], out_path: Path, title: str | None = None) -> Path:
     """Write the HTML report of ``run_dirs`` to ``out_path`` (parents created) and return ``out_path``.
 
-    Raises FileNotFoundError naming the directory when a run directory has no results.jsonl.
+    Raises FileNotFoundError naming the directory when a run directory has no results.jsonl, and
+    ValueError when one has no rows, when ``out_path`` is a directory, or when an encoder name stands
+    for different weights that its rows do not tell apart.
     """
+    out_path = Path(out_path)
+    if out_path.is_dir():
+        raise ValueError(f"-o {out_path}: is a directory; pass an .html file path (e.g. {out_path / 'report.html'})")
     data = load_runs([Path(path) for path in run_dirs])
     html = render_report(data, title=title)
-    out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     temporary = out_path.with_name(out_path.name + ".tmp")
-    temporary.write_text(html, encoding="utf-8")
-    temporary.replace(out_path)
+    try:
+        temporary.write_text(html, encoding="utf-8")
+        temporary.replace(out_path)
+    finally:
+        temporary.unlink(missing_ok=True)  # after a failed write or rename: no stray file
     return out_path
 
 

@@ -105,6 +105,7 @@ class ReportData:
     encoders: list[EncoderInfo]
     lineages: list[Lineage]
     duplicates: list[str]
+    renamed: list[str] = field(default_factory=list)  # encoder names that stood for different weights, and what they became
 
     def headlines(self) -> dict[str, list]:
         """suite -> its headline metrics [(task, metric[, preferred variant]), ...] as the runs' config.json
@@ -141,6 +142,11 @@ def load_run(path: Path, label: str | None = None) -> RunData:
             f"{path}: no {RESULTS_FILE} here; pass a run directory written by `python -m benchmarks.run --out DIR`"
         )
     rows = [_non_finite_as_failed(row, path) for row in read_rows(path)]
+    if not rows:
+        raise ValueError(
+            f"{path / RESULTS_FILE}: the run has no result rows (the file is empty); pass a run directory in which "
+            f"`python -m benchmarks.run --out DIR` finished at least one suite, or rerun it"
+        )
     config: dict[str, Any] = {}
     config_error = ""
     config_path = path / CONFIG_FILE
@@ -173,6 +179,7 @@ def load_runs(run_dirs: list[Path]) -> ReportData:
         raise ValueError("no run directories given")
     labels = _labels(run_dirs)
     runs = [load_run(Path(path), label) for path, label in zip(run_dirs, labels)]
+    renamed = _keep_weights_apart(runs)
 
     latest: dict[tuple[str, tuple], LoadedRow] = {}
     duplicates: list[str] = []
@@ -214,7 +221,75 @@ def load_runs(run_dirs: list[Path]) -> ReportData:
         members.sort(key=lambda info: (info.name != name, role_rank(info.role), order.index(info.name)))
         names = {info.name for info in members}
         lineages.append(Lineage(name, members, [item for item in ordered if item.row.encoder in names]))
-    return ReportData(runs, ordered, list(encoders.values()), lineages, duplicates)
+    return ReportData(runs, ordered, list(encoders.values()), lineages, duplicates, renamed)
+
+
+def _rename_in_run(run: RunData, split: dict[str, dict[str, str]]) -> None:
+    """Apply :func:`_keep_weights_apart`'s renaming (``split``: name -> weights hash -> short hash) to one run."""
+    in_run: dict[str, list[str]] = {}
+    for row in run.rows:
+        if row.encoder in split and row.weights_hash:
+            _append_unique(in_run.setdefault(row.encoder, []), row.weights_hash)
+
+    def renamed(name: str, weights_hash: str, what: str) -> str:
+        if name not in split:
+            return name
+        candidates = [weights_hash] if weights_hash else in_run.get(name, [])
+        if len(candidates) != 1:
+            raise ValueError(
+                f"{run.path / RESULTS_FILE}: encoder name {name!r} stands for {len(split[name])} different weights across the runs, "
+                f"and {what} cannot be told apart ({'the run holds rows of several of them' if candidates else 'no weights hash in this run'}); "
+                "give the encoders distinct names (the manifest's name = ..., or --encoder NAME=PATH) and rerun, or build one report per set of weights"
+            )
+        return f"{name}@{split[name][candidates[0]]}"
+
+    run.rows = [dataclasses.replace(row, encoder=renamed(row.encoder, row.weights_hash, f"a row of {row.encoder!r} without a weights hash"),
+                                    base=renamed(row.base, "", f"the base {row.base!r} of {row.encoder!r}") if row.base and row.base != row.encoder else row.base)
+                for row in run.rows]
+    entries = run.config.get("encoders")
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        name, base = entry.get("name"), entry.get("base")
+        if name in split:
+            weights = str(entry.get("weights_hash") or "")
+            known = weights if weights in split[name] else (in_run[name][0] if len(in_run.get(name, [])) == 1 else "")
+            if known:
+                entry["name"] = f"{name}@{split[name][known]}"
+        if isinstance(base, str) and base in split and len(in_run.get(base, [])) == 1:
+            entry["base"] = f"{base}@{split[base][in_run[base][0]]}"
+
+
+def _short_hashes(hashes: list[str]) -> dict[str, str]:
+    """Each weights hash -> its shortest prefix (6 characters or more, a ``sha256-`` tag dropped) that no other shares."""
+    bare = {value: value.split("sha256-", 1)[-1].split("sha256:", 1)[-1] for value in hashes}
+    for length in range(6, max(len(text) for text in bare.values()) + 1):
+        short = {value: text[:length] for value, text in bare.items()}
+        if len(set(short.values())) == len(short):
+            return short
+    return bare
+
+
+def _keep_weights_apart(runs: list[RunData]) -> list[str]:
+    """Rename, in place, every encoder name whose rows carry different weights hashes to ``name@<short hash>``
+    (its rows, the ``base`` of its descendants and its config.json entries), so distinct weights are never
+    merged into one column. Returns one note per renamed name. Rows that cannot be attributed to one of
+    the weights (no hash, with the run holding several or none for that name) are a ValueError with the fix."""
+    hashes: dict[str, list[str]] = {}
+    for run in runs:
+        for row in run.rows:
+            if row.weights_hash:
+                _append_unique(hashes.setdefault(row.encoder, []), row.weights_hash)
+    split = {name: _short_hashes(values) for name, values in hashes.items() if len(values) > 1}
+    if not split:
+        return []
+    for run in runs:
+        _rename_in_run(run, split)
+    return [
+        f"encoder name {name!r} stands for {len(short)} different weights (weights hashes {', '.join(short)}); "
+        f"they are kept apart as {', '.join(f'{name}@{value}' for value in short.values())}"
+        for name, short in split.items()
+    ]
 
 
 def _labels(run_dirs: list[Path]) -> list[str]:

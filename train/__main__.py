@@ -14,9 +14,23 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
-from .config import STAGES, STRATEGIES, stage_config
+from .config import BOUNDS, STAGES, STRATEGIES, SettingsError, StageConfig, check_out_folder, check_settings, check_world, flag_of, stage_config
+
+STAGE_NUMBERS = (("lr", float), ("encoder-lr", float), ("epochs", float), ("global-batch", int), ("micro-batch", int), ("beta", float),
+                 ("sft-weight", float), ("max-length", int), ("save-every", int), ("seed", int), ("workers", int), ("max-bad-fraction", float),
+                 ("warmup-ratio", float), ("max-grad-norm", float))
+PIVOT_NUMBERS = (("align-lr", float), ("instruct-lr", float), ("epochs", float), ("global-batch", int), ("micro-batch", int), ("seed", int))
+
+
+def _number_help(flag: str) -> str:
+    """``--help`` text of a stage flag: its valid range (declared once, in ``train.config``)."""
+    name = {"align_lr": "lr", "instruct_lr": "lr"}.get(flag.replace("-", "_"), flag.replace("-", "_"))
+    bound = BOUNDS[name]
+    return f"{bound.describe()}: {bound.why} (default: the stage's)"
 
 
 def _stage_parser(sub) -> None:
@@ -28,15 +42,14 @@ def _stage_parser(sub) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (same start, data and settings)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--strategy", choices=STRATEGIES, default=None, help="ddp (default) or fsdp (torch fully_shard) under torchrun")
-    for name, kind in (("lr", float), ("encoder-lr", float), ("epochs", float), ("global-batch", int), ("micro-batch", int), ("beta", float),
-                       ("sft-weight", float), ("max-length", int), ("save-every", int), ("seed", int), ("workers", int), ("max-bad-fraction", float),
-                       ("warmup-ratio", float), ("max-grad-norm", float)):
-        parser.add_argument(f"--{name}", type=kind, default=None)
+    for name, kind in STAGE_NUMBERS:
+        parser.add_argument(f"--{name}", type=kind, default=None, help=_number_help(name))
     parser.add_argument("--no-reference-cache", action="store_true", help="DPO: run a frozen reference copy every step instead of caching its log-probs once")
     parser.add_argument("--gradient-checkpointing", action="store_true")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of every ``python -m train`` command."""
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="a new MLLM: encoder checkpoint + fresh projector + local LM directory")
@@ -61,9 +74,35 @@ def main(argv: list[str] | None = None) -> int:
     pivot.add_argument("--data", required=True, help="folder with captions.jsonl + preferences.jsonl (python -m train shapes-data), or a shapes spec")
     pivot.add_argument("--out", required=True)
     pivot.add_argument("--device", default=None)
-    for name, kind in (("align-lr", float), ("instruct-lr", float), ("epochs", float), ("global-batch", int), ("micro-batch", int), ("seed", int)):
-        pivot.add_argument(f"--{name}", type=kind, default=None)
-    args = parser.parse_args(argv)
+    for name, kind in PIVOT_NUMBERS:
+        pivot.add_argument(f"--{name}", type=kind, default=None, help=_number_help(name))
+    return parser
+
+
+def _join_numbers(argv: list[str]) -> list[str]:
+    """``["--lr", "-1e-5"]`` -> ``["--lr=-1e-5"]``: argparse takes a negative number in exponent form for a
+    flag ("expected one argument"), which would hide the real cause, a value out of range."""
+    numeric = {f"--{name}" for name, _ in STAGE_NUMBERS + PIVOT_NUMBERS} | {"--visual-layer"}
+    out: list[str] = []
+    index = 0
+    while index < len(argv):
+        item = argv[index]
+        if item in numeric and index + 1 < len(argv) and argv[index + 1].startswith("-"):
+            try:
+                float(argv[index + 1])
+            except ValueError:
+                pass
+            else:
+                out.append(f"{item}={argv[index + 1]}")
+                index += 2
+                continue
+        out.append(item)
+        index += 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(_join_numbers(list(sys.argv[1:] if argv is None else argv)))
 
     from encoders import CheckpointError
 
@@ -72,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from .mllm import MLLMError
 
     try:
+        configs = _check_usage(args)
         if args.command == "build":
             from encoders import EncoderSpec, load_encoder
 
@@ -83,26 +123,16 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "stage":
             from .loop import train_stage
 
-            overrides = {key: getattr(args, key) for key in ("lr", "encoder_lr", "epochs", "global_batch", "micro_batch", "beta", "sft_weight", "max_length", "save_every", "seed", "workers", "max_bad_fraction", "warmup_ratio", "max_grad_norm", "strategy")}
-            if args.no_reference_cache:
-                overrides["cache_reference"] = False
-            if args.gradient_checkpointing:
-                overrides["gradient_checkpointing"] = True
-            train_stage(args.init, args.data, args.out, stage_config(args.stage, **overrides), resume=args.resume, device=args.device, progress=sys.stderr.isatty())
+            train_stage(args.init, args.data, args.out, configs[args.stage], resume=args.resume, device=args.device, progress=sys.stderr.isatty())
         elif args.command == "shapes-data":
             from .data import write_shapes_data
 
             paths = write_shapes_data(args.data, args.split, args.out)
             print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
         elif args.command == "pivot-eval":
-            from pathlib import Path
+            from .pivot_eval import pivot_eval, pivot_eval_lineage, resolve_data
 
-            from .pivot_eval import ALIGN, INSTRUCT, pivot_eval, pivot_eval_lineage, resolve_data
-
-            if bool(args.encoder) == bool(args.encoders):
-                raise ValueError("pivot-eval takes one of --encoder CKPT or --encoders lineage.toml")
-            common = {"epochs": args.epochs, "global_batch": args.global_batch, "micro_batch": args.micro_batch, "seed": args.seed}
-            stages = {"align": ALIGN.with_overrides(lr=args.align_lr, **common), "instruct": INSTRUCT.with_overrides(lr=args.instruct_lr, **common)}
+            stages = configs
             data = resolve_data(args.data, Path(args.out))
             if args.encoders:
                 print(f"lineage manifest: {pivot_eval_lineage(args.encoders, args.lm, data, args.out, device=args.device, progress=sys.stderr.isatty(), **stages)}")
@@ -112,10 +142,44 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import make_demo_lineage
 
             print(f"lineage manifest: {make_demo_lineage(args.out, force=args.force)}")
-    except (CheckpointError, DataError, MLLMError, TrainingError, ValueError, FileNotFoundError) as err:
+    except (CheckpointError, DataError, MLLMError, TrainingError, ValueError, FileNotFoundError, NotADirectoryError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2 if not isinstance(err, TrainingError) else 1
     return 0
+
+
+def _check_usage(args: argparse.Namespace) -> dict[str, StageConfig]:
+    """Every flag's range, the device and the output folder, before anything is read or loaded; returns
+    the stage configs the command trains (stage name -> config; empty for commands that train none)."""
+    from .distributed import check_device
+
+    check_out_folder(args.out)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.command == "stage":
+        names = [name.replace("-", "_") for name, _ in STAGE_NUMBERS]
+        given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+        check_settings(given, flags={name: flag_of(name) for name in names})
+        check_device(args.device)
+        extra = {"strategy": args.strategy, "cache_reference": False if args.no_reference_cache else None, "gradient_checkpointing": True if args.gradient_checkpointing else None}
+        config = stage_config(args.stage, **given, **extra)
+        check_world(config, world)
+        return {args.stage: config}
+    if args.command == "pivot-eval":
+        from .pivot_eval import ALIGN, INSTRUCT
+
+        if bool(args.encoder) == bool(args.encoders):
+            raise SettingsError("pivot-eval takes one of --encoder CKPT or --encoders lineage.toml")
+        flags = {"epochs": "--epochs", "global_batch": "--global-batch", "micro_batch": "--micro-batch", "seed": "--seed"}
+        common = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
+        check_settings({"lr": args.align_lr} if args.align_lr is not None else {}, flags={"lr": "--align-lr"})
+        check_settings({"lr": args.instruct_lr} if args.instruct_lr is not None else {}, flags={"lr": "--instruct-lr"})
+        check_settings(common, flags=flags)
+        check_device(args.device)
+        configs = {"align": ALIGN.with_overrides(lr=args.align_lr, **common), "instruct": INSTRUCT.with_overrides(lr=args.instruct_lr, **common)}
+        for config in configs.values():
+            check_world(config, world)
+        return configs
+    return {}
 
 
 if __name__ == "__main__":

@@ -159,9 +159,17 @@ def write_shapes_data(spec: str, split: str, out: str | os.PathLike, *, limit: i
     chosen, rejected). Returns the two file paths."""
     from benchmarks.datasets import open_split
 
+    from .config import check_out_folder
+
     out = Path(out)
+    check_out_folder(out)
+    try:
+        data = open_split(spec, split)  # a bad spec or split is refused before anything is written
+    except ValueError as err:
+        raise DataError(f"--data {spec} --split {split}: {err}") from None
+    if not hasattr(data, "caption"):
+        raise DataError(f"--data {spec}: {data.name} has no captions or VQA items to write; pass a shapes spec such as shapes:n=500:seed=1")
     (out / "images").mkdir(parents=True, exist_ok=True)
-    data = open_split(spec, split)
     count = len(data) if limit is None else min(limit, len(data))
     captions, preferences = [], []
     for index in range(count):

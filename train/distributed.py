@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -26,17 +27,37 @@ class DistContext:
         return self.world > 1
 
 
+def check_device(device: str | None) -> None:
+    """Refuse a ``--device`` that is not ``cpu``, ``cuda`` or ``cuda:N``, or asks for a GPU torch does not see
+    (:class:`train.config.SettingsError`, one line with the fix)."""
+    from .config import SettingsError
+
+    if device is None:
+        return
+    text = str(device)
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if text != "cpu" and match is None:
+        raise SettingsError(f"--device {text!r}: unknown device; pass cpu, cuda or cuda:N (or leave it out: cuda when present, else cpu)")
+    if match is None:
+        return
+    if not torch.cuda.is_available():
+        raise SettingsError(f"--device {text}: torch sees no GPU here (torch.cuda.is_available() is False); pass --device cpu or leave --device out")
+    if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
+        raise SettingsError(f"--device {text}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0..cuda:{torch.cuda.device_count() - 1}); pass one of them or plain cuda")
+
+
 def setup(device: str | None = None) -> DistContext:
     """Join the process group that torchrun describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), if any.
 
-    ``device`` ``None`` picks ``cuda:LOCAL_RANK`` when CUDA is present, else the CPU.
+    ``device`` ``None`` picks ``cuda:LOCAL_RANK`` when CUDA is present, else the CPU; an unknown or
+    absent device is refused (:func:`check_device`).
     """
+    check_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch sees no GPU; drop --device or pass --device cpu")
-    target = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    explicit = use_cuda and device is not None and ":" in str(device) and world == 1  # one process: the GPU asked for
+    target = torch.device(str(device) if explicit else f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(target)
     if world > 1 and not dist.is_initialized():

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .checkpointing import load_state, rng_state, save_state, set_rng_state
-from .config import StageConfig
+from .config import StageConfig, check_world
 from .data import DataError, ItemDataset, TrainItem, read_items
 from .distributed import DistContext, all_reduce_sum, barrier, setup
 from .losses import dpo_loss, sft_loss
@@ -182,6 +182,7 @@ def train_stage(
 
     start, data, out = Path(start), Path(data), Path(out)
     context = setup(device)
+    check_world(config, context.world)  # a usage error, found before anything loads
     main = context.is_main
     say = log if main else (lambda message: None)
     identity = {"start": str(start.resolve()), "start_weights": json.loads((start / "mllm.json").read_text()).get("encoder_weights_hash", "") if (start / "mllm.json").exists() else "", "data": _fingerprint(data) if data.exists() else "", "config": config.to_dict(), "world": context.world}
@@ -199,8 +200,6 @@ def train_stage(
     if config.stage == "dpo" and any(not item.rejected for item in items):
         raise DataError(f"{data}: the dpo stage needs preference items (question, chosen, rejected); caption lines have no rejected answer")
     per_step = config.micro_batch * context.world
-    if config.global_batch % per_step:
-        raise TrainingError(f"global_batch {config.global_batch} is not a multiple of micro_batch x processes = {config.micro_batch} x {context.world}; choose a global batch that is")
     accumulation = config.global_batch // per_step
     micro_per_epoch = math.ceil(math.ceil(len(items) / context.world) / config.micro_batch)
     steps_per_epoch = math.ceil(micro_per_epoch / accumulation)

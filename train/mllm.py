@@ -261,6 +261,10 @@ def build_mllm(encoder: Encoder | str | os.PathLike, lm_dir: str | os.PathLike, 
     """A new MLLM: an encoder (or its checkpoint), a freshly initialised projector, and the LM of ``lm_dir``."""
     if not isinstance(encoder, Encoder):
         encoder = load_encoder(encoder)
+    try:
+        encoder.resolve_layers([visual_layer])  # before the LM loads
+    except ValueError as err:
+        raise MLLMError(f"--visual-layer {visual_layer}: {err}") from None
     lm, tokenizer = load_lm(lm_dir)
     torch.manual_seed(seed)
     projector = Projector(encoder.embed_dim, lm.get_input_embeddings().embedding_dim, projector_hidden)

@@ -78,23 +78,26 @@ class ADE20KSplit(ImageSplit):
         images = image_files(self.image_dir)
         if not images:
             raise ValueError(f"no images (.jpg/.jpeg/.png) in {self.image_dir}. Expected layout:\n{LAYOUT}")
-        annotations = dict(image_files(self.annotation_dir, (".png",)))
+        annotations = {entry.name: entry for entry in image_files(self.annotation_dir, (".png",))}
         by_stem = {Path(name).stem: name for name in annotations}
-        missing = [name for name, _ in images if Path(name).stem not in by_stem]
+        missing = [entry.name for entry in images if Path(entry.name).stem not in by_stem]
         if missing:
             raise FileNotFoundError(
                 f"{len(missing)} image(s) in {self.image_dir} have no annotation <stem>.png in "
                 f"{self.annotation_dir}: {name_list(missing)}"
             )
-        self._images = [name for name, _ in images]
+        self._images = [entry.name for entry in images]
         self._annotations = [by_stem[Path(name).stem] for name in self._images]
         self.classes = []
         self.seg_classes = list(ADE20K_CLASSES)
         self.labels = np.full(len(images), -1, dtype=np.int64)
         parts = ["ade20k", f"split={split}"]
-        for (name, identity), ann in zip(images, self._annotations, strict=True):
-            parts.append(f"{name}\t{identity}\t{ann}\t{annotations[ann]}")
+        local_parts = []
+        for entry, ann in zip(images, self._annotations, strict=True):
+            parts.append(f"{entry.name}\t{entry.identity}\t{ann}\t{annotations[ann].identity}")
+            local_parts.append(f"{entry.local}\t{annotations[ann].local}")
         self.fingerprint = hash_parts(parts)
+        self.local_fingerprint = hash_parts([self.fingerprint, "\n".join(local_parts)])  # same order as the fingerprint's files
 
     def seg_folder(self) -> Path:
         """The root itself: it is an ADEChallengeData2016 folder."""

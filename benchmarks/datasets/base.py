@@ -166,6 +166,9 @@ class ImageSplit:
         labels: int64 array (len,), ``-1`` where an image has no label.
         fingerprint: 16 hex digits identifying the split's content (file relative paths, sizes and modification times, or
             generator parameters), independent of where the data lives on disk.
+        local_fingerprint: for datasets of files, 16 hex digits identifying this copy of the files as they are now
+            (the fingerprint plus every file's inode and status-change time, ``files.local_identity``): a file
+            renamed, swapped or rewritten in place changes it. The feature store keys on it; '' for generated data.
     """
 
     PARAMS: ClassVar[dict[str, Any]] = {}
@@ -182,6 +185,7 @@ class ImageSplit:
     seg_classes: list[str]
     labels: np.ndarray
     fingerprint: str
+    local_fingerprint: str = ""
 
     @classmethod
     def available_splits(cls, **params: Any) -> list[str]:

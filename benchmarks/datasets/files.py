@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,16 +47,35 @@ def file_identity(path: str | os.PathLike, stat: os.stat_result) -> str:
     return identity
 
 
-def image_files(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[tuple[str, str]]:
-    """Sorted ``(name, identity)`` of the visible files in ``folder`` whose extension (any case) is in
-    ``extensions``; ``identity`` is :func:`file_identity` (size, modification time, optionally content hash)."""
+def local_identity(stat: os.stat_result) -> str:
+    """What the feature store adds per file: ``inode<TAB>status-change time in ns``. Unlike the size and
+    modification time, these change when a file is renamed over another (``mv``: two same-size images
+    swapped keep their modification times, but not their inodes, and a rename sets the ctime) or
+    rewritten in place with its modification time put back (``os.utime`` sets the ctime). They also change
+    when the folder is copied elsewhere, so they identify this copy of the data, never the dataset: they
+    enter the store key only (``ImageSplit.local_fingerprint``), not the fingerprint that result rows carry."""
+    return f"{stat.st_ino}\t{stat.st_ctime_ns}"
+
+
+class FileEntry(NamedTuple):
+    """One image file of a folder: its ``name``, :func:`file_identity` and :func:`local_identity`."""
+
+    name: str
+    identity: str
+    local: str
+
+
+def image_files(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[FileEntry]:
+    """Sorted :class:`FileEntry` of the visible files in ``folder`` whose extension (any case) is in
+    ``extensions`` (one ``stat`` per file serves both identities)."""
     found = []
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith(".") or not entry.name.lower().endswith(extensions):
                 continue
             if entry.is_file():
-                found.append((entry.name, file_identity(entry.path, entry.stat())))
+                stat = entry.stat()
+                found.append(FileEntry(entry.name, file_identity(entry.path, stat), local_identity(stat)))
     found.sort()
     return found
 

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .base import BOXES, IMAGE_FILES, LABELS, Box, ImageSplit, hash_parts, open_rgb
-from .files import image_files, name_list, pack_paths, require_dir, subdirs, unpack_path
+from .files import FileEntry, image_files, name_list, pack_paths, require_dir, subdirs, unpack_path
 from .registry import Param, register_dataset
 
 LAYOUT = (
@@ -50,7 +50,7 @@ def _human_names(root: Path, wnids: list[str]) -> list[str]:
     return [f"{name} ({w})" if counts[name] > 1 else name for name, w in zip(names, wnids, strict=True)]
 
 
-def _draw(files: list[tuple[str, int]], k: int, seed: int, wnid: str) -> list[tuple[str, int]]:
+def _draw(files: list[FileEntry], k: int, seed: int, wnid: str) -> list[FileEntry]:
     """``k`` of a class's (sorted) files, in folder order, drawn by a generator seeded from (seed, wnid)."""
     if len(files) <= k:
         return files
@@ -118,6 +118,7 @@ class ImageNetSplit(ImageSplit):
 
         paths: list[str] = []
         labels: list[int] = []
+        local_parts: list[str] = []
         parts = ["imagenet", f"split={split}", *self.wnids]
         subsample = train_per_class if split == "train" else 0
         if subsample:
@@ -129,11 +130,12 @@ class ImageNetSplit(ImageSplit):
                 empty.append(wnid)
             if subsample:
                 files = _draw(files, subsample, seed, wnid)
-            for name, identity in files:
+            for name, identity, local in files:
                 rel = f"{wnid}/{name}"
                 paths.append(rel)
                 labels.append(label)
                 parts.append(f"{rel}\t{identity}")
+                local_parts.append(local)
         if not paths:
             raise ValueError(f"no images (.JPEG/.jpg/.jpeg/.png) in the class folders of {split_dir}. Expected layout:\n{LAYOUT}")
         if empty:
@@ -141,6 +143,7 @@ class ImageNetSplit(ImageSplit):
         self._paths = pack_paths(paths)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.fingerprint = hash_parts(parts)
+        self.local_fingerprint = hash_parts([self.fingerprint, "\n".join(local_parts)])  # same order as the fingerprint's files
         self._boxes: dict[str, list[Box]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:

@@ -107,11 +107,24 @@ def test_broken_baseline_is_a_usage_error(tmp_path, capsys, content, needle):
     assert str(path) in err and needle in err
 
 
-def test_write_baseline_into_a_directory_is_a_usage_error(tmp_path, capsys):
+def test_write_baseline_into_a_directory_is_a_usage_error_that_leaves_no_stray_tmp(tmp_path, capsys):
     (tmp_path / "dir").mkdir()
     run = _run(tmp_path / "new", [_row()])
     assert main(["--results", str(run), "--write-baseline", str(tmp_path / "dir")]) == 2
+    assert f"{tmp_path / 'dir'}: is a directory; pass --write-baseline a file path" in capsys.readouterr().err
+    assert not (tmp_path / "dir.tmp").exists() and list((tmp_path / "dir").iterdir()) == []
+
+
+def test_a_failed_baseline_write_leaves_no_tmp_file(tmp_path, capsys, monkeypatch):
+    run = _run(tmp_path / "new", [_row()])
+
+    def refuse(self, target):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(Path, "replace", refuse)
+    assert main(["--results", str(run), "--write-baseline", str(tmp_path / "b.json")]) == 2
     assert "cannot write the baseline" in capsys.readouterr().err
+    assert not (tmp_path / "b.json.tmp").exists() and not (tmp_path / "b.json").exists()
 
 
 def test_top5_noise_of_one_image_does_not_fail_the_gate(tmp_path, capsys):
@@ -126,3 +139,22 @@ def test_top5_noise_of_one_image_does_not_fail_the_gate(tmp_path, capsys):
     assert main(["--results", str(tmp_path / "base"), "--write-baseline", str(tmp_path / "b.json")]) == 0
     assert main(["--results", str(tmp_path / "new"), "--baseline", str(tmp_path / "b.json")]) == 0
     assert "within noise" in capsys.readouterr().out
+
+
+def test_baseline_that_is_a_directory_says_so(tmp_path, baseline, capsys):
+    run = _run(tmp_path / "new", [_row(), _row("top5", 90.0)])
+    folder = tmp_path / "baselines"
+    folder.mkdir()
+    assert main(["--results", str(run), "--baseline", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{folder}: is a directory, not a baseline file" in err and str(folder / "baseline.json") in err
+    assert "not found" not in err and "--write-baseline" not in err and "\n" not in err
+
+
+def test_one_encoder_name_with_two_weights_is_not_checked_as_one(tmp_path, baseline, capsys):
+    run = _run(tmp_path / "new", [_row(weights_hash="sha256-aaa"), _row("top5", 90.0, weights_hash="sha256-bbb")])
+    for argv in (["--baseline", str(baseline)], ["--write-baseline", str(tmp_path / "b2.json")]):
+        assert main(["--results", str(run), *argv]) == 2
+        err = capsys.readouterr().err
+        assert "'enc' has rows from 2 different weights" in err and "rerun into a fresh --out" in err
+    assert not (tmp_path / "b2.json").exists()

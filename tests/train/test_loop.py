@@ -83,7 +83,9 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_
 
 
 def test_settings_that_cannot_work_are_refused(tiny_mllm_dir, shapes_files, tmp_path):
-    with pytest.raises(TrainingError, match="not a multiple of micro_batch"):
+    from train.config import SettingsError
+
+    with pytest.raises(SettingsError, match="not a multiple of micro_batch"):
         train_stage(tiny_mllm_dir, shapes_files["preferences"], tmp_path / "a", stage_config("sft", global_batch=6, micro_batch=4), progress=False)
     from train.data import DataError
 

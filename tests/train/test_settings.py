@@ -1,0 +1,199 @@
+"""Every numeric option of ``python -m train`` has a valid range, checked before anything loads (exit 2, one line)."""
+import argparse
+import math
+
+import pytest
+import torch
+
+from train.__main__ import main as train_main
+from train.config import BOUNDS, STAGE_DEFAULTS, SettingsError, StageConfig, check_world, stage_config
+
+from .conftest import write_tiny_encoder
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Record any call that would load a model or train; a refused flag must reach none of them."""
+    calls = []
+
+    def record(name):
+        def fake(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"{name} was reached")
+        return fake
+
+    for target in ("train.loop.train_stage", "train.pivot_eval.pivot_eval", "train.pivot_eval.pivot_eval_lineage", "train.pivot_eval.resolve_data",
+                   "train.mllm.load_mllm", "train.mllm.load_lm", "encoders.load_encoder"):
+        monkeypatch.setattr(target, record(target))
+    return calls
+
+
+def _kept(out):
+    """A stage folder holding a checkpoint and metrics from an earlier run: a refused command must keep them."""
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "state.pt").write_bytes(b"earlier state")
+    (out / "metrics.jsonl").write_text('{"step": 1}\n')
+    return {path: path.read_bytes() for path in ((out / "checkpoint" / "state.pt"), (out / "metrics.jsonl"))}
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+BAD_STAGE_FLAGS = [
+    (["--beta", "-1"], "--beta -1.0", "negative beta prefers the rejected"),
+    (["--beta", "0"], "--beta 0.0", "0 trains nothing"),
+    (["--max-grad-norm", "-1"], "--max-grad-norm -1.0", "negative norm flips"),
+    (["--max-grad-norm", "0"], "--max-grad-norm 0.0", "0 zeroes every gradient"),
+    (["--warmup-ratio", "5"], "--warmup-ratio 5.0", "skips the cosine schedule"),
+    (["--warmup-ratio", "1"], "--warmup-ratio 1.0", "[0, 1)"),
+    (["--warmup-ratio", "-0.1"], "--warmup-ratio -0.1", "[0, 1)"),
+    (["--save-every", "-1"], "--save-every -1", "an integer >= 0"),
+    (["--max-bad-fraction", "-0.5"], "--max-bad-fraction -0.5", "even a clean file is refused"),
+    (["--max-bad-fraction", "1.5"], "--max-bad-fraction 1.5", "[0, 1]"),
+    (["--lr", "0"], "--lr 0.0", "0 trains nothing"),
+    (["--lr", "-1e-5"], "--lr -1e-05", "trains backwards"),
+    (["--lr", "nan"], "--lr nan", "a finite number > 0"),
+    (["--encoder-lr", "0"], "--encoder-lr 0.0", "freeze_encoder"),
+    (["--epochs", "0"], "--epochs 0.0", "trains nothing"),
+    (["--epochs", "inf"], "--epochs inf", "a finite number > 0"),
+    (["--global-batch", "0"], "--global-batch 0", "an integer >= 1"),
+    (["--micro-batch", "0"], "--micro-batch 0", "an integer >= 1"),
+    (["--global-batch", "6", "--micro-batch", "4"], "--global-batch 6 is not a multiple of --micro-batch 4", "e.g. 4"),
+    (["--max-length", "0"], "--max-length 0", "every item is skipped"),
+    (["--workers", "-1"], "--workers -1", "an integer >= 0"),
+    (["--seed", "-1"], "--seed -1", "an integer in [0, 4294967295]"),
+    (["--sft-weight", "-0.5"], "--sft-weight -0.5", "trains them away"),
+]
+
+
+@pytest.mark.parametrize("flags, names, cause", BAD_STAGE_FLAGS, ids=[" ".join(case[0]) for case in BAD_STAGE_FLAGS])
+def test_a_stage_flag_out_of_range_is_a_usage_error_before_anything_loads(flags, names, cause, tmp_path, capsys, no_training):
+    out = tmp_path / "run"
+    kept = _kept(out)
+    status = train_main(["stage", "--stage", "dpo", "--init", str(tmp_path / "mllm"), "--data", str(tmp_path / "p.jsonl"), "--out", str(out), *flags])
+    err = _one_line_error(capsys)
+    assert status == 2 and names in err and cause in err
+    assert "; pass " in err or "; choose a global batch that is" in err  # the fix
+    assert no_training == []
+    assert {path: path.read_bytes() for path in kept} == kept
+
+
+BAD_PIVOT_FLAGS = [
+    (["--align-lr", "-1"], "--align-lr -1.0"),
+    (["--instruct-lr", "0"], "--instruct-lr 0.0"),
+    (["--epochs", "0"], "--epochs 0.0"),
+    (["--micro-batch", "0"], "--micro-batch 0"),
+    (["--global-batch", "7"], "is not a multiple of micro_batch = 8"),
+    (["--seed", "-2"], "--seed -2"),
+]
+
+
+@pytest.mark.parametrize("flags, names", BAD_PIVOT_FLAGS, ids=[" ".join(case[0]) for case in BAD_PIVOT_FLAGS])
+def test_a_pivot_eval_flag_out_of_range_names_its_own_flag(flags, names, tmp_path, capsys, no_training):
+    status = train_main(["pivot-eval", "--encoder", str(tmp_path / "e.safetensors"), "--lm", str(tmp_path / "lm"), "--data", "shapes:n=4", "--out", str(tmp_path / "pe"), *flags])
+    err = _one_line_error(capsys)
+    assert status == 2 and names in err
+    assert "; pass " in err or "; choose a global batch that is" in err
+    assert no_training == [] and not (tmp_path / "pe").exists()
+
+
+def test_every_numeric_option_of_every_command_has_a_declared_range():
+    from train import __main__ as cli
+
+    checked_elsewhere = {("build", "--visual-layer")}  # a block index, checked against the loaded encoder before the LM loads
+    subparsers = next(action for action in cli.build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    numeric = {(command, option) for command, sub in subparsers.choices.items() for action in sub._actions
+               if action.type in (int, float) for option in action.option_strings}
+    assert {command for command, _ in numeric} >= {"stage", "pivot-eval"}
+    tables = {("stage", f"--{name}") for name, _ in cli.STAGE_NUMBERS} | {("pivot-eval", f"--{name}") for name, _ in cli.PIVOT_NUMBERS}
+    assert numeric - checked_elsewhere == tables
+    for name, _ in cli.STAGE_NUMBERS + cli.PIVOT_NUMBERS:
+        assert {"align-lr": "lr", "instruct-lr": "lr"}.get(name, name).replace("-", "_") in BOUNDS, name
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDS))
+def test_a_library_caller_is_refused_too(name):
+    bound = BOUNDS[name]
+    bad = (bound.low - 1) if bound.low is not None else (bound.high + 1)
+    if bound.integer:
+        bad = int(bad)
+    with pytest.raises(SettingsError, match=f"{name} = "):
+        stage_config("dpo", **{name: bad})
+    with pytest.raises(SettingsError, match="out of range"):
+        STAGE_DEFAULTS["sft"].with_overrides(**{name: float("nan")})
+
+
+@pytest.mark.parametrize("settings, cause", [({"global_batch": 2.5}, "an integer"), ({"seed": True}, "an integer"), ({"lr": "1e-3"}, "a finite number"),
+                                             ({"cache_reference": "no"}, "True or False")])
+def test_a_value_of_the_wrong_type_is_refused(settings, cause):
+    with pytest.raises(SettingsError, match=cause):
+        StageConfig("sft", **{"lr": 1e-3, **settings})
+
+
+def test_the_study_defaults_and_every_bound_hold_together():
+    for config in STAGE_DEFAULTS.values():
+        assert all(BOUNDS[name].admits(getattr(config, name)) for name in BOUNDS)
+    assert not BOUNDS["warmup_ratio"].admits(1.0) and BOUNDS["warmup_ratio"].admits(0.0)
+    assert not BOUNDS["max_grad_norm"].admits(math.inf)
+
+
+def test_a_global_batch_the_processes_cannot_split_is_a_usage_error_before_loading(tmp_path, capsys, monkeypatch, no_training):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    status = train_main(["stage", "--stage", "sft", "--init", str(tmp_path), "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "o"),
+                         "--global-batch", "8", "--micro-batch", "4"])
+    err = _one_line_error(capsys)
+    assert status == 2 and "--micro-batch x processes = 4 x 3" in err and "--global-batch 12" in err
+    with pytest.raises(SettingsError, match="4 x 3"):
+        check_world(stage_config("sft", global_batch=8, micro_batch=4), 3)
+
+
+def test_train_stage_checks_the_world_before_loading_the_model(tmp_path, monkeypatch):
+    import train.loop as loop
+    from train.distributed import DistContext
+
+    monkeypatch.setattr(loop, "setup", lambda device=None: DistContext(rank=0, world=3, local_rank=0, device=torch.device("cpu")))
+    monkeypatch.setattr(loop, "load_mllm", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(SettingsError, match="4 x 3"):
+        loop.train_stage(tmp_path, tmp_path / "d.jsonl", tmp_path / "o", stage_config("sft", global_batch=8, micro_batch=4), progress=False)
+
+
+@pytest.mark.parametrize("device, cause", [("cuda", "torch sees no GPU"), ("cuda:0", "torch sees no GPU"), ("gpu", "unknown device"), ("cuda:x", "unknown device")])
+def test_a_device_that_is_not_there_is_one_line(device, cause, tmp_path, capsys, monkeypatch, no_training):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for command in (["stage", "--stage", "sft", "--init", str(tmp_path), "--data", str(tmp_path / "d.jsonl")],
+                    ["pivot-eval", "--encoder", str(tmp_path / "e"), "--lm", str(tmp_path), "--data", str(tmp_path)]):
+        status = train_main([*command, "--out", str(tmp_path / "o"), "--device", device])
+        err = _one_line_error(capsys)
+        assert status == 2 and f"--device {device}" in err.replace("'", "") and cause in err
+        assert "pass --device cpu" in err or "pass cpu, cuda or cuda:N" in err
+    assert no_training == []
+
+
+@pytest.mark.parametrize("command", [["shapes-data", "--data", "shapes:n=2"], ["demo"], ["stage", "--stage", "sft", "--init", "i", "--data", "d"]])
+def test_an_out_that_is_a_file_is_one_line(command, tmp_path, capsys, no_training):
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    for out, where in ((target, "is a file"), (target / "sub", f"lies under {target}")):
+        status = train_main([*command, "--out", str(out)])
+        err = _one_line_error(capsys)
+        assert status == 2 and f"--out {out}" in err and where in err and "pass a folder" in err
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("spec, split, cause", [("shapes:n=0", "train", "too small"), ("shapes:n=2", "bogus", "unknown split"), ("digits", "train", "no captions")])
+def test_shapes_data_refuses_a_bad_spec_before_writing(spec, split, cause, tmp_path, capsys):
+    status = train_main(["shapes-data", "--data", spec, "--split", split, "--out", str(tmp_path / "data")])
+    err = _one_line_error(capsys)
+    assert status == 2 and f"--data {spec}" in err and cause in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_build_checks_the_visual_layer_before_loading_the_lm(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("train.mllm.load_lm", lambda *a, **k: pytest.fail("the LM was loaded"))
+    encoder = write_tiny_encoder(tmp_path / "e.safetensors")
+    status = train_main(["build", "--encoder", str(encoder), "--lm", str(tmp_path / "lm"), "--out", str(tmp_path / "m"), "--visual-layer", "9"])
+    err = _one_line_error(capsys)
+    assert status == 2 and "--visual-layer 9" in err and "3 blocks" in err and not (tmp_path / "m").exists()
