@@ -91,11 +91,18 @@ def effective_warmup(warmup: int, total_steps: int) -> int:
     return max(1, min(warmup, total_steps // 5))
 
 
+def epochs_for(epochs: int, steps_per_epoch: int, min_steps: int) -> int:
+    """``epochs``, raised until the schedule holds at least ``min_steps`` optimizer steps: on a small
+    dataset a few epochs are a few dozen steps, which leaves a probe at its initial, input-blind answer."""
+    return max(epochs, math.ceil(min_steps / max(1, steps_per_epoch)))
+
+
 # ----------------------------------------------------------------------------------------------- patch probe
 @dataclass
 class PatchProbeConfig:
     """The study's patch-level probe: MLP hidden 1024, AdamW wd 0.01, lr 1e-3 cosine to 1e-4 after 500
-    warm-up steps, batches of 32 images, 5 epochs, best epoch on ``holdout`` of train, ``seeds`` runs."""
+    warm-up steps, batches of 32 images, 5 epochs (raised to at least ``min_steps`` optimizer steps on small
+    data), best epoch on ``holdout`` of train, ``seeds`` runs."""
 
     hidden: int = 1024
     lr: float = 1e-3
@@ -104,6 +111,7 @@ class PatchProbeConfig:
     warmup_steps: int = 500
     batch_images: int = 32
     epochs: int = 5
+    min_steps: int = 1000
     seeds: int = 3
     holdout: float = 0.1
     threshold: float = 0.5
@@ -134,6 +142,9 @@ class PatchProbeResult:
     steps: int
     n_train: int
     n_eval: int
+    epochs: int = 0
+    eval_probabilities: torch.Tensor | None = None  # (n, N, C) of the last seed, for the constant-prediction check
+    prior: torch.Tensor | None = None  # (C,) share of train patches carrying each class
 
 
 def patch_scores(probabilities: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5) -> PatchScores:
@@ -159,6 +170,52 @@ def patch_scores(probabilities: torch.Tensor, targets: torch.Tensor, threshold: 
         recall=100 * float(recall[present].mean()), precision=100 * float(precision[present].mean()), f1=100 * float(f1[present].mean()),
         per_class_recall=(100 * recall).numpy(), per_image_recall=(100 * per_image).numpy(),
     )
+
+
+def patch_counts(probabilities: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5) -> np.ndarray:
+    """(n, 3, C) per-image true positives, false positives and false negatives of each class over the
+    labelled patches, the sums ``patch_scores`` divides (so resampled images can be re-scored exactly)."""
+    valid = targets.any(dim=-1)
+    predicted = (probabilities >= threshold) & valid[..., None]
+    targets = targets & valid[..., None]
+    return torch.stack([(predicted & targets).sum(1), (predicted & ~targets).sum(1), (~predicted & targets).sum(1)], dim=1).numpy()
+
+
+def macro_from_counts(counts: np.ndarray, metric: str) -> float:
+    """Macro recall, precision or F1 in % from (n, 3, C) counts, over the classes with positives (as
+    ``patch_scores``)."""
+    tp, fp, fn = np.asarray(counts, dtype=np.float64).sum(axis=0)
+    present = tp + fn > 0
+    recall = tp / np.maximum(tp + fn, 1)
+    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+    f1 = np.where(recall + precision > 0, 2 * recall * precision / np.maximum(recall + precision, 1e-12), 0.0)
+    values = {"recall": recall, "precision": precision, "f1": f1}[metric]
+    return 100 * float(values[present].mean()) if present.any() else float("nan")
+
+
+def constant_patches(probabilities: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5) -> str:
+    """'' unless every labelled patch gets the same predicted class set (then the reason)."""
+    predicted = (probabilities >= threshold)[targets.any(dim=-1)]
+    if predicted.shape[0] and bool((predicted == predicted[0]).all()):
+        return f"its predictions are constant: every patch gets the class set {predicted[0].nonzero().flatten().tolist()}"
+    return ""
+
+
+def constant_areas(masks: Sequence[np.ndarray], label: int, num_classes: int) -> np.ndarray:
+    """(n, 4, C) areas (``seg_areas``) of the trivial segmenter that paints every pixel ``label``."""
+    return np.stack([seg_areas(torch.full(np.shape(m), label), torch.from_numpy(np.asarray(m)), num_classes).numpy() for m in masks])
+
+
+def majority_pixel_class(masks: Sequence[np.ndarray], num_classes: int) -> int:
+    """The most frequent labelled (not ignore) pixel class of ``masks``."""
+    counts = sum(np.bincount(np.asarray(m).ravel(), minlength=256)[:num_classes] for m in masks)
+    return int(np.argmax(counts))
+
+
+def constant_segmentation(areas: np.ndarray) -> str:
+    """'' unless the segmenter predicted one class for every pixel of every image (then the reason)."""
+    predicted = np.asarray(areas)[:, 2].sum(axis=0) > 0
+    return f"its predictions are constant: every pixel is class {int(predicted.argmax())}" if predicted.sum() == 1 else ""
 
 
 class PatchMLP(nn.Module):
@@ -214,14 +271,15 @@ def _patch_probe(train, train_targets, evaluation, eval_targets, dim, config, de
         model = PatchMLP(dim, config.hidden, num_classes).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         per_epoch = math.ceil(len(fit) / config.batch_images)
-        steps = per_epoch * config.epochs
+        epochs = epochs_for(config.epochs, per_epoch, config.min_steps)
+        steps = per_epoch * epochs
         warmup = effective_warmup(config.warmup_steps, steps)
         floor = config.final_lr / config.lr
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then(steps, warmup, lambda p, floor=floor: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))))
         held_y = torch.from_numpy(np.asarray(train_targets[held], dtype=bool))
         held_source: TokenSource = lambda idx, held=held: train(held[idx])
         best = (-1.0, 0, None)
-        for epoch in range(config.epochs):
+        for epoch in range(epochs):
             model.train()
             shuffled = rng.permutation(fit)
             for start in range(0, len(shuffled), config.batch_images):
@@ -239,9 +297,10 @@ def _patch_probe(train, train_targets, evaluation, eval_targets, dim, config, de
             if score > best[0]:
                 best = (score, epoch, copy.deepcopy(model.state_dict()))
             if progress:
-                progress(f"patch probe seed {seed} epoch {epoch + 1}/{config.epochs}: held-out macro F1 {score:.2f}")
+                progress(f"patch probe seed {seed} epoch {epoch + 1}/{epochs}: held-out macro F1 {score:.2f}")
         model.load_state_dict(best[2])
-        scores = patch_scores(_predict(model, evaluation, len(eval_y), config.batch_images, device), eval_y, config.threshold)
+        probabilities = _predict(model, evaluation, len(eval_y), config.batch_images, device)
+        scores = patch_scores(probabilities, eval_y, config.threshold)
         per_seed.append({"recall": scores.recall, "precision": scores.precision, "f1": scores.f1})
         per_image.append(scores.per_image_recall)
         best_epochs.append(best[1] + 1)
@@ -250,8 +309,17 @@ def _patch_probe(train, train_targets, evaluation, eval_targets, dim, config, de
         mean={k: float(np.mean([s[k] for s in per_seed])) for k in keys},
         std={k: float(np.std([s[k] for s in per_seed], ddof=1)) if len(per_seed) > 1 else 0.0 for k in keys},
         per_seed=per_seed, per_image_recall=np.mean(per_image, axis=0), best_epochs=best_epochs,
-        warmup_steps=warmup, steps=steps, n_train=n_train, n_eval=len(eval_y),
+        warmup_steps=warmup, steps=steps, n_train=n_train, n_eval=len(eval_y), epochs=epochs, eval_probabilities=probabilities,
+        prior=torch.from_numpy(patch_prior(train_targets)),
     )
+
+
+def patch_prior(targets: np.ndarray) -> np.ndarray:
+    """(C,) share of the labelled patches (any class) that carry each class: what an input-blind probe
+    trained with BCE converges to predicting for every patch."""
+    targets = np.asarray(targets, dtype=bool)
+    valid = targets.any(axis=-1)
+    return targets[valid].mean(axis=0) if valid.any() else np.zeros(targets.shape[-1])
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -304,13 +372,15 @@ def bootstrap_miou(areas: np.ndarray, n_boot: int = 1000, seed: int = 0, level: 
 @dataclass
 class FastHeadConfig:
     """The linear head's optimiser on cached tokens: AdamW lr 1e-3, wd 0, linear warm-up then poly
-    (power 1) decay, batches of 16 images, ``epochs`` passes, no augmentation."""
+    (power 1) decay, batches of 16 images, ``epochs`` passes (raised to at least ``min_steps`` optimizer
+    steps on small data), no augmentation."""
 
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 1500
     batch_images: int = 16
     epochs: int = 20
+    min_steps: int = 1000
     seed: int = 0
 
 
@@ -321,6 +391,7 @@ class FastHeadResult:
     predictions: dict[int, np.ndarray] = field(default_factory=dict)  # chosen eval images -> (R, R) uint8
     steps: int = 0
     warmup_steps: int = 0
+    epochs: int = 0
 
 
 def token_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -361,11 +432,12 @@ def _fast_linear_head(head, train, train_masks, evaluation, eval_masks, grid, pa
     head = head.to(device)
     n = len(train_masks)
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = math.ceil(n / config.batch_images) * config.epochs
+    epochs = epochs_for(config.epochs, math.ceil(n / config.batch_images), config.min_steps)
+    steps = math.ceil(n / config.batch_images) * epochs
     warmup = effective_warmup(config.warmup_steps, steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then(steps, warmup, lambda p: 1.0 - p))
     size = train_masks.shape[1:]
-    for epoch in range(config.epochs):
+    for epoch in range(epochs):
         head.train()
         order = rng.permutation(n)
         total = 0.0
@@ -382,7 +454,7 @@ def _fast_linear_head(head, train, train_masks, evaluation, eval_masks, grid, pa
             schedule.step()
             total += float(loss)
         if progress:
-            progress(f"fast linear head epoch {epoch + 1}/{config.epochs}: loss {total / max(1, math.ceil(n / config.batch_images)):.3f}")
+            progress(f"fast linear head epoch {epoch + 1}/{epochs}: loss {total / max(1, math.ceil(n / config.batch_images)):.3f}")
     head.eval()
     areas, predictions = [], {}
     with torch.no_grad():
@@ -394,4 +466,4 @@ def _fast_linear_head(head, train, train_masks, evaluation, eval_masks, grid, pa
                 if index in keep:
                     predictions[int(index)] = predicted[row].numpy().astype(np.uint8)
     areas = np.stack(areas)
-    return FastHeadResult(iou_metrics(areas), areas, predictions, steps, warmup)
+    return FastHeadResult(iou_metrics(areas), areas, predictions, steps, warmup, epochs)

@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 
 from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED
-from reports.compare import ALPHA, CORRECTION, SIG_CI, SIG_NONE, SIG_PAIRED, lineage_analysis
+from reports.compare import ALPHA, ARMS_TEST, CORRECTION, SIG_ARMS, SIG_CI, SIG_NONE, SIG_PAIRED, lineage_analysis
 from reports.figures import lineage_figures
 from reports.gallery import lineage_galleries
 from reports.load import EncoderInfo, PerItemCache, ReportData, RunData, is_ok, load_runs
@@ -175,11 +175,11 @@ def _cache_hits(run: RunData) -> str:
 
 
 def _lineage_view(lineage, cache: PerItemCache, n_boot: int, headlines: dict[str, list]) -> dict[str, Any]:
-    lines, verdicts, family = lineage_analysis(lineage, cache, n_boot=n_boot, headlines=headlines)
+    lines, verdicts, family, arm_lines = lineage_analysis(lineage, cache, n_boot=n_boot, headlines=headlines)
     figures, figure_errors = lineage_figures(lineage)
-    tests = {SIG_PAIRED: 0, SIG_CI: 0, SIG_NONE: 0}
-    for line in lines:
-        for cell in line.cells:
+    tests = {SIG_PAIRED: 0, SIG_CI: 0, SIG_NONE: 0, SIG_ARMS: 0}
+    for cells in [line.cells for line in lines] + [item.cells for item in arm_lines]:
+        for cell in cells:
             if cell.delta is not None:
                 tests[cell.test] += 1
     return {
@@ -188,8 +188,11 @@ def _lineage_view(lineage, cache: PerItemCache, n_boot: int, headlines: dict[str
         "has_original": lineage.original is not None,
         "flat": [line for line in lines if line.layer is None],
         "layered": [line for line in lines if line.layer is not None],
-        "tests": {"paired": tests[SIG_PAIRED], "ci": tests[SIG_CI], "none": tests[SIG_NONE], "family": family},
+        "tests": {"paired": tests[SIG_PAIRED], "ci": tests[SIG_CI], "none": tests[SIG_NONE], "arms": tests[SIG_ARMS], "family": family},
         "verdicts": verdicts,
+        "arms": lineage.arms() if arm_lines else [],
+        "arm_lines": [item for item in arm_lines if item.line.layer is None],
+        "replicated": bool(arm_lines),
         "figures": figures,
         "figure_errors": figure_errors,
         "galleries": lineage_galleries(lineage),
@@ -236,6 +239,7 @@ def render_report(data: ReportData, title: str | None = None, n_boot: int = 2000
         title=title or "Vision encoder evaluation report",
         alpha=ALPHA,
         correction=CORRECTION,
+        arms_test=ARMS_TEST,
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         runs=[_run_view(run) for run in data.runs],
         n_rows=len(data.rows),

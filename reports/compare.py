@@ -10,6 +10,12 @@ The test of one delta, in order of preference:
   standard error taken as its CI half-width / 1.96 (normal approximation).
 * ``none`` -- neither: the delta is shown without a test.
 
+Arms of training-seed replicates (``Lineage.arms``: encoders with one role and base and a ``replicate``
+index): each arm is summarised by the mean over its replicates and the between-seed standard deviation,
+and arms are compared with ``evidence.replicates.compare_arms`` (test ``arms``: seed and item variance
+together), never replicate by replicate. With one replicate per arm the per-encoder tests above stand,
+and the verdict says that training-seed noise is not measured.
+
 Multiple comparisons: every p-value of one lineage (all table lines, per-layer lines included, plus
 the headline's +PIVOT-vs-+SFT tests) is one family, adjusted with Holm's step-down method (controls
 the family-wise error rate at ``ALPHA``). A delta is ``significant`` only when its *adjusted* p-value
@@ -24,12 +30,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from evidence.replicates import TEST_NAME as ARMS_TEST, compare_arms
 from evidence.stats import paired_bootstrap
-from reports.load import Lineage, LoadedRow, PerItemCache, is_ok, role_rank, row_layer
+from reports.load import Arm, Lineage, LoadedRow, PerItemCache, arm_label, is_ok, role_rank, row_layer
 
 SIG_PAIRED = "paired"
 SIG_CI = "ci"
 SIG_NONE = "none"
+SIG_ARMS = "arms"
 ALPHA = 0.05
 CORRECTION = "Holm"
 @dataclass
@@ -51,6 +59,9 @@ class Cell:
     p_value: float | None = None  # raw two-sided p of the delta's test
     p_adjusted: float | None = None  # after the lineage's multiple-comparison correction
     selected: dict = field(default_factory=dict)  # hyperparameters the probe chose (from the row)
+    degenerate: str = ""  # why the row measures nothing (constant predictions, not above its trivial baseline)
+    sd: float | None = None  # an arm's between-seed standard deviation of its replicates' values
+    k: int = 1  # replicates behind the value
 
 
 @dataclass
@@ -66,6 +77,17 @@ class TableLine:
     n: int = 0
     n_classes: int | None = None
     chance: float | None = None
+    baseline: float | None = None  # the trivial baseline of the line's first row, in the metric's units
+
+
+def degenerate(row) -> str:
+    """Why a row measures nothing ('' when it does): its ``extra["degenerate"]``."""
+    reason = row.extra.get("degenerate")
+    return str(reason) if reason else ""
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
 def _scale(values: np.ndarray, reported: float) -> float:
@@ -152,13 +174,14 @@ def lineage_table(lineage: Lineage, cache: PerItemCache, n_boot: int = 2000, cor
     for item in lineage.rows:
         by_id.setdefault(item.row.identity, {})[item.row.encoder] = item
     original = lineage.original.name if lineage.original else None
+    replicate_of = {name: arm for arm in lineage.arms() if arm.k > 1 for name in arm.names}
     lines = []
     for ident, per_encoder in by_id.items():
         first = next(iter(per_encoder.values())).row
         if original in per_encoder:
             first = per_encoder[original].row
         line = TableLine(*ident, higher_is_better=bool(first.higher_is_better), layer=row_layer(first), n=first.n,
-                         n_classes=first.extra.get("n_classes"), chance=first.extra.get("chance"))
+                         n_classes=first.extra.get("n_classes"), chance=first.extra.get("chance"), baseline=_number(first.extra.get("trivial_baseline")))
         base_item = per_encoder.get(original) if original else None
         for info in lineage.encoders:
             item = per_encoder.get(info.name)
@@ -174,9 +197,15 @@ def lineage_table(lineage: Lineage, cache: PerItemCache, n_boot: int = 2000, cor
                 n=row.n,
                 reason=row.reason or ("" if is_ok(row) else "row has status ok but no value"),
                 selected=row.extra.get("selected") if isinstance(row.extra.get("selected"), dict) else {},
+                degenerate=degenerate(row),
             )
-            if is_ok(row) and base_item is not None and info.name != original and is_ok(base_item.row):
-                _compare(base_item, item, cell, cache, n_boot)
+            if info.name in replicate_of:
+                cell.note = f"replicate {info.replicate} of {replicate_of[info.name].label}: compared as an arm, see the arms table"
+            elif is_ok(row) and base_item is not None and info.name != original and is_ok(base_item.row):
+                if cell.degenerate or degenerate(base_item.row):
+                    cell.note = f"not compared: {'this row' if cell.degenerate else 'the original row'} is degenerate ({cell.degenerate or degenerate(base_item.row)})"
+                else:
+                    _compare(base_item, item, cell, cache, n_boot)
             line.cells.append(cell)
         lines.append(line)
     if correct:
@@ -210,9 +239,7 @@ def _primary_line(suite: str, lines: list[TableLine], headlines: dict[str, list]
 
 
 def _label(info, lineage: Lineage) -> str:
-    if info.name == lineage.name:
-        return "original"
-    return {1: "+SFT", 2: "+PIVOT"}.get(role_rank(info.role), f"+{info.role or info.name}")
+    return arm_label(info, lineage.name)
 
 
 def _describe(cell: Cell) -> str:
@@ -226,11 +253,89 @@ def _describe(cell: Cell) -> str:
     return f"significantly {word} ({cell.delta:+.3g}, Holm-adjusted p={cell.p_adjusted:.2g})"
 
 
-def lineage_verdicts(lineage: Lineage, lines: list[TableLine], cache: PerItemCache, n_boot: int = 2000, headlines: dict[str, list] | None = None) -> list[Verdict]:
+@dataclass
+class ArmLine:
+    """One table line summarised per arm (``Lineage.arms`` order): mean over replicates, between-seed sd,
+    and each trained arm's delta versus the original with the replicate-aware test."""
+
+    line: TableLine
+    cells: list[Cell]
+
+
+def _items_by_line(lineage: Lineage) -> dict[tuple, dict[str, LoadedRow]]:
+    found: dict[tuple, dict[str, LoadedRow]] = {}
+    for item in lineage.rows:
+        found.setdefault(item.row.identity, {})[item.row.encoder] = item
+    return found
+
+
+def _arm_cell(arm: Arm, items: dict[str, LoadedRow]) -> Cell:
+    """The arm's mean over its replicates' ok values, their sd, and the count; degenerate when one is."""
+    present = [items[name] for name in arm.names if name in items]
+    if not present:
+        return Cell(status="absent")
+    ok = [item for item in present if is_ok(item.row)]
+    if len(ok) < len(present):
+        bad = next(item for item in present if not is_ok(item.row))
+        return Cell(status=bad.row.status if bad.row.status != "ok" else "failed", reason=f"{len(present) - len(ok)} of {len(present)} replicates: {bad.row.reason}")
+    values = np.array([float(item.row.value) for item in ok])
+    broken = [degenerate(item.row) for item in ok if degenerate(item.row)]
+    return Cell(status="ok", value=float(values.mean()), sd=float(values.std(ddof=1)) if len(values) > 1 else None, k=len(values), n=ok[0].row.n,
+                degenerate=f"{len(broken)} of {len(ok)} replicates: {broken[0]}" if broken else "")
+
+
+def _compare_arm(base: Arm, base_items: dict[str, LoadedRow], arm: Arm, items: dict[str, LoadedRow], cell: Cell, base_cell: Cell, cache: PerItemCache, higher: bool) -> None:
+    """``cell`` (arm) minus ``base_cell`` with ``evidence.replicates.compare_arms`` on the replicates' per-item scores."""
+    cell.delta = float(cell.value) - float(base_cell.value)
+    if cell.delta != 0:
+        cell.better = (cell.delta > 0) == higher
+    if cell.degenerate or base_cell.degenerate:
+        cell.note = f"not compared: {'this arm' if cell.degenerate else base.label} is degenerate ({cell.degenerate or base_cell.degenerate})"
+        return
+    scores = {name: cache.get(items_of[name]) for items_of in (base_items, items) for name in items_of if name in base.names + arm.names}
+    problem = next((value for value in scores.values() if isinstance(value, str)), "")
+    if not problem and len({value.shape for value in scores.values()}) != 1:
+        problem = "per-item lengths differ"
+    if problem:
+        cell.note = f"{problem}: untested"
+        return
+    first = items[arm.names[0]].row
+    scale = _scale(scores[arm.names[0]], float(first.value))
+    result = compare_arms([scores[n] for n in base.names], [scores[n] for n in arm.names], scale=scale, a_is_fixed=base.fixed, b_is_fixed=arm.fixed)
+    cell.test, cell.p_value, cell.significant = SIG_ARMS, result.p_value, result.p_value < ALPHA
+    cell.delta_ci = (result.ci_low, result.ci_high)
+    seeds = "" if result.seed_noise_measured else "; training-seed noise not measured (one replicate)"
+    cell.note = f"{ARMS_TEST}: {result.k_b} vs {result.k_a} replicates, {result.n} items, 95% CI [{result.ci_low:.3g}, {result.ci_high:.3g}], df {result.df:.3g}{seeds}"
+
+
+def arm_table(lineage: Lineage, lines: list[TableLine], cache: PerItemCache) -> list[ArmLine]:
+    """The lines per arm when the lineage has replicates (else empty); trained arms are compared with
+    the original arm. P-values are not yet corrected (``lineage_analysis`` adds them to the family)."""
+    if not lineage.replicated:
+        return []
+    arms, by_line = lineage.arms(), _items_by_line(lineage)
+    original = next((arm for arm in arms if arm.fixed), None)
+    found = []
+    for line in lines:
+        items = by_line.get((line.suite, line.task, line.dataset, line.metric, line.variant), {})
+        cells = [_arm_cell(arm, items) for arm in arms]
+        if original is not None:
+            base_cell = cells[arms.index(original)]
+            for arm, cell in zip(arms, cells):
+                if arm is not original and cell.status == "ok" and base_cell.status == "ok":
+                    _compare_arm(original, items, arm, items, cell, base_cell, cache, line.higher_is_better)
+        found.append(ArmLine(line, cells))
+    return found
+
+
+def lineage_verdicts(lineage: Lineage, lines: list[TableLine], cache: PerItemCache, n_boot: int = 2000, headlines: dict[str, list] | None = None,
+                     arm_lines: list[ArmLine] | None = None) -> list[Verdict]:
     """One verdict per suite (its headline metric, as the runs' config.json declare it: ``headlines``
     suite -> [(task, metric[, preferred variant]), ...]); the +PIVOT-vs-+SFT cells are *not* yet
     corrected: the caller adds them to the lineage's family (see ``lineage_analysis``)."""
     suites = list(dict.fromkeys(line.suite for line in lines))
+    if arm_lines:
+        return _arm_verdicts(lineage, lines, arm_lines, suites, cache, headlines or {})
     index = {info.name: position for position, info in enumerate(lineage.encoders)}
     by_rank = {}
     for info in lineage.encoders:
@@ -248,9 +353,36 @@ def lineage_verdicts(lineage: Lineage, lines: list[TableLine], cache: PerItemCac
         ident = (line.suite, line.task, line.dataset, line.metric, line.variant)
         if sft and pivot and (ident, sft.name) in rows and (ident, pivot.name) in rows:
             base, new = rows[(ident, sft.name)], rows[(ident, pivot.name)]
-            if is_ok(base.row) and is_ok(new.row):
+            if is_ok(base.row) and is_ok(new.row) and not degenerate(base.row) and not degenerate(new.row):
                 cell = Cell(status="ok", value=new.row.value, ci_low=new.row.ci_low, ci_high=new.row.ci_high, n=new.row.n)
                 _compare(base, new, cell, cache, n_boot)
+                verdict.pivot_vs_sft = cell
+        verdicts.append(verdict)
+    return verdicts
+
+
+def _arm_verdicts(lineage: Lineage, lines: list[TableLine], arm_lines: list[ArmLine], suites: list[str], cache: PerItemCache, headlines: dict[str, list]) -> list[Verdict]:
+    """Verdicts over arms: each arm's mean ± between-seed sd, and +PIVOT's arm against +SFT's with the
+    replicate-aware test."""
+    arms = lineage.arms()
+    by_line = {id(item.line): item for item in arm_lines}
+    sft = next((arm for arm in arms if not arm.fixed and role_rank(arm.members[0].role) == 1), None)
+    pivot = next((arm for arm in arms if not arm.fixed and role_rank(arm.members[0].role) == 2), None)
+    items_by_line = _items_by_line(lineage)
+    verdicts = []
+    for suite in suites:
+        line = _primary_line(suite, lines, headlines)
+        if line is None:
+            continue
+        cells = by_line[id(line)].cells
+        entries = [(f"{arm.label} ({arm.k} seeds)" if arm.k > 1 else arm.label, ", ".join(arm.names), cell) for arm, cell in zip(arms, cells)]
+        verdict = Verdict(line, entries)
+        if sft and pivot:
+            sft_cell, pivot_cell = cells[arms.index(sft)], cells[arms.index(pivot)]
+            if sft_cell.status == "ok" and pivot_cell.status == "ok":
+                cell = Cell(status="ok", value=pivot_cell.value, sd=pivot_cell.sd, k=pivot_cell.k, n=pivot_cell.n)
+                items = items_by_line.get((line.suite, line.task, line.dataset, line.metric, line.variant), {})
+                _compare_arm(sft, items, pivot, items, cell, sft_cell, cache, line.higher_is_better)
                 verdict.pivot_vs_sft = cell
         verdicts.append(verdict)
     return verdicts
@@ -260,25 +392,30 @@ def summarise(verdict: Verdict, lineage: Lineage) -> str:
     """The verdict sentence (after correction): how each trained encoder compares with the original,
     and +PIVOT with +SFT."""
     parts = [f"{label} vs original: {_describe(cell)}" for label, name, cell in verdict.entries
-             if name != lineage.name and cell.status == "ok" and cell.delta is not None]
+             if name != lineage.name and cell.status == "ok" and cell.delta is not None and not cell.degenerate]
+    parts += [f"{label} is degenerate and not compared ({cell.degenerate})" for label, _, cell in verdict.entries if cell.status == "ok" and cell.degenerate]
     if verdict.pivot_vs_sft is not None:
         cell = verdict.pivot_vs_sft
-        if cell.p_adjusted is None:
-            parts.insert(0, f"+PIVOT vs +SFT: {cell.delta:+.3g}, untested (neither per-item scores nor CIs)")
+        across = f" across {cell.k} training seeds" if cell.test == SIG_ARMS and cell.k > 1 else ""
+        if cell.delta is None or cell.p_adjusted is None:
+            parts.insert(0, f"+PIVOT vs +SFT: {'untested' if cell.delta is None else f'{cell.delta:+.3g}, untested'} ({cell.note or 'neither per-item scores nor CIs'})")
         elif cell.significant:
-            parts.insert(0, f"+PIVOT {'beats' if cell.better else 'is worse than'} +SFT significantly ({cell.delta:+.3g}, Holm-adjusted p={cell.p_adjusted:.2g})")
+            parts.insert(0, f"+PIVOT {'beats' if cell.better else 'is worse than'} +SFT significantly{across} ({cell.delta:+.3g}, Holm-adjusted p={cell.p_adjusted:.2g})")
         else:
-            parts.insert(0, f"+PIVOT does not beat +SFT significantly ({cell.delta:+.3g}, Holm-adjusted p={cell.p_adjusted:.2g})")
+            parts.insert(0, f"+PIVOT does not beat +SFT significantly{across} ({cell.delta:+.3g}, Holm-adjusted p={cell.p_adjusted:.2g})")
+    if not lineage.replicated and any(name != lineage.name for _, name, _ in verdict.entries):
+        parts.append("training-seed noise is not measured (one training run per recipe)")
     return "; ".join(parts) or "no trained encoder to compare"
 
 
-def lineage_analysis(lineage: Lineage, cache: PerItemCache, n_boot: int = 2000, headlines: dict[str, list] | None = None) -> tuple[list[TableLine], list[Verdict], int]:
-    """Table lines and headline verdicts of a lineage with one Holm correction over all their tests;
-    returns (lines, verdicts, family size)."""
+def lineage_analysis(lineage: Lineage, cache: PerItemCache, n_boot: int = 2000, headlines: dict[str, list] | None = None) -> tuple[list[TableLine], list[Verdict], int, list[ArmLine]]:
+    """Table lines, arm lines (replicated lineages) and headline verdicts of a lineage with one Holm
+    correction over all their tests; returns (lines, verdicts, family size, arm lines)."""
     lines = lineage_table(lineage, cache, n_boot=n_boot, correct=False)
-    verdicts = lineage_verdicts(lineage, lines, cache, n_boot=n_boot, headlines=headlines)
-    family = [cell for line in lines for cell in line.cells] + [v.pivot_vs_sft for v in verdicts if v.pivot_vs_sft]
+    arm_lines = arm_table(lineage, lines, cache)
+    verdicts = lineage_verdicts(lineage, lines, cache, n_boot=n_boot, headlines=headlines, arm_lines=arm_lines)
+    family = [cell for line in lines for cell in line.cells] + [cell for item in arm_lines for cell in item.cells] + [v.pivot_vs_sft for v in verdicts if v.pivot_vs_sft]
     size = apply_correction(family)
     for verdict in verdicts:
         verdict.summary = summarise(verdict, lineage)
-    return lines, verdicts, size
+    return lines, verdicts, size, arm_lines

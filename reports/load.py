@@ -76,10 +76,37 @@ class EncoderInfo:
     runs: list[str] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    replicate: int | None = None  # training-seed replicate of its arm (rows' extra["replicate"], or the manifest's)
 
     @property
     def lineage(self) -> str:
         return self.base or self.name
+
+
+@dataclass
+class Arm:
+    """One recipe of a lineage: its training-seed replicates (encoders with the same role and base and a
+    ``replicate`` index), or a single encoder. ``fixed``: the original, a given checkpoint rather than a
+    recipe's draw (it has no seed variance)."""
+
+    label: str
+    members: list[EncoderInfo]
+    fixed: bool = False
+
+    @property
+    def k(self) -> int:
+        return len(self.members)
+
+    @property
+    def names(self) -> list[str]:
+        return [info.name for info in self.members]
+
+
+def arm_label(info: EncoderInfo, lineage_name: str) -> str:
+    """original, +SFT, +PIVOT or +<role> (+<name> without a role)."""
+    if info.name == lineage_name:
+        return "original"
+    return {1: "+SFT", 2: "+PIVOT"}.get(role_rank(info.role), f"+{info.role or info.name}")
 
 
 @dataclass
@@ -96,6 +123,29 @@ class Lineage:
             if info.name == self.name:
                 return info
         return None
+
+    def arms(self) -> list[Arm]:
+        """The lineage's arms in encoder order: replicates (``replicate`` set) of one role and base form one
+        arm, in replicate order; every other encoder is an arm of its own."""
+        arms: list[Arm] = []
+        by_key: dict[tuple[str, str], Arm] = {}
+        for info in self.encoders:
+            if info.replicate is None or info.name == self.name:
+                arms.append(Arm(arm_label(info, self.name), [info], fixed=info.name == self.name))
+                continue
+            key = (info.role, info.base)
+            if key not in by_key:
+                by_key[key] = Arm(arm_label(info, self.name), [])
+                arms.append(by_key[key])
+            by_key[key].members.append(info)
+        for arm in arms:
+            arm.members.sort(key=lambda info: info.replicate if info.replicate is not None else -1)
+        return arms
+
+    @property
+    def replicated(self) -> bool:
+        """Some arm holds more than one training-seed replicate."""
+        return any(arm.k > 1 for arm in self.arms())
 
 
 @dataclass
@@ -207,10 +257,14 @@ def load_runs(run_dirs: list[Path]) -> ReportData:
         _append_unique(info.checkpoints, row.checkpoint)
         _append_unique(info.runs, item.run.label)
         _append_unique(info.versions, row.version)
+        if isinstance(row.extra.get("replicate"), int):
+            info.replicate = row.extra["replicate"]
     for run in runs:
         for name, entry in _config_encoders(run.config).items():
             if name in encoders:
                 encoders[name].config.update(entry)
+                if encoders[name].replicate is None and isinstance(entry.get("replicate"), int):
+                    encoders[name].replicate = entry["replicate"]
 
     order = list(encoders)
     by_lineage: dict[str, list[EncoderInfo]] = {}

@@ -30,6 +30,7 @@ td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-n
 .status-failed { color: #a61b1b; background: #fde7e7; }
 .absent { color: #aaa; }
 .hp { display: block; color: #666; font-size: .75em; white-space: normal; max-width: 14rem; }
+.degenerate { display: block; color: #a15c00; font-size: .75em; white-space: normal; max-width: 14rem; font-weight: bold; }
 .verdict { background: #f4f8ff; border-left: 4px solid #1f5fbf; padding: .4rem .9rem; margin: .8rem 0; }
 .verdict li { margin: .25rem 0; }
 td.status-skipped, td.status-failed { max-width: 16rem; font-size: .8rem; }
@@ -63,7 +64,7 @@ summary { cursor: pointer; font-weight: 600; }
 <ul class="verdict-lines">
 {% for v in lin.verdicts %}
 <li><strong>{{ v.line.suite }} / {{ v.line.task }} / {{ v.line.metric }}</strong>{% if v.line.variant %} ({{ v.line.variant }}){% endif %} on {{ v.line.dataset }}{% if v.line.n %}, n={{ v.line.n }}{% endif %}:
-{% for label, name, cell in v.entries %}{{ label }} {% if cell.status == "ok" %}{{ cell.value|num }}{% if cell.ci_low is not none and cell.ci_high is not none %} [{{ cell.ci_low|num }}, {{ cell.ci_high|num }}]{% endif %}{% else %}{{ cell.status }}{% endif %}{% if not loop.last %}; {% endif %}{% endfor %}.
+{% for label, name, cell in v.entries %}{{ label }} {% if cell.status == "ok" %}{{ cell.value|num }}{% if cell.sd is not none %} &plusmn; {{ cell.sd|num }} <span class="ci">(sd over seeds)</span>{% elif cell.ci_low is not none and cell.ci_high is not none %} [{{ cell.ci_low|num }}, {{ cell.ci_high|num }}]{% endif %}{% if cell.degenerate %} <span class="degenerate" title="{{ cell.degenerate }}">degenerate</span>{% endif %}{% else %}{{ cell.status }}{% endif %}{% if not loop.last %}; {% endif %}{% endfor %}{% if v.line.baseline is not none %} (trivial baseline {{ v.line.baseline|num }}){% endif %}.
 <em>{{ v.summary }}.</em></li>
 {% else %}<li>No ok rows to judge.</li>
 {% endfor %}
@@ -93,20 +94,21 @@ summary { cursor: pointer; font-weight: 600; }
 {{ cell.value|num }}{% if cell.ci_low is not none and cell.ci_high is not none %} <span class="ci">&plusmn;{{ ((cell.ci_high - cell.ci_low) / 2)|num }}</span>{% endif %}
 {%- if cell.delta is not none %}<span class="delta">&Delta; {{ cell.delta|signed }}{% if cell.significant %}{{ "*" if cell.test == "paired" else "&dagger;"|safe }}{% endif %}{% if cell.p_adjusted is not none %} <span class="ci">p<sub>adj</sub>={{ '%.2g'|format(cell.p_adjusted) }}</span>{% endif %}</span>{% endif %}
 {%- if cell.selected %}<span class="hp">{{ cell.selected|selected }}</span>{% endif %}
+{%- if cell.degenerate %}<span class="degenerate" title="{{ cell.degenerate }}">degenerate: {{ cell.degenerate }}</span>{% endif %}
 </td>
 {%- endif -%}
 {%- endmacro %}
 
 {% macro summary_table(lin, lines) %}
 <table class="summary">
-<thead><tr><th>Suite</th><th>Task</th><th>Dataset</th><th>Metric</th><th>n</th><th>Classes</th><th>Chance</th>
+<thead><tr><th>Suite</th><th>Task</th><th>Dataset</th><th>Metric</th><th>n</th><th>Classes</th><th>Chance</th><th title="the score of a predictor that ignores the input (extra.trivial_baseline)">Trivial</th>
 {% for enc in lin.encoders %}<th>{{ enc.name }}{% if enc.role %}<br><span class="ci">{{ enc.role }}</span>{% endif %}</th>{% endfor %}
 </tr></thead>
 <tbody>
 {% for line in lines %}
 <tr><td>{{ line.suite }}</td><td>{{ line.task }}{% if line.variant %} <span class="ci">({{ line.variant }})</span>{% endif %}</td><td>{{ line.dataset }}</td>
 <td>{{ line.metric }} {{ "&uarr;"|safe if line.higher_is_better else "&darr;"|safe }}</td>
-<td class="num">{{ line.n or "" }}</td><td class="num">{{ line.n_classes if line.n_classes is not none else "" }}</td><td class="num">{{ line.chance|num if line.chance is not none else "" }}</td>
+<td class="num">{{ line.n or "" }}</td><td class="num">{{ line.n_classes if line.n_classes is not none else "" }}</td><td class="num">{{ line.chance|num if line.chance is not none else "" }}</td><td class="num">{{ line.baseline|num if line.baseline is not none else "" }}</td>
 {% for cell in line.cells %}{{ value_cell(cell, lin.encoders[loop.index0].name == lin.name) }}{% endfor %}
 </tr>
 {% endfor %}
@@ -119,6 +121,31 @@ summary { cursor: pointer; font-weight: 600; }
 <h2>Lineage {{ lin.name }}</h2>
 {% if not lin.has_original %}<p class="note">The original encoder <code>{{ lin.name }}</code> is not in these runs, so no deltas are shown.</p>{% endif %}
 {% if lineages|length > 1 %}<div class="verdict"><strong>Verdict</strong>{{ verdict_list(lin) }}</div>{% endif %}
+{% if lin.replicated %}
+<h3>Arms: training-seed replicates together</h3>
+<table class="summary arms">
+<thead><tr><th>Suite</th><th>Task</th><th>Dataset</th><th>Metric</th><th>n</th><th>Trivial</th>
+{% for arm in lin.arms %}<th>{{ arm.label }}<br><span class="ci">{{ arm.k }} replicate{{ "" if arm.k == 1 else "s" }}</span></th>{% endfor %}
+</tr></thead>
+<tbody>
+{% for item in lin.arm_lines %}
+<tr><td>{{ item.line.suite }}</td><td>{{ item.line.task }}{% if item.line.variant %} <span class="ci">({{ item.line.variant }})</span>{% endif %}</td><td>{{ item.line.dataset }}</td>
+<td>{{ item.line.metric }} {{ "&uarr;"|safe if item.line.higher_is_better else "&darr;"|safe }}</td><td class="num">{{ item.line.n or "" }}</td>
+<td class="num">{{ item.line.baseline|num if item.line.baseline is not none else "" }}</td>
+{% for cell in item.cells %}
+{%- if cell.status == "absent" -%}<td class="num absent">&mdash;</td>
+{%- elif cell.status != "ok" -%}<td class="status-{{ cell.status }}" title="{{ cell.reason }}">{{ cell.status }}{% if cell.reason %}: {{ cell.reason }}{% endif %}</td>
+{%- else -%}<td class="num{% if cell.significant and cell.better is not none %}{{ ' good' if cell.better else ' bad' }}{% endif %}" title="{{ cell.note }}{% if cell.p_value is not none %}; p={{ '%.3g'|format(cell.p_value) }} raw, {{ '%.3g'|format(cell.p_adjusted) }} {{ correction }}-adjusted{% endif %}">
+{{ cell.value|num }}{% if cell.sd is not none %} <span class="ci">&plusmn;{{ cell.sd|num }} sd</span>{% endif %}
+{%- if cell.delta is not none %}<span class="delta">&Delta; {{ cell.delta|signed }}{% if cell.significant %}&Dagger;{% endif %}{% if cell.p_adjusted is not none %} <span class="ci">p<sub>adj</sub>={{ '%.2g'|format(cell.p_adjusted) }}</span>{% endif %}</span>{% endif %}
+{%- if cell.degenerate %}<span class="degenerate" title="{{ cell.degenerate }}">degenerate: {{ cell.degenerate }}</span>{% endif %}</td>
+{%- endif -%}
+{% endfor %}</tr>
+{% endfor %}
+</tbody></table>
+<p class="legend">Each arm: the mean over its training-seed replicates &plusmn; their standard deviation (between seeds). &Delta; = arm mean minus the original's value;
+&Dagger; = significant after the {{ correction }} correction with the {{ arms_test }} ({{ lin.tests.arms }} test{{ "" if lin.tests.arms == 1 else "s" }}): it counts both the seeds' and the evaluation items' noise, so a difference between single runs that seed noise explains is not called significant. The per-encoder table below shows each replicate; its replicates are not tested one by one.</p>
+{% endif %}
 <h3>Summary</h3>
 {% if lin.flat %}{{ summary_table(lin, lin.flat) }}{% else %}<p>No rows without a layer.</p>{% endif %}
 {% if lin.layered %}
@@ -133,6 +160,8 @@ green / red (better / worse than the original) and a mark appear <em>only</em> w
 <strong>*</strong> = paired bootstrap over the per-item scores of both encoders on the same items ({{ lin.tests.paired }} test{{ "" if lin.tests.paired == 1 else "s" }}).
 <strong>&dagger;</strong> = no usable per-item scores ({{ lin.tests.ci }} cell{{ "" if lin.tests.ci == 1 else "s" }}): unpaired z-test with standard errors from the two 95% CIs.
 No colour or mark = not significant after correction, or untested because neither per-item scores nor CIs exist ({{ lin.tests.none }} cell{{ "" if lin.tests.none == 1 else "s" }} untested).
+Trivial = the score of a predictor that ignores the input (majority class, one class for every pixel, a map without spatial information);
+a cell marked <span class="degenerate" style="display:inline">degenerate</span> has constant predictions or is not significantly above that baseline (95% bootstrap CI of the difference over the same items): it measures nothing, and no comparison or verdict uses it.
 n = evaluation items; chance = the accuracy of guessing uniformly (top-k: k / classes); small grey text under a value = the hyperparameters the probe selected on held-out train data.</p>
 
 {% for error in lin.figure_errors %}<p class="warn">{{ error }}</p>{% endfor %}

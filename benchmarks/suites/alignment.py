@@ -25,6 +25,7 @@ from benchmarks.features import extract_features
 from benchmarks.options import option
 from benchmarks.results import ResultRow
 from probes.alignment import linear_cka, linear_cka_ci, mutual_knn
+from evidence.baselines import mean_check
 from evidence.stats import bootstrap_ci
 
 from .base import LoadedEncoder, RunContext
@@ -103,8 +104,10 @@ def _vision_language_rows(context: RunContext, encoders: list[LoadedEncoder], sp
         scores = mutual_knn(image, text[valid], k=K)
         per_item = context.save_per_item(scores, loaded.name, "align", "mutual_knn")
         low, high = bootstrap_ci(scores, seed=context.seed)
+        chance = K / (int(valid.sum()) - 1)  # two unrelated neighbour sets share k / (n - 1) of their members on average
+        check = mean_check(scores, chance, seed=context.seed)
         rows.append(context.row(loaded, **common, metric=f"mutual_knn_k{K}", value=float(scores.mean()), ci_low=low, ci_high=high, n=int(valid.sum()), per_item=per_item,
-                                extra={**extra, "chance": K / (int(valid.sum()) - 1)}))
+                                extra={**extra, "chance": chance, **check.extra()}))
         low, high = linear_cka_ci(image, text[valid], seed=context.seed)
         rows.append(context.row(loaded, **common, metric="cka_linear", value=linear_cka(image, text[valid]), ci_low=low, ci_high=high, n=int(valid.sum()), extra=extra))
     return rows

@@ -56,6 +56,8 @@ class RunContext:
         """A result row with the encoder's identity, the run's provenance and the row's variant filled in."""
         encoder = loaded.encoder
         extra = {"remap": encoder.remap.summary(), **fields.pop("extra", {})}
+        if getattr(loaded.spec, "replicate", None) is not None:  # a training-seed replicate of its arm (role + base)
+            extra["replicate"] = loaded.spec.replicate
         return ResultRow(
             encoder=encoder.name,
             role=loaded.spec.role,

@@ -4,7 +4,10 @@ Per encoder, features of the train and val splits are taken from the feature sto
 (pooled output ``cls`` and mean of patch tokens ``mean``, at the last block and any ``--layers``) it fits
 a linear probe (regularisation chosen on a held-out part of train, reported on val), kNN (k = 10, 20)
 and the class-mean prototype classifier (both on the run's device), plus scikit-learn's
-LogisticRegression when ``--sklearn`` is set. Accuracies are percentages with 95% bootstrap CIs.
+LogisticRegression when ``--sklearn`` is set. Accuracies are percentages with 95% bootstrap CIs. Each
+row's trivial baseline (``extra["trivial_baseline"]``) is the accuracy of always answering the most
+frequent train class(es); a probe not significantly above it, or whose correct items are exactly one
+class's, is marked ``extra["degenerate"]`` (``evidence.baselines``).
 
 Linear probes, by task name (``--linear``: ``auto`` (default), ``lbfgs``, ``sgd`` or ``both``):
 
@@ -20,6 +23,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from benchmarks.datasets import LABELS, open_split
@@ -27,6 +31,7 @@ from benchmarks.features import FeatureSet, extract_features, unreadable_items
 from benchmarks.options import option
 from benchmarks.results import ResultRow
 from benchmarks.validate import layers_out_of_range, layers_problem, parse_layers
+from evidence.baselines import constant_classifier, mean_check
 from probes.knn import knn_probe, prototype_probe
 from probes.linear import DEFAULT_CS, ClassificationResult, LinearProbeConfig, fit_linear_head, linear_probe, sklearn_logreg_probe
 from probes.logreg import DEFAULT_MEMORY_BUDGET, LogRegConfig, fits_in_memory, logreg_probe
@@ -109,7 +114,16 @@ def feature_extra(context: RunContext, loaded: LoadedEncoder, feature: str) -> d
     return extra
 
 
-def _rows_for(context: RunContext, loaded: LoadedEncoder, result: ClassificationResult, task: str, feature: str, eval_split, n_classes: int, cached: bool) -> list[ResultRow]:
+def majority_correct(train_y: torch.Tensor, eval_y: torch.Tensor, top: int = 1) -> np.ndarray:
+    """Per-item correctness (eval order) of the trivial classifier that always answers the ``top`` most
+    frequent train classes (ties: the smaller class id): the trivial baseline of top-1 / top-``top``."""
+    counts = torch.bincount(train_y.long(), minlength=int(max(train_y.max(), eval_y.max())) + 1)
+    frequent = sorted(range(len(counts)), key=lambda c: (-int(counts[c]), c))[:top]
+    return np.isin(eval_y.numpy(), frequent)
+
+
+def _rows_for(context: RunContext, loaded: LoadedEncoder, result: ClassificationResult, task: str, feature: str, eval_split, n_classes: int, cached: bool,
+              train_y: torch.Tensor, eval_y: torch.Tensor) -> list[ResultRow]:
     per_item = context.save_per_item(result.correct.astype("uint8"), loaded.name, "cls", task, feature)
     # JSON has no Inf (e.g. the equivalent C of weight decay 0): keep such values as text.
     selected = {key: value if not isinstance(value, float) or math.isfinite(value) else str(value) for key, value in result.selected.items()}
@@ -121,12 +135,15 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, result: Classification
         extra["at_edge"] = result.extra["at_edge"]
     extra.update({key: result.extra[key] for key in ("extended", "not_fitted") if result.extra.get(key)})
     common = dict(suite="cls", task=task, dataset=context.data, dataset_fingerprint=eval_split.fingerprint, n=result.n_eval)
-    rows = [context.row(loaded, metric="top1", value=result.top1, ci_low=result.top1_ci[0], ci_high=result.top1_ci[1], per_item=per_item, extra=extra, **common)]
+    check = mean_check(result.correct, majority_correct(train_y, eval_y), scale=100.0, constant=constant_classifier(result.correct, eval_y.numpy()), seed=context.seed)
+    rows = [context.row(loaded, metric="top1", value=result.top1, ci_low=result.top1_ci[0], ci_high=result.top1_ci[1], per_item=per_item,
+                        extra={**extra, **check.extra()}, **common)]
     if result.top5 is not None:
         top5_items = context.save_per_item(result.top5_correct.astype("uint8"), loaded.name, "cls", task, feature, "top5") if result.top5_correct is not None else ""
         ci = result.top5_ci or (None, None)
+        top5_check = mean_check(result.top5_correct, majority_correct(train_y, eval_y, 5), scale=100.0, seed=context.seed) if result.top5_correct is not None else None
         rows.append(context.row(loaded, metric="top5", value=result.top5, ci_low=ci[0], ci_high=ci[1], per_item=top5_items,
-                                extra={**extra, "chance": min(100.0, 500.0 / n_classes)}, **common))
+                                extra={**extra, "chance": min(100.0, 500.0 / n_classes), **(top5_check.extra() if top5_check else {})}, **common))
     return rows
 
 
@@ -192,7 +209,7 @@ def classification_suite(context: RunContext, encoders: list[LoadedEncoder]) -> 
                 results["logreg_sklearn"] = sklearn_logreg_probe(train_x, train_y, eval_x, eval_y, seed=context.seed, progress=context.extraction.progress)
                 context.log(f"sklearn LogisticRegression on {loaded.name} / {feature} took {time.perf_counter() - started:.1f} s")
             for task, result in results.items():
-                rows.extend(_rows_for(context, loaded, result, task, feature, eval_split, n_classes, cached))
+                rows.extend(_rows_for(context, loaded, result, task, feature, eval_split, n_classes, cached, train_y, eval_y))
         bad = train.bad_count + evaluation.bad_count
         named = {split.split: unreadable_items(features, split) for features, split in ((train, train_split), (evaluation, eval_split)) if features.bad_count}
         rows.append(context.row(

@@ -22,6 +22,7 @@ from benchmarks.features import extract_features
 from benchmarks.options import option
 from benchmarks.results import ResultRow
 from benchmarks.validate import blocks_problem, layers_out_of_range
+from evidence.baselines import mean_check
 from evidence.stats import bootstrap_ci
 from probes.gradcam import grad_cam, has_blocks, localization_scores, resolve_block
 from probes.threads import threads_for
@@ -74,6 +75,16 @@ def _items(split, limit: int, preprocess) -> tuple[list[int], torch.Tensor, torc
     if not indices:
         return [], torch.empty(0), torch.empty(0), torch.empty(0)
     return indices, torch.stack(images), torch.stack(boxes), torch.stack(masks)
+
+
+def uniform_map_scores(boxes: torch.Tensor, masks: torch.Tensor, topk: float) -> dict[str, np.ndarray]:
+    """Per-item scores (fractions) of a map without spatial information, the trivial baseline of each
+    metric: the pointing game's peak and the energy fall inside the box with the box's share of the image;
+    a random ``topk`` share of the pixels has expected IoU ``k a / (k + a - k a)`` with a mask of share a."""
+    box_share = boxes.flatten(1).double().mean(1).numpy()
+    mask_share = masks.flatten(1).double().mean(1).numpy()
+    iou = topk * mask_share / np.maximum(topk + mask_share - topk * mask_share, 1e-12)
+    return {"pointing_game": box_share, "energy_pointing_game": box_share, "iou": iou}
 
 
 def encoder_maps(context: RunContext, loaded: LoadedEncoder, split, indices: list[int], images: torch.Tensor, layers: list[int], head) -> dict[int, torch.Tensor]:
@@ -167,15 +178,21 @@ def localization_suite(context: RunContext, encoders: list[LoadedEncoder]) -> li
         if shown:
             write_figure(context.run_dir / figure, eval_split, indices[:shown], encoder.preprocess, {b: m[:shown] for b, m in maps.items()}, boxes[:shown],
                          f"{encoder.name}: Grad-CAM of the true-class logit (block input)")
+        trivial = uniform_map_scores(boxes, masks, topk)
         for block in blocks:
             scores = localization_scores(maps[block], boxes, masks, topk=topk)
             extra = {"block": block, "head": head_info, "topk": topk, "split": EVAL_SPLIT, "figure": str(figure) if shown else "",
-                     "zero_maps": int(scores.zero.sum()), "map_grid": list(maps[block].shape[1:])}
+                     "zero_maps": int(scores.zero.sum()), "map_grid": list(maps[block].shape[1:]),
+                     "trivial": "a map without spatial information: the box's (mask's) share of the image"}
             if block != encoder.num_layers - 1:
                 extra["layer"] = block
+            flat = maps[block].flatten(1)
+            constant = "its maps are uniform: no spatial information" if bool((flat.amax(1) == flat.amin(1)).all()) else ""
             for metric, values in (("pointing_game", scores.pointing), ("energy_pointing_game", scores.energy), (f"iou_top{round(topk * 100)}", scores.iou)):
                 per_item = context.save_per_item(values, loaded.name, "loc", metric, f"block{block}")
                 low, high = bootstrap_ci(values, seed=context.seed, scale=100.0)
-                rows.append(context.row(loaded, **common, metric=metric, value=float(values.mean() * 100.0), ci_low=low, ci_high=high, n=len(values), per_item=per_item, extra=extra))
+                check = mean_check(values, trivial[metric.split("_top")[0]], scale=100.0, constant=constant, seed=context.seed)
+                rows.append(context.row(loaded, **common, metric=metric, value=float(values.mean() * 100.0), ci_low=low, ci_high=high, n=len(values), per_item=per_item,
+                                        extra={**extra, **check.extra()}))
             rows.append(context.row(loaded, **common, metric="zero_maps", value=float(scores.zero.sum()), higher_is_better=False, n=len(values), extra={k: v for k, v in extra.items() if k != "figure"}))
     return rows

@@ -30,12 +30,20 @@ from benchmarks.features import FeatureSet, extract_features, token_grid
 from benchmarks.options import option
 from benchmarks.results import ResultRow
 from encoders import Encoder
+from evidence.baselines import check_above
 from probes.segmentation import (
     FastHeadConfig,
     PatchProbeConfig,
     SegInputError,
     bootstrap_miou,
     check_mask,
+    constant_areas,
+    constant_patches,
+    constant_segmentation,
+    iou_metrics,
+    macro_from_counts,
+    majority_pixel_class,
+    patch_counts,
     patch_probe,
     patch_targets,
     per_image_miou,
@@ -57,6 +65,7 @@ class SegOptions:
     epochs: int = option(5, "patch_probe: epochs (the study: 5)", minimum=1)
     seeds: int = option(3, "patch_probe: seeds (mean and std over them)", minimum=1)
     head_epochs: int = option(20, "fast_linear: epochs of the BNHead on cached tokens", minimum=1)
+    min_steps: int = option(1000, "patch_probe and fast_linear: at least this many optimizer steps (epochs are raised on small datasets, where a few epochs leave a probe at its input-blind answer)", minimum=0)
     iters: int = option(40000, "mmseg_linear: iterations (the literature: 40k-80k)", minimum=1)
     blocks: int = option(1, "fast_linear and mmseg_linear: heads on the last block's patch map (1) or the last four concatenated (4)", choices=(1, 4))
 
@@ -158,36 +167,52 @@ def segmentation_suite(context: RunContext, encoders: list[LoadedEncoder]) -> li
         if "fast_linear" in options.protocols:
             rows.extend(_fast_rows(context, loaded, options, common, grid, patch, classes, train, evaluation, train_rows, train_masks, eval_masks, eval_split))
         if "mmseg_linear" in options.protocols:
-            rows.extend(_mmseg_rows(context, loaded, options, common, classes, train_split, eval_split))
+            rows.extend(_mmseg_rows(context, loaded, options, common, classes, train_split, eval_split, train_masks))
     return rows
 
 
 def _patch_probe_rows(context, loaded, options, common, grid, patch, classes, train_source, train_masks, eval_source, eval_masks) -> list[ResultRow]:
-    config = PatchProbeConfig(epochs=options.epochs, seeds=options.seeds, seed=context.seed)
+    config = PatchProbeConfig(epochs=options.epochs, min_steps=options.min_steps, seeds=options.seeds, seed=context.seed)
+    eval_targets = patch_targets(eval_masks, grid, patch, len(classes))
     result = patch_probe(
-        train_source, patch_targets(train_masks, grid, patch, len(classes)), eval_source, patch_targets(eval_masks, grid, patch, len(classes)),
+        train_source, patch_targets(train_masks, grid, patch, len(classes)), eval_source, eval_targets,
         dim=loaded.encoder.embed_dim, config=config, device=context.extraction.device, progress=context.log,
     )
     per_item = context.save_per_item(result.per_image_recall.astype(np.float32), loaded.name, "seg", "patch_probe", "recall")
     extra = {"protocol": "study patch-level probe (MLP 1024, BCE, macro over classes)", "seeds": options.seeds, "per_seed": result.per_seed,
-             "best_epochs": result.best_epochs, "epochs": config.epochs, "warmup_steps": result.warmup_steps, "steps": result.steps,
-             "grid": list(grid), "patch": list(patch), "split": EVAL_SPLIT, "n_train": result.n_train}
+             "best_epochs": result.best_epochs, "epochs": result.epochs, "warmup_steps": result.warmup_steps, "steps": result.steps,
+             "grid": list(grid), "patch": list(patch), "split": EVAL_SPLIT, "n_train": result.n_train,
+             "trivial": "the input-blind probe: every patch gets the classes carried by at least half of the train patches (last seed's predictions tested)"}
+    # Trivial baseline: the prior thresholded as the probe is; tested on the same resampled images.
+    targets = torch.from_numpy(np.asarray(eval_targets, dtype=bool))
+    probe_counts = patch_counts(result.eval_probabilities, targets, config.threshold)
+    trivial_counts = patch_counts(result.prior.float().expand(targets.shape), targets, config.threshold)
+    constant = constant_patches(result.eval_probabilities, targets, config.threshold)
     rows = []
     for metric in ("recall", "precision", "f1"):
+        check = check_above(lambda i, m=metric: macro_from_counts(probe_counts[i], m), lambda i, m=metric: macro_from_counts(trivial_counts[i], m),
+                            len(targets), constant=constant, seed=context.seed)
         rows.append(context.row(
             loaded, task="patch_probe", metric=f"macro_patch_{metric}", value=result.mean[metric], n=result.n_eval,
-            per_item=per_item if metric == "recall" else "", extra={**extra, "std": result.std[metric]}, **common,
+            per_item=per_item if metric == "recall" else "", extra={**extra, "std": result.std[metric], **check.extra()}, **common,
         ))
     return rows
 
 
-def _seg_rows(context, loaded, common, task: str, metrics: dict, areas: np.ndarray, figure: str, extra: dict) -> list[ResultRow]:
+def _seg_rows(context, loaded, common, task: str, metrics: dict, areas: np.ndarray, trivial: tuple[int, np.ndarray], figure: str, extra: dict) -> list[ResultRow]:
+    """mIoU / mAcc / aAcc rows; ``trivial`` = (class, areas (n, 4, C) of painting every pixel that class, the
+    images in ``areas``' order): each metric's trivial baseline, tested on the same resampled images."""
     ci = bootstrap_miou(areas, seed=context.seed)
     per_item = context.save_per_item(per_image_miou(areas).astype(np.float32), loaded.name, "seg", task, "mIoU")
-    extra = {**extra, "figure": figure, "split": EVAL_SPLIT, "per_item_score": "per-image mIoU (%)"}
-    rows = [context.row(loaded, task=task, metric="mIoU", value=metrics["mIoU"], ci_low=ci[0], ci_high=ci[1], n=len(areas), per_item=per_item, extra=extra, **common)]
-    for metric in ("mAcc", "aAcc"):
-        rows.append(context.row(loaded, task=task, metric=metric, value=metrics[metric], n=len(areas), extra=extra, **common))
+    label, trivial_areas = trivial
+    extra = {**extra, "figure": figure, "split": EVAL_SPLIT, "per_item_score": "per-image mIoU (%)",
+             "trivial": f"every pixel the most frequent train class ({label})"}
+    constant = constant_segmentation(areas)
+    rows = []
+    for metric in ("mIoU", "mAcc", "aAcc"):
+        check = check_above(lambda i, m=metric: iou_metrics(areas[i])[m], lambda i, m=metric: iou_metrics(trivial_areas[i])[m], len(areas), constant=constant, seed=context.seed)
+        bounds = {"ci_low": ci[0], "ci_high": ci[1], "per_item": per_item} if metric == "mIoU" else {}
+        rows.append(context.row(loaded, task=task, metric=metric, value=metrics[metric], n=len(areas), extra={**extra, **check.extra()}, **bounds, **common))
     return rows
 
 
@@ -208,7 +233,7 @@ def _fast_rows(context, loaded, options, common, grid, patch, classes, train, ev
     head = BNHead(in_channels=width, channels=width, num_classes=len(classes), in_index=-1, dropout_ratio=0.0, align_corners=False,
                   loss_decode={"type": "mmseg.CrossEntropyLoss", "use_sigmoid": False, "loss_weight": 1.0})
     keep = list(range(min(FIGURE_IMAGES, len(eval_masks))))
-    config = FastHeadConfig(epochs=options.head_epochs, seed=context.seed)
+    config = FastHeadConfig(epochs=options.head_epochs, min_steps=options.min_steps, seed=context.seed)
     result = fast_linear_head(head, train_source, train_masks[train_rows], eval_source, eval_masks, grid, patch, len(classes),
                               config=config, device=context.extraction.device, keep=keep, progress=context.log)
     transform = encoder.preprocess
@@ -221,12 +246,14 @@ def _fast_rows(context, loaded, options, common, grid, patch, classes, train, ev
 
     path = _figure_path(context, loaded, "fast_linear")
     mask_figure([(seen(i), eval_masks[i], result.predictions[i]) for i in keep], path)
-    extra = {"protocol": "BNHead on cached patch tokens, no augmentation, logits upsampled to the encoder's crop", "epochs": config.epochs,
+    extra = {"protocol": "BNHead on cached patch tokens, no augmentation, logits upsampled to the encoder's crop", "epochs": result.epochs,
              "steps": result.steps, "warmup_steps": result.warmup_steps, "blocks": options.blocks, "grid": list(grid), "patch": list(patch)}
-    return _seg_rows(context, loaded, common, "fast_linear", result.metrics, result.areas, str(path.relative_to(context.run_dir)), extra)
+    label = majority_pixel_class(train_masks, len(classes))
+    trivial = (label, constant_areas(eval_masks, label, len(classes)))
+    return _seg_rows(context, loaded, common, "fast_linear", result.metrics, result.areas, trivial, str(path.relative_to(context.run_dir)), extra)
 
 
-def _mmseg_rows(context, loaded, options, common, classes, train_split, eval_split) -> list[ResultRow]:
+def _mmseg_rows(context, loaded, options, common, classes, train_split, eval_split, train_masks) -> list[ResultRow]:
     from probes.mmseg_linear import MMSegConfig, SegFolder, run_mmseg_linear
 
     native = train_split.seg_folder()
@@ -247,4 +274,6 @@ def _mmseg_rows(context, loaded, options, common, classes, train_split, eval_spl
     extra = {"protocol": "mmsegmentation BNHead, frozen backbone, random resize/crop/flip/photometric, sliding window", "iters": config.iters,
              "warmup_iters": result.warmup, "crop": config.crop or loaded.encoder.preprocess.resolution, "blocks": options.blocks,
              "head_checkpoint": str(Path(result.head_checkpoint).relative_to(context.run_dir)), "item_order": "file names, sorted"}
-    return _seg_rows(context, loaded, common, "mmseg_linear", result.metrics, result.areas, str(path.relative_to(context.run_dir)), extra)
+    label = majority_pixel_class(train_masks, len(classes))
+    trivial = (label, constant_areas((eval_split.seg_mask(index_of[Path(p).stem]) for p in result.paths), label, len(classes)))
+    return _seg_rows(context, loaded, common, "mmseg_linear", result.metrics, result.areas, trivial, str(path.relative_to(context.run_dir)), extra)

@@ -183,7 +183,7 @@ def test_repeated_suite_merges_and_layers_run(tmp_path):
     out = tmp_path / "run"
     status = run.main(["--encoder", str(checkpoint), "--data", DATA, "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
                        "--workers", "0", "--no-report", "--linear-epochs", "1", "--suite", "seg", "--suite", "cls", "--layers", "-1,-2",
-                       "--seg-protocols", "patch_probe", "--seg-epochs", "1", "--seg-seeds", "1"])
+                       "--seg-protocols", "patch_probe", "--seg-epochs", "1", "--seg-min-steps", "0", "--seg-seeds", "1"])
     assert status == 0
     frame = read_frame(out)
     assert set(frame.suite) == {"seg", "cls"}  # both kept, not the last one only

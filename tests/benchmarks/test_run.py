@@ -21,7 +21,7 @@ def test_run_writes_rows_and_skips_unbuilt_suites(tmp_path):
     original = write_tiny_checkpoint(tmp_path / "orig.safetensors", seed=0)
     candidate = write_tiny_checkpoint(tmp_path / "cand.safetensors", seed=1)
     assert _run(tmp_path, "--encoder", str(original), "--encoder", str(candidate), "--suite", "all", "--layers", "0",
-                "--seg-protocols", "patch_probe", "--seg-epochs", "1", "--seg-seeds", "1") == 0
+                "--seg-protocols", "patch_probe", "--seg-epochs", "1", "--seg-min-steps", "0", "--seg-seeds", "1") == 0
     out = tmp_path / "run"
     frame = read_frame(out)
     assert (out / "results.csv").exists() and (out / "run.log").exists()
@@ -117,3 +117,28 @@ def test_loc_gives_the_same_rows_before_and_after_cls(tmp_path):
         loc = loc[loc.suite == "loc"]
         values[order] = sorted(zip(loc.encoder, loc.metric, loc.variant, loc.value, [e["head"]["lr"] for e in loc.extra]))
     assert values["cls,loc"] == values["loc,cls"] and len(values["cls,loc"]) == 16
+
+
+def test_an_encoder_with_constant_features_gives_degenerate_rows_that_the_report_does_not_compare(tmp_path):
+    import timm
+
+    from encoders import save_encoder_checkpoint
+    from tests.benchmarks.conftest import TINY_ARCH, TINY_OPTIONS
+
+    original = write_tiny_checkpoint(tmp_path / "orig.safetensors", seed=0)
+    torch.manual_seed(1)
+    state = timm.create_model(TINY_ARCH, pretrained=False, num_classes=0, **TINY_OPTIONS).state_dict()
+    state["norm.weight"].zero_()  # every token becomes the norm's bias: the features carry nothing
+    blind = save_encoder_checkpoint(state, {"family": "timm", "arch": TINY_ARCH, "options": TINY_OPTIONS}, tmp_path / "blind.safetensors")
+    assert _run(tmp_path, "--encoder", str(original), "--encoder", str(blind), "--suite", "cls,seg", "--seg-protocols", "patch_probe",
+                "--seg-epochs", "1", "--seg-min-steps", "0", "--seg-seeds", "1", "--linear", "sgd") == 0
+    frame = read_frame(tmp_path / "run")
+    ok = frame[(frame.status == "ok") & (frame.task != "data")]
+    assert all("trivial_baseline" in e for e in ok.extra)
+    flagged = ok[[bool(e.get("degenerate")) for e in ok.extra]]
+    assert set(flagged[flagged.encoder == "blind"].task) >= {"linear_sgd", "knn10", "prototype", "patch_probe"}
+    assert any("constant" in e["degenerate"] for e in flagged.extra)
+    from reports.build import build_report
+
+    html = build_report([tmp_path / "run"], tmp_path / "report.html").read_text()
+    assert "degenerate" in html and "not compared" in html

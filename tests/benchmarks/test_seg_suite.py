@@ -10,7 +10,7 @@ from encoders import save_encoder_checkpoint
 from tests.benchmarks.conftest import TINY_ARCH, write_tiny_checkpoint
 
 SHAPES = "shapes:n=12:n_val=4:seed=0:size=32"
-FAST = ["--seg-epochs", "1", "--seg-seeds", "2", "--seg-head-epochs", "1", "--seg-iters", "2"]
+FAST = ["--seg-epochs", "1", "--seg-min-steps", "0", "--seg-seeds", "2", "--seg-head-epochs", "1", "--seg-iters", "2"]
 
 
 def _run(tmp_path, checkpoint, data, *extra):

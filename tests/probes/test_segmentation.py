@@ -88,11 +88,22 @@ def test_patch_probe_learns_and_reports_seed_spread():
     rng = np.random.default_rng(0)
     train_x, train_y, _ = _separable(64, rng)
     eval_x, eval_y, _ = _separable(16, rng)
-    config = PatchProbeConfig(hidden=32, epochs=4, seeds=2, batch_images=8, lr=1e-2, final_lr=1e-3)
+    config = PatchProbeConfig(hidden=32, epochs=4, min_steps=0, seeds=2, batch_images=8, lr=1e-2, final_lr=1e-3)
     result = patch_probe(cached_tokens(train_x), train_y, cached_tokens(eval_x), eval_y, dim=16, config=config)
     assert result.mean["recall"] > 80 and result.mean["f1"] > 80
     assert len(result.per_seed) == 2 and result.std["recall"] >= 0 and result.per_image_recall.shape == (16,)
     assert all(1 <= epoch <= 4 for epoch in result.best_epochs) and result.warmup_steps == min(500, result.steps // 5)
+
+
+def test_a_short_schedule_on_small_data_is_raised_to_the_minimum_steps():
+    from probes.segmentation import epochs_for
+
+    assert epochs_for(2, 23, 1000) == 44 and epochs_for(5, 632, 1000) == 5 and epochs_for(3, 10, 0) == 3
+    rng = np.random.default_rng(0)
+    train_x, train_y, _ = _separable(16, rng)
+    result = patch_probe(cached_tokens(train_x), train_y, cached_tokens(train_x), train_y, dim=16,
+                         config=PatchProbeConfig(hidden=8, epochs=1, min_steps=20, seeds=1, batch_images=8))
+    assert result.epochs == 10 and result.steps == 20  # 14 fit images: 2 steps per epoch
 
 
 def test_fast_head_on_a_grid_that_leaves_a_margin():
@@ -104,6 +115,6 @@ def test_fast_head_on_a_grid_that_leaves_a_margin():
     head = BNHead(in_channels=16, channels=16, num_classes=3, in_index=-1, dropout_ratio=0.0, align_corners=False,
                   loss_decode={"type": "mmseg.CrossEntropyLoss"})
     result = fast_linear_head(head, cached_tokens(tokens[:32]), masks[:32], cached_tokens(tokens[32:]), masks[32:], (4, 4), (4, 4), 3,
-                              config=FastHeadConfig(epochs=15, batch_images=8, lr=1e-2), keep=[0])
+                              config=FastHeadConfig(epochs=15, min_steps=0, batch_images=8, lr=1e-2), keep=[0])
     assert result.metrics["mIoU"] > 60 and result.areas.shape == (8, 4, 3)
     assert result.predictions[0].shape == (18, 18)

@@ -50,7 +50,7 @@ def test_raw_significant_but_not_after_correction_is_not_coloured(tmp_path):
     run = tmp_path / "run"
     _lineage_rows(run, {"t0": (80, 0), "t1": (34, 18)})
     (lineage,) = load_runs([run]).lineages
-    lines, verdicts, family = lineage_analysis(lineage, PerItemCache(), n_boot=2000)
+    lines, verdicts, family, _ = lineage_analysis(lineage, PerItemCache(), n_boot=2000)
     by_task = {line.task: line for line in lines}
     strong, weak = by_task["t0"].cells[2], by_task["t1"].cells[2]
     assert strong.significant and strong.p_adjusted < 0.05
@@ -82,7 +82,7 @@ def test_verdict_says_when_pivot_does_not_beat_sft(tmp_path):
     run = tmp_path / "run"
     _lineage_rows(run, {}, tasks=1)
     (lineage,) = load_runs([run]).lineages
-    _, verdicts, _ = lineage_analysis(lineage, PerItemCache(), n_boot=500)
+    _, verdicts, _, _ = lineage_analysis(lineage, PerItemCache(), n_boot=500)
     assert "+PIVOT does not beat +SFT significantly" in verdicts[0].summary
 
 
@@ -103,7 +103,7 @@ def test_vqa_verdict_prefers_the_fresh_mllms_of_pivots_protocol(tmp_path):
     (run / "config.json").write_text(json.dumps({"suites": {"vqa": {"headline": [list(h) for h in SUITES.get("vqa").headline]}}}))
     data = load_runs([run])
     (lineage,) = data.lineages
-    _, verdicts, _ = lineage_analysis(lineage, PerItemCache(), n_boot=200, headlines=data.headlines())
+    _, verdicts, _, _ = lineage_analysis(lineage, PerItemCache(), n_boot=200, headlines=data.headlines())
     (vqa,) = [verdict for verdict in verdicts if verdict.line.suite == "vqa"]
     assert (vqa.line.task, vqa.line.variant) == ("shapes_vqa", "protocol=pivot-eval")
     assert [cell.value for _, _, cell in vqa.entries] == [60.0, 60.0, 60.0]

@@ -47,7 +47,7 @@ def test_grad_without_an_mllm_is_a_usage_error_when_named_and_a_skipped_row_unde
     assert run.main(["--encoders", str(plain_lineage), "--data", DATA, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
                      "--workers", "0", "--no-report", "--suite", "all", "--suite", "grad"]) == 2  # named, even beside all
     assert run.main(["--encoders", str(plain_lineage), "--data", DATA, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
-                     "--workers", "0", "--no-report", "--suite", "all", "--seg-protocols", "patch_probe", "--seg-epochs", "1", "--seg-seeds", "1",
+                     "--workers", "0", "--no-report", "--suite", "all", "--seg-protocols", "patch_probe", "--seg-epochs", "1", "--seg-min-steps", "0", "--seg-seeds", "1",
                      "--linear-epochs", "1", "--loc-items", "4"]) == 0
     frame = read_frame(tmp_path / "run")
     grad = frame[frame.suite == "grad"]

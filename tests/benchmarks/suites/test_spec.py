@@ -110,7 +110,7 @@ def test_one_command_runs_every_suite_each_on_its_own_dataset(tmp_path, mllm_lin
 
     status = run.main(["--encoders", str(mllm_lineage), "--suite", "all", "--data", DATA, "--data", "cls=digits:size=32", "--out", str(tmp_path / "run"),
                        "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--no-report", "--linear-epochs", "1", "--seg-protocols", "patch_probe",
-                       "--seg-epochs", "1", "--seg-seeds", "1", "--loc-items", "6", "--grad-items", "4", "--vqa-tasks", "shapes_vqa", "--vqa-items", "6"])
+                       "--seg-epochs", "1", "--seg-min-steps", "0", "--seg-seeds", "1", "--loc-items", "6", "--grad-items", "4", "--vqa-tasks", "shapes_vqa", "--vqa-items", "6"])
     assert status == 0
     frame = read_frame(tmp_path / "run")
     ok = frame[frame.status == "ok"]
