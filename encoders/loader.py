@@ -32,7 +32,9 @@ class EncoderSpec:
     ``allow_partial`` loads despite missing/unexpected keys, ``allow_resample`` despite position/patch
     embeddings whose shape a converter had to change; both are recorded in the remap report.
     ``mllm`` is the directory of an MLLM built around this encoder (``train.mllm.load_mllm`` reads it;
-    used by the grad/align/vqa suites) and ``vqa_results`` an lmms-eval results file or folder to ingest."""
+    used by the grad/align/vqa suites) and ``vqa_results`` an lmms-eval results file or folder to ingest.
+    ``replicate`` (0, 1, ...; None when not a replicate) is the training-seed replicate of its arm:
+    encoders with the same ``role`` and ``base`` form one arm, trained K times with different seeds."""
 
     checkpoint: str
     name: str = ""
@@ -45,6 +47,7 @@ class EncoderSpec:
     allow_resample: bool = False
     mllm: str = ""
     vqa_results: str = ""
+    replicate: int | None = None
 
     def display_name(self) -> str:
         return self.name or Path(self.checkpoint).stem
