@@ -41,12 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--cache-dir", default=".cache/features")
     parser.add_argument("--retrain", action="store_true", help="train the lineage again even if its recipe is unchanged")
+    parser.add_argument("--replicates", type=int, default=None, help="Stage-2 training seeds per arm (default: train.demo.DEFAULT_REPLICATES)")
     args = parser.parse_args(argv)
-    from train.demo import PIVOT_EVAL_MANIFEST, make_demo_lineage, schedule_note
+    from train.demo import DEFAULT_REPLICATES, PIVOT_EVAL_MANIFEST, check_replicates, make_demo_lineage, schedule_note
 
     out = Path(args.out)
-    manifest = make_demo_lineage(out / "lineage", force=args.retrain, progress=sys.stderr.isatty())
-    note = f"{schedule_note()} {EVAL_NOTE}"
+    replicates = DEFAULT_REPLICATES if args.replicates is None else args.replicates
+    try:
+        check_replicates(replicates)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    manifest = make_demo_lineage(out / "lineage", replicates=replicates, force=args.retrain, progress=sys.stderr.isatty())
+    note = f"{schedule_note(replicates)} {EVAL_NOTE}"
 
     def common(lineage: Path) -> list[str]:
         return ["--encoders", str(lineage), "--cache-dir", args.cache_dir, "--batch-size", "100", "--workers", "1", "--no-report"]

@@ -33,6 +33,8 @@ class EncoderSpec:
     embeddings whose shape a converter had to change; both are recorded in the remap report.
     ``mllm`` is the directory of an MLLM built around this encoder (``train.mllm.load_mllm`` reads it;
     used by the grad/align/vqa suites) and ``vqa_results`` an lmms-eval results file or folder to ingest.
+    ``replicate`` (0, 1, ...; None when not a replicate) is the training-seed replicate of its arm:
+    encoders with the same ``role`` and ``base`` form one arm, trained K times with different seeds.
     ``checkpoint`` may also be an MLLM directory: its vision tower is loaded. A spec read from a manifest
     carries the plain attribute ``arch_source`` (see :func:`arch_source`)."""
 
@@ -47,6 +49,7 @@ class EncoderSpec:
     allow_resample: bool = False
     mllm: str = ""
     vqa_results: str = ""
+    replicate: int | None = None
 
     def display_name(self) -> str:
         return self.name or Path(self.checkpoint).stem

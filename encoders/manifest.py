@@ -14,6 +14,7 @@ role = "pivot"
 base = "siglip2-b16"
 mllm = "mllm/pivot"                 # optional: MLLM directory (train.mllm.load_mllm) for grad/align/vqa
 vqa_results = "lmms/pivot"          # optional: lmms-eval results file or folder to ingest
+replicate = 0                       # optional: training-seed replicate (0, 1, ...); same role + base = one arm
 ```
 """
 from __future__ import annotations
@@ -27,10 +28,10 @@ from .loader import EncoderSpec
 # Field -> the TOML type it must have.
 FIELD_TYPES: dict[str, type] = {
     "name": str, "family": str, "arch": str, "checkpoint": str, "role": str, "base": str, "options": dict,
-    "allow_partial": bool, "allow_resample": bool, "mllm": str, "vqa_results": str,
+    "allow_partial": bool, "allow_resample": bool, "mllm": str, "vqa_results": str, "replicate": int,
 }
 ALLOWED_FIELDS = set(FIELD_TYPES)
-TYPE_NAMES = {str: "a string", dict: "a table (e.g. options = { img_size = 384 })", bool: "true or false"}
+TYPE_NAMES = {str: "a string", dict: "a table (e.g. options = { img_size = 384 })", bool: "true or false", int: "a whole number (e.g. replicate = 1)"}
 
 
 class ManifestError(ValueError):
@@ -63,8 +64,10 @@ def load_manifest(path: str | os.PathLike) -> list[EncoderSpec]:
             raise ManifestError(f"{where}: unknown fields {sorted(unknown)}; allowed: {sorted(ALLOWED_FIELDS)}")
         for field_name, value in entry.items():
             expected = FIELD_TYPES[field_name]
-            if not isinstance(value, expected):
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise ManifestError(f"{where}: {field_name} = {value!r} must be {TYPE_NAMES[expected]}")
+        if entry.get("replicate", 0) < 0:
+            raise ManifestError(f"{where}: replicate = {entry['replicate']} must be 0 or more (the training seed's index within its arm)")
         for required in ("name", "checkpoint"):
             if not entry.get(required, "").strip():
                 raise ManifestError(f"{where}: missing {required!r}; every [[encoder]] needs name and checkpoint")
@@ -91,6 +94,7 @@ def load_manifest(path: str | os.PathLike) -> list[EncoderSpec]:
             base=entry.get("base", ""),
             allow_partial=entry.get("allow_partial", False),
             allow_resample=entry.get("allow_resample", False),
+            replicate=entry.get("replicate"),
             **linked,
         )
         if spec.arch:  # messages about a conflicting arch then point at this entry, not at --arch

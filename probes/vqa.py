@@ -1,5 +1,6 @@
 """VQA category scores (Cambrian protocol): the mean of benchmark scores per category, and overall as
-the mean of the category means.
+the mean of the category means; and the vision gain (:func:`vision_gain`): score minus the blind score
+of the same MLLM (every image replaced by a constant one), with paired CIs over documents.
 
 All values are points on 0..100. A category (or overall) is only computed when every member is
 present: a mean over a subset is a different number, so it is reported as missing with the list of
@@ -9,7 +10,11 @@ absent members instead. Standard errors treat the members as independent:
 from __future__ import annotations
 
 import math
+import zlib
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -56,4 +61,125 @@ def category_table(benchmark_scores: dict[str, Score], categories: dict[str, lis
     rows = [aggregate(category, members, benchmark_scores) for category, members in categories.items()]
     category_scores = {row.name: row.score for row in rows if row.score is not None}
     rows.append(aggregate(overall, list(categories), category_scores))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Vision gain: score minus the blind score (the same MLLM with every image replaced by a constant one)
+
+
+@dataclass(frozen=True)
+class VisionGain:
+    """``gain = score - blind`` in points over the documents scored in both runs (paired), for one task,
+    one category (mean of its tasks' gains) or ``overall`` (mean of the category means).
+
+    ``ci_low`` / ``ci_high``: percentile bootstrap interval over documents (resampled within each task,
+    i.e. stratified by task for the aggregates); ``p_value``: two-sided, how often the resampled gain
+    crosses zero. ``n``: paired documents; ``unpaired``: documents scored in only one of the two runs.
+    An aggregate with a member lacking paired scores has ``gain`` None and names it in ``missing``.
+    """
+
+    name: str
+    level: str  # "task", "category" or "overall"
+    members: list[str]
+    score: float | None = None
+    blind: float | None = None
+    gain: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    n: int = 0
+    unpaired: int = 0
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def significant(self) -> bool:
+        """True when the confidence interval of the gain excludes zero (the task measures vision)."""
+        return self.gain is not None and (self.ci_low > 0.0 or self.ci_high < 0.0)  # type: ignore[operator]
+
+
+def _paired(task: str, seeing: Mapping[Hashable, float], blind: Mapping[Hashable, float]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Scores of the documents present in both runs (in a fixed order), and how many are in only one."""
+    shared = sorted(set(seeing) & set(blind), key=lambda doc: (str(type(doc)), doc))
+    values = np.array([[seeing[doc], blind[doc]] for doc in shared], dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(values).all():
+        raise ValueError(f"vision_gain: task {task!r} has NaN or Inf per-document scores")
+    return values[:, 0], values[:, 1], len(set(seeing) ^ set(blind))
+
+
+def vision_gain(
+    scores: Mapping[str, Mapping[Hashable, float]],
+    blind: Mapping[str, Mapping[Hashable, float]],
+    categories: Mapping[str, str] | None = None,
+    *,
+    scale: float | Mapping[str, float] = 1.0,
+    overall: str = "overall",
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[VisionGain]:
+    """Score minus blind score per task, per category and overall, with paired bootstrap CIs over documents.
+
+    ``scores`` / ``blind``: task -> {doc_id: the document's score} from the run with images and the blind
+    run (any lmms-eval task; per-item values in the metric's unit, times ``scale``, a number or a
+    task -> number map, give points). ``categories``: task -> category (e.g. Cambrian's); a category is
+    the mean of its tasks' gains and ``overall`` the mean of the category means, as
+    :func:`category_table` computes scores, each only when every member has paired documents. The
+    bootstrap resamples each task's documents independently with the same replicate index across tasks, so
+    the aggregates' intervals are stratified by task. Returns the task rows (in ``scores``' order, then
+    tasks only in ``blind``), then the categories (in order of first appearance) and ``overall``;
+    no categories, no aggregates.
+    """
+    from evidence.stats import _alpha, _resample_means
+
+    alpha = _alpha(level)
+    categories = dict(categories or {})
+    tasks = list(scores) + [task for task in blind if task not in scores]
+    rows: list[VisionGain] = []
+    boots: dict[str, np.ndarray] = {}
+
+    def summary(name: str, kind: str, members: list[str], seeing: float, unseen: float, boot: np.ndarray, n: int, unpaired: int = 0) -> VisionGain:
+        low, high = np.quantile(boot, [alpha, 1.0 - alpha])
+        p_value = min(1.0, 2.0 * min(float(np.mean(boot <= 0.0)), float(np.mean(boot >= 0.0))))
+        return VisionGain(name, kind, members, seeing, unseen, seeing - unseen, float(low), float(high), p_value, n, unpaired)
+
+    means: dict[str, tuple[float, float]] = {}
+    for task in tasks:
+        if task not in scores or task not in blind:
+            rows.append(VisionGain(task, "task", [task], missing=[("blind" if task not in blind else "with-image") + " run"]))
+            continue
+        factor = float(scale[task] if isinstance(scale, Mapping) else scale)
+        seeing, unseen, unpaired = _paired(task, scores[task], blind[task])
+        if not seeing.size:
+            rows.append(VisionGain(task, "task", [task], unpaired=unpaired, missing=["documents scored in both runs"]))
+            continue
+        # Each task its own stream of resamples (stable whatever the other tasks are), the same count for all.
+        stream = seed * 1_000_003 + zlib.crc32(task.encode())
+        boots[task] = _resample_means(seeing - unseen, n_boot, stream) * factor
+        means[task] = (float(seeing.mean()) * factor, float(unseen.mean()) * factor)
+        rows.append(summary(task, "task", [task], *means[task], boots[task], int(seeing.size), unpaired))
+    if not categories:
+        return rows
+    members: dict[str, list[str]] = {}
+    for task, category in categories.items():
+        members.setdefault(category, []).append(task)
+    done: dict[str, tuple[float, float, np.ndarray, int]] = {}
+    for category, tasks_of in members.items():
+        absent = [task for task in tasks_of if task not in boots]
+        if absent:
+            rows.append(VisionGain(category, "category", tasks_of, missing=absent))
+            continue
+        seeing = float(np.mean([means[task][0] for task in tasks_of]))
+        unseen = float(np.mean([means[task][1] for task in tasks_of]))
+        boot = np.mean([boots[task] for task in tasks_of], axis=0)
+        n = sum(int(row.n) for row in rows if row.level == "task" and row.name in tasks_of)
+        done[category] = (seeing, unseen, boot, n)
+        rows.append(summary(category, "category", tasks_of, seeing, unseen, boot, n))
+    absent = [category for category in members if category not in done]
+    if absent:
+        rows.append(VisionGain(overall, "overall", list(members), missing=absent))
+    else:
+        parts = [done[category] for category in members]
+        rows.append(summary(overall, "overall", list(members), float(np.mean([p[0] for p in parts])), float(np.mean([p[1] for p in parts])),
+                            np.mean([p[2] for p in parts], axis=0), sum(p[3] for p in parts)))
     return rows

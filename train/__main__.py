@@ -7,7 +7,7 @@ Examples::
     torchrun --nproc_per_node 8 -m train stage --stage dpo --init runs/pretrain/mllm --data prefs.jsonl --out runs/dpo
     python -m train stage --stage sft --init runs/pretrain/mllm --data prefs.jsonl --out runs/sft --resume
     python -m train shapes-data --data shapes:n=500:seed=1 --split train --out data/shapes
-    python -m train demo --out runs/demo/lineage
+    python -m train demo --out runs/demo/lineage --replicates 3
     python -m train pivot-eval --encoder ckpt.safetensors --lm /models/Qwen2.5-0.5B --data data/shapes --out runs/pe
     python -m train pivot-eval --encoders lineage.toml --lm runs/demo/lineage/lm --data shapes:n=240:seed=3 --out runs/pe
 """
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train the demo lineage (original, +SFT, +PIVOT) on the shapes world, on CPU")
     demo.add_argument("--out", default="runs/demo/lineage")
     demo.add_argument("--force", action="store_true", help="retrain even when a lineage made with the same recipe exists")
+    demo.add_argument("--replicates", type=int, default=None, help="Stage-2 training seeds per arm (sft, dpo) from the one Stage-1 model, >= 1 (default 3)")
     pivot = sub.add_parser("pivot-eval", help="PIVOT's protocol: each encoder frozen inside a fresh MLLM (new LM; projector, then projector + LM)")
     pivot.add_argument("--encoder", help="encoder checkpoint")
     pivot.add_argument("--encoders", help="lineage manifest: every encoder gets its own fresh MLLM; OUT/lineage.toml is written")
@@ -141,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             from .demo import make_demo_lineage
 
-            print(f"lineage manifest: {make_demo_lineage(args.out, force=args.force)}")
+            from .demo import DEFAULT_REPLICATES
+
+            replicates = DEFAULT_REPLICATES if args.replicates is None else args.replicates
+            print(f"lineage manifest: {make_demo_lineage(args.out, replicates=replicates, force=args.force)}")
     except (CheckpointError, DataError, MLLMError, TrainingError, ValueError, FileNotFoundError, NotADirectoryError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2 if not isinstance(err, TrainingError) else 1
@@ -179,6 +183,10 @@ def _check_usage(args: argparse.Namespace) -> dict[str, StageConfig]:
         for config in configs.values():
             check_world(config, world)
         return configs
+    if args.command == "demo" and args.replicates is not None:
+        from .demo import check_replicates
+
+        check_replicates(args.replicates)
     return {}
 
 

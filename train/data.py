@@ -140,17 +140,34 @@ def read_items(
 
 class ItemDataset(Dataset):
     """Items with their images loaded and transformed: ``(index, image tensor)``; the text stays in
-    :attr:`items` (the training loop tokenises it)."""
+    :attr:`items` (the training loop tokenises it).
 
-    def __init__(self, items: list[TrainItem], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+    The transform is deterministic (no augmentation), so each image file is decoded once and its tensor
+    kept, up to ``cache_bytes`` in all (the shapes world's few hundred 64 px images: ~10 MB; a real
+    dataset fills the budget and the rest is decoded on every visit, as without a cache). Items that
+    ask several questions about one image share its tensor.
+    """
+
+    def __init__(self, items: list[TrainItem], transform: Callable[[Image.Image], torch.Tensor], cache_bytes: int = 512 * 2**20) -> None:
         self.items, self.transform = items, transform
+        self.cache_bytes = cache_bytes
+        self._cache: dict[str, torch.Tensor] = {}
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
-        with Image.open(self.items[index].image) as img:
-            return index, self.transform(img.convert("RGB"))
+        path = self.items[index].image
+        tensor = self._cache.get(path)
+        if tensor is None:
+            with Image.open(path) as img:
+                tensor = self.transform(img.convert("RGB"))
+            size = tensor.numel() * tensor.element_size()
+            if self._cached_bytes + size <= self.cache_bytes:
+                self._cache[path] = tensor
+                self._cached_bytes += size
+        return index, tensor
 
 
 def write_shapes_data(spec: str, split: str, out: str | os.PathLike, *, limit: int | None = None) -> dict[str, Path]:

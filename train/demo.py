@@ -5,8 +5,11 @@
 2. A tiny Qwen2 LM with a word-level tokenizer over the shapes world's vocabulary.
 3. Stage 1: ``align`` (projector only, captions) then ``pretrain`` (everything, captions + QA).
 4. Stage 2 from that same Stage-1 MLLM, on the same preference items, same number of steps: ``sft``
-   (chosen answers) and ``dpo`` (chosen vs rejected) = +SFT and +PIVOT.
-5. ``lineage.toml``: the three encoders (original, sft, pivot with base) and their MLLMs.
+   (chosen answers) and ``dpo`` (chosen vs rejected) = +SFT and +PIVOT, each trained ``replicates`` times
+   with Stage-2 seeds 0, 1, ... (data order and initial randomness of Stage 2 only; Stage 1 is shared).
+5. ``lineage.toml``: the original, and per replicate ``i`` an sft and a pivot entry with base and
+   ``replicate = i`` (names ``demo-vit-sft``, ``demo-vit-pivot`` for replicate 0, ``demo-vit-sft-s1``, ...
+   after it), with their MLLMs.
 6. PIVOT's evaluation protocol (``train.pivot_eval``): each of the three encoders frozen inside a fresh
    MLLM (the untrained tiny LM of step 2, projector then projector + LM on the Stage-1 data);
    ``pivot-eval/lineage.toml`` lists those MLLMs, so VQA compares encoders that differ in nothing else.
@@ -47,11 +50,17 @@ PIVOT_EVAL_STAGES: dict[str, StageConfig] = {
     "align": stage_config("align", lr=2e-3, epochs=2.0, **COMMON),
     "instruct": stage_config("pretrain", lr=5e-4, encoder_lr=None, epochs=2.0, freeze_encoder=True, **COMMON),
 }
+DEFAULT_REPLICATES = 3  # Stage-2 training seeds per arm in `make demo` (fits its time budget on 2 cores)
 DONE_FILE = "demo.json"
 PIVOT_EVAL_MANIFEST = "pivot-eval/lineage.toml"
 
 
-def recipe() -> dict[str, Any]:
+def replicate_suffix(replicate: int) -> str:
+    """The suffix of replicate ``i``'s names and folders: none for replicate 0 (today's names), ``-s<i>`` after it."""
+    return f"-s{replicate}" if replicate else ""
+
+
+def recipe(replicates: int = DEFAULT_REPLICATES) -> dict[str, Any]:
     """Everything that shapes the lineage, as plain data (the reuse key is its hash)."""
     import timm
     import torch
@@ -61,18 +70,37 @@ def recipe() -> dict[str, Any]:
     sources = sorted(package.glob("*.py")) + [package.parent / "benchmarks" / "datasets" / "shapes.py"]
     source_hash = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()[:16]
     return {
-        "version": RECIPE_VERSION, "vit": VIT.to_dict(), "lm": LM.__dict__, "stage1_data": STAGE1_DATA, "stage2_data": STAGE2_DATA,
+        "version": RECIPE_VERSION, "replicates": replicates, "vit": VIT.to_dict(), "lm": LM.__dict__, "stage1_data": STAGE1_DATA, "stage2_data": STAGE2_DATA,
         "stages": {name: config.to_dict() for name, config in STAGES.items()},
         "pivot_eval": {name: config.to_dict() for name, config in PIVOT_EVAL_STAGES.items()},
         "packages": {"torch": torch.__version__, "timm": timm.__version__, "transformers": transformers.__version__}, "sources": source_hash,
     }
 
 
-def recipe_hash() -> str:
-    return hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()[:16]
+def recipe_hash(replicates: int = DEFAULT_REPLICATES) -> str:
+    return hashlib.sha256(json.dumps(recipe(replicates), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def schedule_note() -> str:
+def check_replicates(replicates: int) -> None:
+    """ValueError naming the flag unless ``replicates`` is a whole number >= 1."""
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        raise ValueError(f"--replicates {replicates!r}: the number of Stage-2 training seeds per arm must be a whole number >= 1 (e.g. --replicates 3)")
+
+
+def manifest_text(replicates: int) -> str:
+    """``lineage.toml`` of the demo: the original, then per replicate its +SFT and +PIVOT entries."""
+    text = ("# The demo lineage (python -m train demo): a trained original and its +SFT / +PIVOT (DPO) descendants,\n"
+            f"# {replicates} Stage-2 training seed(s) per arm (replicate = i; same role + base = one arm).\n"
+            '[[encoder]]\nname = "demo-vit"\ncheckpoint = "original.safetensors"\nrole = "original"\nmllm = "pretrain/mllm"\n')
+    for replicate in range(replicates):
+        suffix = replicate_suffix(replicate)
+        for role, stage in (("sft", "sft"), ("pivot", "dpo")):
+            text += (f'\n[[encoder]]\nname = "demo-vit-{role}{suffix}"\ncheckpoint = "{stage}{suffix}/encoder.safetensors"\nrole = "{role}"\n'
+                     f'base = "demo-vit"\nmllm = "{stage}{suffix}/mllm"\nreplicate = {replicate}\n')
+    return text
+
+
+def schedule_note(replicates: int = DEFAULT_REPLICATES) -> str:
     """One paragraph stating the demo-sized schedules (shown in the report)."""
     stages = "; ".join(
         f"{name} lr {config.lr:g}" + (f" (encoder {config.encoder_lr:g})" if config.encoder_lr is not None else "") + f", {config.epochs:g} epochs"
@@ -83,7 +111,7 @@ def schedule_note() -> str:
         f"supervised on shape type, colour and per-patch classes ({VIT.data} train split, {VIT.epochs} epochs, batch {VIT.batch_size}); MLLM = that encoder's penultimate-block tokens -> GELU MLP -> "
         f"tiny Qwen2 ({LM.num_hidden_layers} layers, width {LM.hidden_size}, word-level tokenizer). Stage 1 on {STAGE1_DATA} "
         f"(captions + QA), Stage 2 (SFT vs DPO, beta {STAGES['dpo'].beta}) from the same Stage-1 model on the same preference items of "
-        f"{STAGE2_DATA}, global batch {COMMON['global_batch']}, cosine with 3% warm-up: {stages}. Learning rates are scaled up from the "
+        f"{STAGE2_DATA}, {replicates} training seed(s) per Stage-2 arm (seed i changes Stage 2's data order and initial randomness; Stage 1 is shared), global batch {COMMON['global_batch']}, cosine with 3% warm-up: {stages}. Learning rates are scaled up from the "
         f"study's so that tiny models move in few steps. PIVOT evaluation protocol: each encoder frozen inside a fresh MLLM (the untrained "
         f"tiny LM, align lr {PIVOT_EVAL_STAGES['align'].lr:g} then projector + LM lr {PIVOT_EVAL_STAGES['instruct'].lr:g}, "
         f"{PIVOT_EVAL_STAGES['instruct'].epochs:g} epochs each, on the Stage-1 data)."
@@ -104,9 +132,11 @@ def _corpus(files: list[Path]) -> list[str]:
     return texts
 
 
-def make_demo_lineage(out: str | os.PathLike, *, force: bool = False, log: Callable[[str], None] = print, progress: bool = True) -> Path:
-    """Train (or reuse) the demo lineage in ``out``; returns its ``lineage.toml`` (the PIVOT-evaluation
-    manifest is ``out / PIVOT_EVAL_MANIFEST``)."""
+def make_demo_lineage(out: str | os.PathLike, *, replicates: int = DEFAULT_REPLICATES, force: bool = False, log: Callable[[str], None] = print,
+                      progress: bool = True) -> Path:
+    """Train (or reuse) the demo lineage in ``out`` with ``replicates`` Stage-2 seeds per arm (>= 1); returns
+    its ``lineage.toml`` (the PIVOT-evaluation manifest, one fresh MLLM per encoder, is ``out / PIVOT_EVAL_MANIFEST``)."""
+    check_replicates(replicates)
     from .data import write_shapes_data
     from .loop import train_stage
     from .mllm import IMAGE_TOKEN, build_mllm, save_mllm
@@ -115,11 +145,11 @@ def make_demo_lineage(out: str | os.PathLike, *, force: bool = False, log: Calla
     from .vit_pretrain import pretrain_vit
 
     out = Path(out)
-    key = recipe_hash()
+    key = recipe_hash(replicates)
     done = out / DONE_FILE
     manifest = out / "lineage.toml"
     if not force and done.exists() and manifest.exists() and (out / PIVOT_EVAL_MANIFEST).exists() and json.loads(done.read_text()).get("recipe_hash") == key:
-        log(f"demo lineage: reusing {out} (recipe {key} unchanged)")
+        log(f"demo lineage: reusing {out} (recipe {key} unchanged, {replicates} replicate(s) per arm)")
         return manifest
     if out.exists():
         shutil.rmtree(out)
@@ -144,25 +174,26 @@ def make_demo_lineage(out: str | os.PathLike, *, force: bool = False, log: Calla
     timed("data + LM", began)
 
     runs = {}
-    for name, start, data in (("align", out / "mllm-init", stage1["captions"]), ("pretrain", out / "align" / "mllm", stage1_mixed),
-                              ("sft", out / "pretrain" / "mllm", stage2["preferences"]), ("dpo", out / "pretrain" / "mllm", stage2["preferences"])):
+    for name, start, data in (("align", out / "mllm-init", stage1["captions"]), ("pretrain", out / "align" / "mllm", stage1_mixed)):
         began = time.perf_counter()
         runs[name] = train_stage(start, data, out / name, STAGES[name], log=log, progress=progress)
         timed(name, began)
-    if runs["sft"].steps != runs["dpo"].steps:
-        raise RuntimeError(f"sft ran {runs['sft'].steps} steps and dpo {runs['dpo'].steps}; the comparison needs equal schedules")
+    for replicate in range(replicates):
+        suffix = replicate_suffix(replicate)
+        for stage in ("sft", "dpo"):
+            began = time.perf_counter()
+            config = STAGES[stage].with_overrides(seed=replicate)
+            runs[stage + suffix] = train_stage(out / "pretrain" / "mllm", stage2["preferences"], out / (stage + suffix), config, log=log, progress=progress)
+            timed(stage + suffix, began)
+        if runs["sft" + suffix].steps != runs["dpo" + suffix].steps:
+            raise RuntimeError(f"sft ran {runs['sft' + suffix].steps} steps and dpo {runs['dpo' + suffix].steps}; the comparison needs equal schedules")
 
-    manifest.write_text(
-        "# The demo lineage (python -m train demo): a trained original and its +SFT / +PIVOT (DPO) descendants.\n"
-        '[[encoder]]\nname = "demo-vit"\ncheckpoint = "original.safetensors"\nrole = "original"\nmllm = "pretrain/mllm"\n\n'
-        '[[encoder]]\nname = "demo-vit-sft"\ncheckpoint = "sft/encoder.safetensors"\nrole = "sft"\nbase = "demo-vit"\nmllm = "sft/mllm"\n\n'
-        '[[encoder]]\nname = "demo-vit-pivot"\ncheckpoint = "dpo/encoder.safetensors"\nrole = "pivot"\nbase = "demo-vit"\nmllm = "dpo/mllm"\n'
-    )
+    manifest.write_text(manifest_text(replicates))
     began = time.perf_counter()
     pivot_eval_lineage(manifest, lm_dir, PivotEvalData(stage1["captions"], stage1["preferences"]), out / Path(PIVOT_EVAL_MANIFEST).parent,
                        align=PIVOT_EVAL_STAGES["align"], instruct=PIVOT_EVAL_STAGES["instruct"], log=log, progress=progress)
     timed("pivot-eval", began)
-    summary = {"recipe_hash": key, "recipe": recipe(), "note": schedule_note(), "original_val_accuracy": vit_accuracy, "seconds": timings,
+    summary = {"recipe_hash": key, "recipe": recipe(), "note": schedule_note(replicates), "replicates": replicates, "original_val_accuracy": vit_accuracy, "seconds": timings,
                "total_seconds": round(time.perf_counter() - started, 1), "stages": {name: run.summary for name, run in runs.items()}}
     done.write_text(json.dumps(summary, indent=2, default=str))
     log(f"demo lineage: trained in {summary['total_seconds']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}); manifest {manifest}")

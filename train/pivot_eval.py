@@ -99,7 +99,7 @@ def _mark_protocol(mllm_dir: Path, details: dict[str, str]) -> None:
 
 def pivot_eval_lineage(manifest: str | os.PathLike, lm: str | os.PathLike, data: PivotEvalData, out: str | os.PathLike, **kwargs) -> Path:
     """Run :func:`pivot_eval` for every encoder of ``manifest``; writes and returns ``OUT/lineage.toml``
-    (same names, roles, bases and checkpoints, ``mllm`` = the fresh MLLMs)."""
+    (same names, roles, bases, replicates and checkpoints, ``mllm`` = the fresh MLLMs)."""
     from encoders import load_manifest
 
     out = Path(out)
@@ -109,8 +109,8 @@ def pivot_eval_lineage(manifest: str | os.PathLike, lm: str | os.PathLike, data:
         mllm = pivot_eval(spec.checkpoint, lm, data, folder, arch=spec.arch, **kwargs)
         # Paths relative to OUT (where the manifest is read from), so the folder can move with its inputs.
         fields = {"name": spec.name, "checkpoint": os.path.relpath(Path(spec.checkpoint).resolve(), out.resolve()), "role": spec.role, "base": spec.base,
-                  "arch": spec.arch, "family": spec.family, "mllm": os.path.relpath(mllm.resolve(), out.resolve())}
-        entries.append("[[encoder]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in fields.items() if value))
+                  "arch": spec.arch, "family": spec.family, "mllm": os.path.relpath(mllm.resolve(), out.resolve()), "replicate": spec.replicate}
+        entries.append("[[encoder]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in fields.items() if value not in ("", None)))
     path = out / "lineage.toml"
     path.write_text("# PIVOT evaluation protocol (python -m train pivot-eval): each encoder frozen inside a fresh MLLM.\n" + "\n".join(entries))
     return path

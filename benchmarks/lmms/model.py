@@ -13,6 +13,10 @@ benchmarks.lmms.model:manifest``); lmms-eval's own registry (``ModelRegistryV2``
 
 The MLLMs take exactly one image per question: a document with several images is answered about the
 first (counted and logged), one without an image is an error naming the task and document.
+
+``blind=true`` (model_args) is the vision-disabled control (Cambrian-1's benchmark analysis): every image
+is replaced by one constant image, the encoder's preprocessing mean colour at its input size, so the
+answers can only come from the question. Documents are still checked as above.
 """
 from __future__ import annotations
 
@@ -28,11 +32,22 @@ from loguru import logger
 MODEL_ID = "vee_mllm"
 CLASS_PATH = "benchmarks.lmms.model.ProjectMLLM"
 DEFAULT_MAX_NEW_TOKENS = 32
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
 
 
 def manifest() -> ModelManifest:
     """The entry-point payload: model id ``vee_mllm`` -> :class:`ProjectMLLM` (a simple lmms-eval model)."""
     return ModelManifest(model_id=MODEL_ID, simple_class_path=CLASS_PATH)
+
+
+def _flag(name: str, value: Any) -> bool:
+    """A boolean model_arg as lmms-eval passes it (already a bool, or the text after ``name=``)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"vee_mllm: --model_args {name}={value!r} is not true or false; write {name}=true or {name}=false")
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
@@ -45,12 +60,14 @@ class ProjectMLLM(lmms):
 
     is_simple = True
 
-    def __init__(self, pretrained: str = "", device: str | None = None, batch_size: int | str = 16, max_new_tokens: int | str = DEFAULT_MAX_NEW_TOKENS, **unused: Any) -> None:
+    def __init__(self, pretrained: str = "", device: str | None = None, batch_size: int | str = 16, max_new_tokens: int | str = DEFAULT_MAX_NEW_TOKENS,
+                 blind: bool | str = False, **unused: Any) -> None:
         super().__init__()
         if not pretrained:
             raise ValueError("vee_mllm needs --model_args pretrained=DIR (an MLLM directory written by train.mllm.save_mllm)")
         from train.mllm import load_mllm
 
+        self.blind = _flag("blind", blind)
         unused = {k: v for k, v in unused.items() if v is not None and k != "max_batch_size"}
         if unused:
             logger.warning(f"vee_mllm ignores model_args {sorted(unused)}")
@@ -60,6 +77,21 @@ class ProjectMLLM(lmms):
         self.batch_size = max(1, int(batch_size) if str(batch_size).isdigit() else 16)
         self.max_new_tokens = int(max_new_tokens)
         self.extra_images = 0
+        self._constant = self._mean_image() if self.blind else None
+        if self.blind:
+            logger.info(f"vee_mllm: blind=true, every image of {self.path} is replaced by its encoder's mean colour")
+
+    def _mean_image(self) -> torch.Tensor:
+        """The blind control's input: the encoder's preprocessing mean colour, as an RGB image at its input size."""
+        from PIL import Image
+
+        preprocess = self.mllm.encoder.preprocess
+        colour = tuple(int(round(255 * channel)) for channel in preprocess.mean)
+        return self.transform(Image.new("RGB", (preprocess.resolution, preprocess.resolution), colour))
+
+    def _pixels(self, image: Any) -> torch.Tensor:
+        """A PIL image as the encoder's input tensor (3, R, R); the constant mean image when blind."""
+        return self._constant.clone() if self._constant is not None else self.transform(image.convert("RGB"))
 
     # -- inputs ------------------------------------------------------------------------------------------
     def _image(self, doc_to_visual: Callable, doc_id: int, task: str, split: str) -> torch.Tensor:
@@ -72,7 +104,7 @@ class ProjectMLLM(lmms):
             logger.warning(f"{task} document {doc_id}: {len(visuals)} images, answering about the first ({self.extra_images} ignored so far)")
         if isinstance(visuals[0], str):
             raise ValueError(f"{task} document {doc_id}: a video or file path ({visuals[0]!r}); vee_mllm takes images only")
-        return self.transform(visuals[0].convert("RGB"))
+        return self._pixels(visuals[0])
 
     def _images(self, rows: list[tuple]) -> torch.Tensor:
         return torch.stack([self._image(*row) for row in rows]).to(self.mllm.device)
@@ -181,7 +213,7 @@ class ProjectMLLM(lmms):
                         break
                 if not visuals:
                     raise ValueError(f"{task} document {doc_id}, round {round_idx}: no image; vee_mllm answers questions about exactly one image")
-                image = self.transform(visuals[0].convert("RGB")).unsqueeze(0).to(self.mllm.device)
+                image = self._pixels(visuals[0]).unsqueeze(0).to(self.mllm.device)
                 rounds.append(self.mllm.generate(image, [self._question(context)], max_new_tokens=max_new)[0])
                 round_idx += 1
             outputs.append(list(rounds))  # a list of strings passes lmms-eval's unwrap unchanged

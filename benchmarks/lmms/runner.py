@@ -34,7 +34,8 @@ PROJECT_ROOT = Path(benchmarks.__file__).resolve().parent.parent
 
 @dataclass
 class Job:
-    """One lmms-eval evaluation: an MLLM directory on some tasks, written to ``output_dir``."""
+    """One lmms-eval evaluation: an MLLM directory on some tasks, written to ``output_dir``. ``blind``: the
+    vision-disabled control (``vee_mllm``'s ``blind=true``: every image replaced by the encoder's mean colour)."""
 
     name: str
     pretrained: str
@@ -43,6 +44,7 @@ class Job:
     batch_size: int = 16
     limit: int | None = None
     device: str = "cpu"
+    blind: bool = False
 
 
 @dataclass
@@ -133,6 +135,19 @@ def _unknown_message(tasks: list[str], include_path: str | None) -> str:
     return unknown_tasks(tasks, TaskManager("WARNING", include_path=include_path).all_tasks)
 
 
+def lmms_eval_args(job: Job, include_path: str | None) -> list[str]:
+    """lmms-eval's command-line arguments for ``job`` (what ``cli_evaluate_single`` is given)."""
+    model_args = f"pretrained={job.pretrained}" + (",blind=true" if job.blind else "")
+    args = ["--model", "vee_mllm", "--model_args", model_args, "--tasks", ",".join(job.tasks),
+            "--output_path", job.output_dir, "--log_samples", "--batch_size", str(job.batch_size), "--device", job.device,
+            "--verbosity", "INFO"]
+    if include_path:
+        args += ["--include_path", include_path]
+    if job.limit:
+        args += ["--limit", str(job.limit)]
+    return args
+
+
 def _write_status(job: Job, error: str, seconds: float, **extra) -> None:
     (Path(job.output_dir) / STATUS_FILE).write_text(json.dumps({"error": error, "seconds": round(seconds, 2), "extra": extra}, indent=2))
 
@@ -173,13 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         started = time.perf_counter()
         sink = logger.add(str(Path(job.output_dir) / LOG_FILE), level="INFO")
-        args = ["--model", "vee_mllm", "--model_args", f"pretrained={job.pretrained}", "--tasks", ",".join(job.tasks),
-                "--output_path", job.output_dir, "--log_samples", "--batch_size", str(job.batch_size), "--device", job.device,
-                "--verbosity", "INFO"]
-        if include_path:
-            args += ["--include_path", include_path]
-        if job.limit:
-            args += ["--limit", str(job.limit)]
+        args = lmms_eval_args(job, include_path)
         error = ""
         try:
             results, _ = cli_evaluate_single(parser.parse_args(args))

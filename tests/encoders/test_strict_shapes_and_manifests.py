@@ -90,6 +90,9 @@ MANIFESTS = [
     ("allow-partial-not-bool", '[[encoder]]\nname = "a"\ncheckpoint = "a.pt"\nallow_partial = "yes"\n', ["allow_partial", "true or false"]),
     ("mllm-not-a-string", '[[encoder]]\nname = "a"\ncheckpoint = "a.pt"\nmllm = 3\n', ["mllm = 3", "a string"]),
     ("vqa-results-missing", '[[encoder]]\nname = "a"\ncheckpoint = "a.pt"\nvqa_results = "lmms/none"\n', ["vqa_results", "does not exist", "fix the path"]),
+    ("replicate-not-an-integer", '[[encoder]]\nname = "a"\ncheckpoint = "a.pt"\nreplicate = "1"\n', ["replicate = '1'", "a whole number"]),
+    ("replicate-a-bool", '[[encoder]]\nname = "a"\ncheckpoint = "a.pt"\nreplicate = true\n', ["replicate = True", "a whole number"]),
+    ("replicate-negative", '[[encoder]]\nname = "a"\ncheckpoint = "a.pt"\nreplicate = -1\n', ["replicate = -1", "0 or more"]),
     ("unknown-field", '[[encoder]]\nname = "a"\ncheckpoint = "a.pt"\nchekpoint = "b"\n', ["unknown fields", "chekpoint", "allowed"]),
     ("missing-checkpoint-field", '[[encoder]]\nname = "a"\n', ["missing 'checkpoint'", "name and checkpoint"]),
     ("empty-name", '[[encoder]]\nname = " "\ncheckpoint = "a.pt"\n', ["missing 'name'"]),
@@ -129,3 +132,11 @@ def test_valid_optional_fields_still_load(tmp_path):
     path = _manifest(tmp_path, '[[encoder]]\nname = "a"\ncheckpoint = "a.pt"\nmllm = "mllm"\nallow_resample = true\noptions = { img_size = 64 }\n')
     (spec,) = load_manifest(path)
     assert spec.mllm == str(tmp_path / "mllm") and spec.allow_resample is True and spec.options == {"img_size": 64}
+    assert spec.replicate is None
+
+
+def test_replicates_of_an_arm_load_with_their_index(tmp_path):
+    body = '[[encoder]]\nname = "o"\ncheckpoint = "a.pt"\nrole = "original"\n' + "".join(
+        f'[[encoder]]\nname = "sft-{i}"\ncheckpoint = "a.pt"\nrole = "sft"\nbase = "o"\nreplicate = {i}\n' for i in range(3))
+    specs = load_manifest(_manifest(tmp_path, body))
+    assert [spec.replicate for spec in specs] == [None, 0, 1, 2]

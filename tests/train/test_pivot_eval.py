@@ -24,7 +24,7 @@ def test_lineage_gets_fresh_mllms_with_frozen_encoders(tmp_path, shapes_files, t
     manifest = tmp_path / "lineage.toml"
     # Checkpoints relative to the manifest: the written manifest must still find them from its own folder.
     manifest.write_text('[[encoder]]\nname = "orig"\ncheckpoint = "orig.safetensors"\nrole = "original"\n\n'
-                        '[[encoder]]\nname = "piv"\ncheckpoint = "pivot.safetensors"\nrole = "pivot"\nbase = "orig"\n')
+                        '[[encoder]]\nname = "piv"\ncheckpoint = "pivot.safetensors"\nrole = "pivot"\nbase = "orig"\nreplicate = 0\n')
     out = tmp_path / "pe"
     monkeypatch.chdir(tmp_path)  # a manifest named relative to the working directory, as users type it
     status = train_main(["pivot-eval", "--encoders", "lineage.toml", "--lm", str(tiny_lm_dir), "--data", str(_data_folder(shapes_files)),
@@ -32,6 +32,7 @@ def test_lineage_gets_fresh_mllms_with_frozen_encoders(tmp_path, shapes_files, t
     assert status == 0
     specs = {spec.name: spec for spec in load_manifest(out / "lineage.toml")}
     assert specs["piv"].role == "pivot" and specs["piv"].base == "orig" and Path(specs["piv"].checkpoint).resolve() == pivot.resolve()
+    assert specs["piv"].replicate == 0 and specs["orig"].replicate is None  # replicate 0 is kept, not dropped as falsy
     lm_start = load_file(str(tiny_lm_dir / "model.safetensors"))
     for name, checkpoint in (("orig", original), ("piv", pivot)):
         mllm = load_mllm(specs[name].mllm)

@@ -129,3 +129,45 @@ def test_mllm_without_lm_directory(tiny_mllm, tmp_path):
     shutil.rmtree(broken / "lm")
     with pytest.raises(MLLMError, match=r"lm: missing from the MLLM directory"):
         ProjectMLLM(pretrained=str(broken))
+
+
+@pytest.fixture(scope="module")
+def blind_model(tiny_mllm, model):
+    from benchmarks.lmms.model import ProjectMLLM
+
+    instance = ProjectMLLM(pretrained=str(tiny_mllm), batch_size=3, blind="true")  # as lmms-eval passes model_args text
+    instance.task_dict = model[0].task_dict
+    return instance, model[1]
+
+
+def test_blind_answers_and_log_likelihoods_do_not_depend_on_the_image(model, blind_model):
+    seeing, docs = model
+    blind, _ = blind_model
+    # The same question about a red and a blue image: the seeing model scores them differently, the blind one identically.
+    pairs = [(docs[0]["q"], " red", _visual, i, "t", "test") for i in (0, 2)]
+    seen = [item.text[0] for item in seeing.loglikelihood(_requests("loglikelihood", pairs))]
+    unseen = [item.text[0] for item in blind.loglikelihood(_requests("loglikelihood", pairs))]
+    assert abs(seen[0] - seen[1]) > 1e-4
+    assert unseen[0] == pytest.approx(unseen[1], abs=1e-6)
+    asked = [(docs[0]["q"], {"max_new_tokens": 4}, _visual, i, "t", "test") for i in range(len(docs))]
+    answers = blind.generate_until(_requests("generate_until", asked))
+    assert len(set(answers)) == 1
+    # What the blind model sees: the encoder's mean colour at its input size (zero after normalisation, up to rounding).
+    preprocess = blind.mllm.encoder.preprocess
+    constant = blind._pixels(docs[0]["image"])
+    assert constant.shape == (3, preprocess.resolution, preprocess.resolution) and constant.abs().max() < 0.02
+    mean_image = Image.new("RGB", (preprocess.resolution,) * 2, tuple(int(round(255 * m)) for m in preprocess.mean))
+    assert answers[0] == blind.mllm.generate(seeing.transform(mean_image).unsqueeze(0), [docs[0]["q"]], max_new_tokens=4)[0]
+
+
+def test_blind_flag_values_and_the_runner_passes_it(tiny_mllm):
+    from benchmarks.lmms.model import ProjectMLLM, _flag
+    from benchmarks.lmms.runner import Job, lmms_eval_args
+
+    assert _flag("blind", True) and _flag("blind", "True") and not _flag("blind", "false") and not _flag("blind", False)
+    with pytest.raises(ValueError, match=r"--model_args blind='maybe' is not true or false; write blind=true or blind=false"):
+        ProjectMLLM(pretrained=str(tiny_mllm), blind="maybe")
+    job = Job("m", "/x/mllm", "/x/out", ["shapes_vqa"])
+    assert lmms_eval_args(job, None)[3] == "pretrained=/x/mllm"
+    job.blind = True
+    assert lmms_eval_args(job, "/x/tasks")[3] == "pretrained=/x/mllm,blind=true" and lmms_eval_args(job, "/x/tasks")[-2:] == ["--include_path", "/x/tasks"]
