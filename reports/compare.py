@@ -61,6 +61,8 @@ class Cell:
     selected: dict = field(default_factory=dict)  # hyperparameters the probe chose (from the row)
     degenerate: str = ""  # why the row measures nothing (constant predictions, not above its trivial baseline)
     sd: float | None = None  # an arm's between-seed standard deviation of its replicates' values
+    vision_gain: float | None = None  # VQA: score minus the blind score (images replaced by a constant one)
+    blind: float | None = None  # VQA: the blind score
     k: int = 1  # replicates behind the value
 
 
@@ -198,6 +200,8 @@ def lineage_table(lineage: Lineage, cache: PerItemCache, n_boot: int = 2000, cor
                 reason=row.reason or ("" if is_ok(row) else "row has status ok but no value"),
                 selected=row.extra.get("selected") if isinstance(row.extra.get("selected"), dict) else {},
                 degenerate=degenerate(row),
+                vision_gain=_number(row.extra.get("vision_gain")),
+                blind=_number(row.extra.get("blind_score")),
             )
             if info.name in replicate_of:
                 cell.note = f"replicate {info.replicate} of {replicate_of[info.name].label}: compared as an arm, see the arms table"

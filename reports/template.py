@@ -94,6 +94,7 @@ summary { cursor: pointer; font-weight: 600; }
 {{ cell.value|num }}{% if cell.ci_low is not none and cell.ci_high is not none %} <span class="ci">&plusmn;{{ ((cell.ci_high - cell.ci_low) / 2)|num }}</span>{% endif %}
 {%- if cell.delta is not none %}<span class="delta">&Delta; {{ cell.delta|signed }}{% if cell.significant %}{{ "*" if cell.test == "paired" else "&dagger;"|safe }}{% endif %}{% if cell.p_adjusted is not none %} <span class="ci">p<sub>adj</sub>={{ '%.2g'|format(cell.p_adjusted) }}</span>{% endif %}</span>{% endif %}
 {%- if cell.selected %}<span class="hp">{{ cell.selected|selected }}</span>{% endif %}
+{%- if cell.vision_gain is not none %}<span class="hp">vision gain {{ cell.vision_gain|signed }} over blind {{ cell.blind|num }}</span>{% endif %}
 {%- if cell.degenerate %}<span class="degenerate" title="{{ cell.degenerate }}">degenerate: {{ cell.degenerate }}</span>{% endif %}
 </td>
 {%- endif -%}

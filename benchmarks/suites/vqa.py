@@ -18,6 +18,13 @@ category, dataset ``cambrian16``, metric ``score``), and rows for tasks outside 
 requested task that produced nothing is a failed row with lmms-eval's message; a partial run
 (``--limit``) is kept under dataset ``lmms-eval:limit=<n>/<total>`` so it never meets full-benchmark
 numbers in a comparison.
+
+Blind baseline (``--vqa-blind``, on by default when lmms-eval runs): every MLLM is scored a second time
+with ``vee_mllm``'s ``blind=true`` (every image replaced by its encoder's mean colour, Cambrian-1's
+vision-disabled control). Rows ``<metric>_vision_gain`` per task, question kind, Cambrian category and
+overall hold score minus blind score with a paired bootstrap CI over documents (``probes.vqa.vision_gain``);
+each score row gets ``extra["blind_score"]``, ``extra["vision_gain"]`` and, when the gain is not
+significantly above 0, ``extra["degenerate"]`` ("does not measure vision"), so no verdict uses it.
 """
 from __future__ import annotations
 
@@ -60,6 +67,7 @@ class VqaOptions:
     limit: int = option(0, "lmms-eval --limit: documents per task (0 = all; rows are then marked partial)", minimum=0)
     results: str = option("", "ingest lmms-eval results (a file, or a folder with one subfolder per encoder name) instead of running anything", check=_results_problem, metavar="PATH")
     batch_size: int = option(32, "lmms-eval batch size of the vee_mllm model", minimum=1)
+    blind: bool = option(True, "also score every MLLM with its images replaced by a constant one (the blind baseline) and write the vision gain, score minus blind score, per task, kind, category and overall")
 
 
 def _encoder_check(options: VqaOptions, specs) -> str:
@@ -305,16 +313,101 @@ def _run(context: RunContext, to_run: list[tuple[LoadedEncoder, _Rows]], tasks: 
         written = write_shapes_tasks(data, root / "tasks", n_items=options.items)
         include_path = written.include_path
         context.log(f"vqa: shapes VQA tasks: {written.n_items} items of {data} ({written.kinds}) in {include_path}")
-    jobs = [Job(loaded.name, str(loaded.spec.mllm), str(root / "lmms" / loaded.name), tasks, batch_size=options.batch_size,
-                limit=options.limit or None, device=context.extraction.device) for loaded, _ in to_run]
+    jobs = [Job(loaded.name, str(loaded.spec.mllm), str(root / folder / loaded.name), tasks, batch_size=options.batch_size,
+                limit=options.limit or None, device=context.extraction.device, blind=blind)
+            for blind, folder in ((False, "lmms"), (True, "lmms-blind"))[: 2 if options.blind else 1] for loaded, _ in to_run]
     # Local shapes tasks only: keep their processed copies out of the user's Hugging Face cache.
     hf_cache = root / "hf-datasets" if all(task in SHAPES_TASKS for task in tasks) else None
     outcomes = run_jobs(jobs, include_path, root, hf_cache, log=context.log)
     rows: list[ResultRow] = []
     kinds = [json.loads(line)["kind"] for line in written.docs.read_text().splitlines()] if include_path else []
-    for (loaded, builder), outcome in zip(to_run, outcomes):
+    blind_outcomes = outcomes[len(to_run):] if options.blind else [None] * len(to_run)
+    for (loaded, builder), outcome, blind in zip(to_run, outcomes, blind_outcomes):
         builder.doc_kinds = {task: kinds for task in SHAPES_TASKS if kinds}
         context.log(f"vqa: {loaded.name}: lmms-eval {'failed: ' + outcome.error.splitlines()[0] if outcome.error else 'done'} in {outcome.seconds:.1f} s (log {outcome.log})")
         builder.provenance["lmms_log"] = outcome.log
-        rows.extend(builder.ingest(outcome.job.output_dir, expected=tasks, run_error=outcome.error))
+        encoder_rows = builder.ingest(outcome.job.output_dir, expected=tasks, run_error=outcome.error)
+        if blind is not None:
+            encoder_rows += gain_rows(builder, encoder_rows, Path(outcome.job.output_dir), blind)
+        rows.extend(encoder_rows)
     return rows
+
+
+@dataclass
+class DocScores:
+    """One row's per-document scores (doc_id -> value in the row's unit, i.e. times ``scale``)."""
+
+    task: str  # the row's task (a kind row: ``<task>:<kind>``)
+    metric: str  # the row's metric
+    scores: dict[Any, float]
+    category: str | None = None
+
+
+def doc_scores(collected: Collected, doc_kinds: dict[str, list[str]]) -> dict[tuple[str, str], DocScores]:
+    """(row task, row metric) -> per-document scores, for every row ``_Rows`` writes from ``collected``
+    that has per-document values (Cambrian benchmarks: metric ``score`` in points; other tasks: each
+    metric, and per question kind where the documents' kinds are known)."""
+    found: dict[tuple[str, str], DocScores] = {}
+    for task, result in collected.tasks.items():
+        benchmark = benchmark_of(task)
+        if benchmark is not None:
+            source = next((s for s in benchmark.sources if s.task == task and s.metric in result.metrics and result.metrics[s.metric].value is not None), None)
+            wanted = [(source.metric, source.scale, SCORE)] if source else []
+        else:
+            wanted = [(m, 100.0 if (task, m) in KNOWN_FRACTIONS else 1.0, m) for m, value in result.metrics.items() if value.value is not None]
+        for metric, scale, row_metric in wanted:
+            per_item = per_item_scores(result, metric)
+            if not isinstance(per_item, PerItem):
+                continue
+            values = {doc: float(value) * scale for doc, value in zip(per_item.doc_ids, per_item.scores)}
+            found[(task, row_metric)] = DocScores(task, row_metric, values, benchmark.category if benchmark else None)
+            kinds = doc_kinds.get(task)
+            if benchmark is None and kinds:
+                for kind in sorted(set(kinds)):
+                    chosen = {doc: v for doc, v in values.items() if isinstance(doc, int) and 0 <= doc < len(kinds) and kinds[doc] == kind}
+                    if chosen:
+                        found[(f"{task}:{kind}", row_metric)] = DocScores(f"{task}:{kind}", row_metric, chosen)
+    return found
+
+
+def gain_rows(builder: "_Rows", rows: list[ResultRow], output_dir: Path, blind: Any) -> list[ResultRow]:
+    """The vision gain rows of one MLLM (see the module docstring), and the gain noted on its score rows."""
+    from probes.vqa import vision_gain
+
+    try:
+        blind_collected = collect_results(blind.job.output_dir)
+        seeing = doc_scores(collect_results(output_dir), builder.doc_kinds)
+    except LmmsResultsError as err:
+        return [builder.failed("-", f"the blind run produced no results, so no vision gain: {blind.error or err}")]
+    unseen = doc_scores(blind_collected, builder.doc_kinds)
+    keys = [key for key in seeing if key in unseen]
+    categories = {f"{t}|{m}": seeing[(t, m)].category for t, m in keys if seeing[(t, m)].category}
+    # A category (and overall) only over all of its benchmarks, as its score row is: a mean over fewer is another number.
+    complete = {c for c in CATEGORIES if sum(1 for cat in categories.values() if cat == c) == sum(1 for b in BENCHMARKS if b.category == c)}
+    categories = {name: cat for name, cat in categories.items() if cat in complete} if len(complete) == len(CATEGORIES) else {}
+    gains = vision_gain({f"{t}|{m}": seeing[(t, m)].scores for t, m in keys}, {f"{t}|{m}": unseen[(t, m)].scores for t, m in keys},
+                        categories, overall=OVERALL, seed=builder.context.seed)
+    by_identity = {(row.task, row.metric): row for row in rows if row.status == "ok"}
+    found = []
+    for gain in gains:
+        if gain.level == "task":
+            task, metric = gain.name.split("|", 1)
+        else:
+            task, metric = gain.name, SCORE
+        score_row = by_identity.get((task, metric))
+        dataset = score_row.dataset if score_row is not None else (CATEGORY_DATASET if gain.level != "task" else DATASET)
+        extra = {"level": gain.level, "of_metric": metric, "score": gain.score, "blind_score": gain.blind, "p_value": gain.p_value,
+                 "paired_documents": gain.n, "unpaired_documents": gain.unpaired, "blind_run": str(blind.job.output_dir),
+                 "control": "vee_mllm blind=true: every image replaced by the encoder's mean colour"}
+        if gain.gain is None:
+            found.append(builder.row(task=task, dataset=dataset, metric=f"{metric}_vision_gain", value=None, status=STATUS_SKIPPED,
+                                     reason=f"no paired per-document scores for {', '.join(gain.missing)}", extra=extra))
+            continue
+        found.append(builder.row(task=task, dataset=dataset, metric=f"{metric}_vision_gain", value=gain.gain, ci_low=gain.ci_low, ci_high=gain.ci_high,
+                                 n=gain.n, extra={**extra, "measures_vision": gain.significant and gain.gain > 0}))
+        if score_row is not None:
+            score_row.extra.update(blind_score=gain.blind, vision_gain=gain.gain, vision_gain_ci=[gain.ci_low, gain.ci_high], trivial_baseline=gain.blind)
+            if not (gain.significant and gain.gain > 0):
+                score_row.extra["degenerate"] = (f"does not measure vision: score minus blind score {gain.gain:+.3g} points, 95% CI "
+                                                 f"[{gain.ci_low:.3g}, {gain.ci_high:.3g}] over {gain.n} documents")
+    return found

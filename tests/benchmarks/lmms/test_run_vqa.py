@@ -97,3 +97,29 @@ def test_protocol_mark_is_read_and_an_unreadable_mllm_json_is_left_to_the_loader
     assert _protocol(tmp_path) == {"protocol": "pivot-eval"}
     (tmp_path / "mllm.json").write_text("{not json")
     assert _protocol(tmp_path) == {}
+
+
+def test_every_vqa_row_gets_its_vision_gain_and_an_mllm_that_ignores_its_image_measures_no_vision(tmp_path, tiny_mllm):
+    from safetensors.torch import load_file, save_file
+
+    blind = tmp_path / "ignores-image"  # the projector's output no longer depends on the image
+    shutil.copytree(tiny_mllm, blind)
+    weights = load_file(blind / "projector.safetensors")
+    weights["fc2.weight"].zero_()
+    save_file(weights, blind / "projector.safetensors")
+    manifest = tmp_path / "lineage.toml"
+    manifest.write_text(f'[[encoder]]\nname = "sees"\ncheckpoint = "{tiny_mllm}"\nrole = "original"\nmllm = "{tiny_mllm}"\n\n'
+                        f'[[encoder]]\nname = "ignores"\ncheckpoint = "{blind}"\nrole = "pivot"\nbase = "sees"\nmllm = "{blind}"\n')
+    assert run.main(["--encoders", str(manifest), "--suite", "vqa", "--vqa-tasks", "shapes_vqa,shapes_vqa_mc", "--vqa-items", "16",
+                     "--data", DATA, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--no-report"]) == 0
+    rows = read_rows(tmp_path / "run")
+    scores = [r for r in rows if r.status == "ok" and not r.metric.endswith("_vision_gain")]
+    gains = {(r.encoder, r.task, r.metric): r for r in rows if r.metric.endswith("_vision_gain")}
+    assert scores and all((r.encoder, r.task, f"{r.metric}_vision_gain") in gains for r in scores)  # every VQA row has its gain
+    for r in scores:
+        gain = gains[(r.encoder, r.task, f"{r.metric}_vision_gain")]
+        assert gain.value == pytest.approx(r.value - r.extra["blind_score"]) and gain.ci_low <= gain.value <= gain.ci_high
+        if r.encoder == "ignores":  # same answers with and without the image: gain 0, not measuring vision
+            assert gain.value == pytest.approx(0.0) and gain.ci_low == pytest.approx(0.0) and gain.ci_high == pytest.approx(0.0)
+            assert not gain.extra["measures_vision"] and "does not measure vision" in r.extra["degenerate"]
+    assert (tmp_path / "run" / "vqa" / "lmms-blind" / "sees").is_dir()
