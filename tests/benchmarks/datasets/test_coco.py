@@ -172,3 +172,19 @@ def test_a_missing_annotation_file_is_a_usage_error_before_any_load(coco_root: P
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny.safetensors")
     assert run.main(["--encoder", str(checkpoint), "--suite", "loc", "--data", f"coco:root={coco_root}", "--out", str(tmp_path / "run")]) == 2
     assert "instances_train2017.json does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("segmentation, expected", [
+    ([[1.0, 1.0, 5.0, 1.0, 5.0, 4.0]], 1),
+    ([[1.0, 1.0, 5.0, 1.0, float("nan"), 4.0], [0, 0, 3, 0, 3, 3]], 1),  # the NaN polygon dropped, the int one kept
+    ([[1.0, 1.0, 5.0, float("inf"), 5.0, 4.0]], "malformed polygon"),
+    ([[1.0, 1.0, "5", 1.0, 5.0, 4.0]], "malformed polygon"),
+    ([[1.0, 1.0, 5.0, 1.0, 5.0]], "malformed polygon"),
+    ([[40.0, 1.0, 50.0, 1.0, 50.0, 4.0]], "mask outside the image"),
+    ([[-9.0, 1.0, 0.0, 1.0, 0.0, 4.0]], "mask outside the image"),
+])
+def test_polygon_checks(segmentation, expected):
+    from benchmarks.datasets.coco import _polygons
+
+    found = _polygons(segmentation, 32, 32)
+    assert (len(found) == expected) if isinstance(expected, int) else found.startswith(expected)
