@@ -1,7 +1,8 @@
 """Datasets as splits addressed by index: ``open_split("shapes:n=2000", "train")``.
 
 Specs are ``kind[:key=value...]``; the kinds shipped here are ``shapes`` (generated), ``digits``
-(scikit-learn's bundled 8x8 digits), ``imagenet:root=...`` and ``ade20k:root=...``. See
+(scikit-learn's bundled 8x8 digits), ``imagenet:root=...``, ``ade20k:root=...``, ``coco:root=...``,
+``pairs:file=...`` (image-caption pairs) and ``prefs:file=...`` (preference items). See
 docs/datasets.md for each kind's classes, masks, boxes, VQA items, splits and fingerprint.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ from .registry import (
 )
 
 # Importing the kinds registers them.
-from . import ade20k, digits, imagenet, shapes  # noqa: E402,F401  isort: skip
+from . import ade20k, coco, digits, imagenet, pairs, prefs, shapes  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "BOXES",

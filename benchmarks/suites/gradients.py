@@ -1,12 +1,19 @@
 """Suite ``grad``: where the SFT and DPO losses send gradient in the image (docs/protocol.md section 3).
 
 Per encoder with an MLLM (manifest field ``mllm``; ``train.mllm.load_mllm``): on up to
-``--grad-items`` preference items of the eval split whose question concerns one object (one
-per image, images spread evenly, question kinds rotating), the SFT and the DPO loss of that MLLM are
-back-propagated separately (``probes.gradients``; DPO's reference is the MLLM of the encoder's base
-when the run has one, i.e. the Stage-1 model of a lineage, else the policy itself) and each per-token
-gradient map is scored against the object's region: inside-region mass, normalised entropy and Gini,
-at the projector output and at the encoder output (tasks ``projector_output`` / ``encoder_output``).
+``--grad-items`` preference items of the eval split (one per image, images spread evenly; an image's
+items about one object, those with a region, are preferred, and their question kinds rotate), the SFT
+and the DPO loss of that MLLM are back-propagated separately (``probes.gradients``; DPO's reference is
+the MLLM of the encoder's base when the run has one, i.e. the Stage-1 model of a lineage, else the
+policy itself) and each per-token gradient map is scored at the projector output and at the encoder
+output (tasks ``projector_output`` / ``encoder_output``):
+
+- its concentration, which needs no region: normalised entropy and Gini;
+- its mass inside the item's region (``inside_mass``): the object's mask inside its box, the box when
+  the dataset has no mask (``regions.item_region``), on the items that have a region. When no item has
+  one (preference data such as MMPR's, which names no region), the inside-mass rows are skipped rows
+  saying so, and the gallery figure goes with the entropy rows.
+
 Rows: each loss's mean score with a bootstrap CI and per-item scores, ``dpo_minus_sft_*`` with a
 paired bootstrap CI over the same items, and each loss's count of all-zero maps.
 """
@@ -26,7 +33,7 @@ from evidence.stats import bootstrap_ci, paired_bootstrap
 from probes.threads import threads_for
 
 from .base import LoadedEncoder, RunContext
-from .regions import box_region, spread_indices, to_encoder_frame
+from .regions import item_region, spread_indices, to_encoder_frame
 from .spec import DataNeeds, needs_an_mllm, register_suite
 
 EVAL_SPLIT = "val"
@@ -41,24 +48,22 @@ SCORES = {"inside": True, "entropy": False, "gini": True}  # MapScores fields; r
 class GradOptions:
     """Options of the ``grad`` suite (flags ``--grad-...``)."""
 
-    items: int = option(64, "preference items about one object to back-propagate, one per image, images spread evenly (0 = all)", minimum=0)
+    items: int = option(64, "preference items to back-propagate, one per image, images spread evenly; an image's items about one object (with a region) first (0 = all)", minimum=0)
 
 
-def object_items(split, limit: int) -> list[tuple[int, object, np.ndarray]]:
-    """(image index, VQA item, object region (H, W) bool): one item about one object per image (images
-    spread evenly), the k-th image taking the (k mod count)-th such item of its own, so the question
-    kinds (colour, presence, position) rotate; the region is the object's mask inside its box (its box
-    when the dataset has no masks)."""
+def preference_items(split, limit: int) -> list[tuple[int, object, np.ndarray | None]]:
+    """(image index, preference item, its region (H, W) bool or None): one item per image (images spread
+    evenly). Among an image's items, those with a region (a box, and the mask inside it) are the
+    candidates when there are any, else all of them; the k-th image takes the (k mod count)-th
+    candidate, so the question kinds (colour, presence, position) rotate."""
     found = []
     for position, index in enumerate(spread_indices(len(split), limit)):
-        candidates = [item for item in split.vqa_items(index) if item.box is not None]
+        items = split.vqa_items(index)
+        candidates = [item for item in items if item.box is not None] or items
         if not candidates:
             continue
         item = candidates[position % len(candidates)]
-        mask = split.seg_mask(index)
-        box = box_region([item.box], mask.shape if mask is not None else split.load_image(index).size[::-1])
-        region = box & (mask == item.box.label) if mask is not None else box
-        found.append((index, item, region if region.any() else box))
+        found.append((index, item, item_region(split, index, item)))
     return found
 
 
@@ -77,6 +82,13 @@ def _objectives() -> Objectives:
     return Objectives(sft_loss, dpo_loss)
 
 
+def _frame(region: np.ndarray | None, preprocess) -> torch.Tensor:
+    """The region in the encoder's input frame; all False for an item without one."""
+    if region is None:
+        return torch.zeros((preprocess.resolution, preprocess.resolution), dtype=torch.bool)
+    return to_encoder_frame(region, preprocess)
+
+
 def _maps_for(context: RunContext, mllm, reference, split, items) -> tuple[dict, torch.Tensor]:
     """Gradient maps (n, h, w) per (loss, site) and the object's token cover (n, h, w)."""
     from tqdm import tqdm
@@ -93,7 +105,7 @@ def _maps_for(context: RunContext, mllm, reference, split, items) -> tuple[dict,
                                objectives=_objectives(), reference=reference, beta=BETA, item_ids=[f"{split.item_id(index)} ({item.question!r})" for index, item, _ in part])
         for key, value in result.maps.items():
             maps.setdefault(key, []).append(value)
-        covers.append(patch_cover(torch.stack([to_encoder_frame(region, mllm.encoder.preprocess) for _, _, region in part]), mllm.grid))
+        covers.append(patch_cover(torch.stack([_frame(region, mllm.encoder.preprocess) for _, _, region in part]), mllm.grid))
     return {key: torch.cat(values) for key, values in maps.items()}, torch.cat(covers)
 
 
@@ -109,7 +121,7 @@ def _figure(path: Path, mllm, split, items, maps: dict, title: str) -> None:
     fig, axes = plt.subplots(len(items), 3, figsize=(5.2, 1.8 * len(items)), squeeze=False)
     for row, (index, item, region) in enumerate(items):
         image = np.asarray(geometry(split.load_image(index)))
-        frame = to_encoder_frame(region, preprocess).numpy()
+        frame = _frame(region, preprocess).numpy()
         for col, loss in enumerate(("", "sft", "dpo")):
             ax = axes[row][col]
             ax.imshow(image)
@@ -119,11 +131,13 @@ def _figure(path: Path, mllm, split, items, maps: dict, title: str) -> None:
                     ax.imshow(heat / heat.max(), cmap="jet", alpha=0.55, vmin=0, vmax=1, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5), interpolation="nearest")
                 else:
                     ax.text(0.5, 0.5, "zero gradient", transform=ax.transAxes, ha="center", fontsize=7, color="white")
-            ax.contour(frame, levels=[0.5], colors="white", linewidths=0.8)
+            if frame.any():
+                ax.contour(frame, levels=[0.5], colors="white", linewidths=0.8)
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title({"": "input + object", "sft": "SFT |grad|", "dpo": "DPO |grad|"}[loss], fontsize=7)
+                first = "input + object" if any(region is not None for _, _, region in items) else "input"
+                ax.set_title({"": first, "sft": "SFT |grad|", "dpo": "DPO |grad|"}[loss], fontsize=7)
         axes[row][0].set_ylabel(f"{item.question}\n{item.chosen} / {item.rejected}", fontsize=5)
     fig.suptitle(title, fontsize=7)
     fig.tight_layout()
@@ -132,8 +146,10 @@ def _figure(path: Path, mllm, split, items, maps: dict, title: str) -> None:
     plt.close(fig)
 
 
-def _rows_for(context: RunContext, loaded: LoadedEncoder, maps: dict, cover: torch.Tensor, common: dict, extra: dict, figure: str) -> list[ResultRow]:
+def _rows_for(context: RunContext, loaded: LoadedEncoder, maps: dict, cover: torch.Tensor, has_region: np.ndarray, common: dict, extra: dict, figure: str) -> list[ResultRow]:
+    """Rows of one encoder; ``has_region`` (n,) bool marks the items whose inside mass is defined."""
     rows = []
+    shown_with = "inside_mass" if has_region.any() else "entropy"  # the gallery figure goes with an ok row
     for site in SITES:
         task = f"{site}_output"
         scores = {loss: map_scores(maps[(loss, site)], cover) for loss in LOSSES}
@@ -143,9 +159,20 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, maps: dict, cover: tor
         for field, higher in SCORES.items():
             values = {loss: getattr(scores[loss], field) for loss in LOSSES}
             name = "inside_mass" if field == "inside" else field
+            field_extra = extra
+            if field == "inside":
+                if not has_region.any():
+                    reason = (f"no preference item of {context.data} has a region (a box or a mask), so there is no inside mass; "
+                              "the concentration rows (entropy, gini) need none")
+                    rows.extend(context.row(loaded, **common, task=task, metric=metric, value=None, status=STATUS_SKIPPED, reason=reason, extra=extra)
+                                for metric in (f"{loss}_{name}" for loss in (*LOSSES, "dpo_minus_sft")))
+                    continue
+                if not has_region.all():
+                    values = {loss: np.where(has_region, value, np.nan) for loss, value in values.items()}
+                    field_extra = {**extra, "items_without_region": int((~has_region).sum())}
             for loss in LOSSES:
                 finite = values[loss][np.isfinite(values[loss])]
-                row_extra = {**extra, "figure": figure} if (site, name) == ("projector", "inside_mass") and figure else extra
+                row_extra = {**field_extra, "figure": figure} if (site, name) == ("projector", shown_with) and figure else field_extra
                 if not finite.size:
                     rows.append(context.row(loaded, **common, task=task, metric=f"{loss}_{name}", value=None, status=STATUS_SKIPPED, reason="every gradient map is zero", extra=row_extra))
                     continue
@@ -158,13 +185,13 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, maps: dict, cover: tor
             if both.sum() >= 2:
                 diff = paired_bootstrap(values["sft"][both], values["dpo"][both], seed=context.seed)
                 rows.append(context.row(loaded, **common, task=task, metric=f"dpo_minus_sft_{name}", value=diff.delta, ci_low=diff.ci_low, ci_high=diff.ci_high, n=diff.n,
-                                        higher_is_better=higher, extra={**extra, "p_value": diff.p_value}))
+                                        higher_is_better=higher, extra={**field_extra, "p_value": diff.p_value}))
     return rows
 
 
 @register_suite(
     "grad", options=GradOptions, needs=DataNeeds(all_of=(PREFERENCES,), splits=(EVAL_SPLIT,)), encoder_check=needs_an_mllm,
-    headline=(("projector_output", "dpo_minus_sft_inside_mass"), ("projector_output", "dpo_inside_mass")),
+    headline=(("projector_output", "dpo_minus_sft_inside_mass"), ("projector_output", "dpo_inside_mass"), ("projector_output", "dpo_minus_sft_gini")),
     flag_prefix="grad", order=40, summary="where the SFT and DPO losses send gradient in the image",
 )
 def gradient_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
@@ -175,10 +202,12 @@ def gradient_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[R
             for loaded in encoders if not loaded.spec.mllm]
     if not with_mllm:
         return rows
-    items = object_items(split, context.options.items)
+    items = preference_items(split, context.options.items)
     if not items:
-        reason = f"{context.data} has no preference (VQA) items about one object with a box"
+        reason = f"{context.data} has no preference items (question, chosen, rejected) in its {EVAL_SPLIT} split"
         return rows + [context.skipped(loaded, reason, **common) for loaded in with_mllm]
+    has_region = np.array([region is not None for _, _, region in items])
+    notes = list(getattr(split, "notes", []))  # what the dataset skipped when it opened (counted and named)
     by_name = {loaded.name: loaded for loaded in encoders}
     cache: dict = {}
     for loaded in with_mllm:
@@ -196,6 +225,6 @@ def gradient_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[R
             kinds[item.kind] = kinds.get(item.kind, 0) + 1
         extra = {"mllm": loaded.spec.mllm, "reference": reference_path or "the policy itself", "beta": BETA, "visual_layer": mllm.visual_layer,
                  "grid": list(mllm.grid), "item_kinds": kinds, "split": EVAL_SPLIT, "norm": "L1 over channels",
-                 "mllm_encoder_matches": mllm.encoder.weights_hash == loaded.encoder.weights_hash}
-        rows.extend(_rows_for(context, loaded, maps, cover, common, extra, str(figure)))
+                 "mllm_encoder_matches": mllm.encoder.weights_hash == loaded.encoder.weights_hash, **({"data_notes": notes} if notes else {})}
+        rows.extend(_rows_for(context, loaded, maps, cover, has_region, common, extra, str(figure)))
     return rows

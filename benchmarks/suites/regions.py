@@ -1,13 +1,14 @@
 """Object regions of a dataset item in the encoder's input frame, shared by the ``loc`` and ``grad``
 suites: boxes and masks are carried through the same resize + centre-crop as the image, so a map over
-the encoder's patch grid and the region cover the same pixels."""
+the encoder's patch grid and the region cover the same pixels. A region is what the dataset declares
+(``boxes``, ``seg_mask``, a ``VQAItem``'s box), never guessed from the dataset's kind."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.datasets import Box, ImageSplit
+from benchmarks.datasets import Box, ImageSplit, VQAItem
 from encoders import PreprocessConfig
 
 
@@ -59,3 +60,15 @@ def class_region(split: ImageSplit, index: int, label: int) -> tuple[np.ndarray,
         rows, cols = np.flatnonzero(object_mask.any(axis=1)), np.flatnonzero(object_mask.any(axis=0))
         box = box_region([Box(int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1, box_label)], shape)
     return box, (object_mask if object_mask is not None else box)
+
+
+def item_region(split: ImageSplit, index: int, item: VQAItem) -> np.ndarray | None:
+    """(H, W) bool: the region a preference item is about in image ``index``, or None when the item has
+    no box. The object's mask inside the item's box (pixels of the box whose mask value is the box's
+    label) when the dataset has a mask for the image, else the box; the box when that intersection is empty."""
+    if item.box is None:
+        return None
+    mask = split.seg_mask(index)
+    box = box_region([item.box], mask.shape if mask is not None else split.load_image(index).size[::-1])
+    region = box & (mask == item.box.label) if mask is not None else box
+    return region if region.any() else box

@@ -1,4 +1,5 @@
-"""The grad suite end to end on a tiny lineage with MLLM directories."""
+"""The grad suite end to end on a tiny lineage with MLLM directories: the shapes world's objects, and
+MMPR-style preference items with and without regions."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 
 from benchmarks import run
 from benchmarks.results import read_frame
+from tests.benchmarks.datasets.real_layouts import write_prefs
 
 from .conftest import DATA
 
@@ -52,3 +54,41 @@ def test_grad_without_an_mllm_is_a_usage_error_when_named_and_a_skipped_row_unde
     frame = read_frame(tmp_path / "run")
     grad = frame[frame.suite == "grad"]
     assert len(grad) == 2 and (grad.status == "skipped").all() and grad.reason.str.contains("mllm directory in the manifest").all()
+
+
+def _grad_on(tmp_path, manifest, data, *extra):
+    return run.main(["--encoders", str(manifest), "--data", data, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
+                     "--workers", "0", "--no-report", "--suite", "grad", "--grad-items", "0", *extra])
+
+
+def test_grad_on_region_less_preference_items_reports_concentration_and_skips_the_inside_mass(tmp_path, mllm_lineage):
+    prefs = write_prefs(tmp_path / "mmpr", n=8, regions=False)
+    assert _grad_on(tmp_path, mllm_lineage, f"prefs:file={prefs}") == 0
+    frame = read_frame(tmp_path / "run")
+    assert set(frame.encoder) == {"orig", "tuned"} and set(frame.task) == {"projector_output", "encoder_output"}
+    ok, skipped = frame[frame.status == "ok"], frame[frame.status == "skipped"]
+    concentration = {f"{loss}_{name}" for loss in ("sft", "dpo", "dpo_minus_sft") for name in ("entropy", "gini")}
+    assert concentration <= set(ok.metric)
+    scored = ok[ok.metric.str.match(r"(sft|dpo)_(entropy|gini)")]
+    assert (scored.n == 8).all() and scored.value.between(0, 1).all()
+    for _, row in scored.iterrows():
+        assert np.load(tmp_path / "run" / row.per_item).mean() == pytest.approx(row.value)
+    delta = ok[ok.metric == "dpo_minus_sft_gini"]
+    assert ((delta.ci_low <= delta.value) & (delta.value <= delta.ci_high)).all()
+    assert set(skipped.metric) == {"sft_inside_mass", "dpo_inside_mass", "dpo_minus_sft_inside_mass"} and len(skipped) == 2 * 2 * 3
+    assert skipped.reason.str.contains("has a region").all()
+    figures = {row.extra.get("figure") for _, row in ok.iterrows() if row.extra.get("figure")}
+    assert figures and all((tmp_path / "run" / figure).read_bytes().startswith(b"\x89PNG") for figure in figures)
+    assert set(ok[ok.extra.map(lambda e: bool(e.get("figure")))].metric) == {"sft_entropy", "dpo_entropy"}
+
+
+def test_grad_with_some_regions_scores_the_inside_mass_on_those_items(tmp_path, mllm_lineage):
+    prefs = write_prefs(tmp_path / "mmpr", n=9, regions=True)  # 3 boxes, 3 masks, 3 without a region
+    assert _grad_on(tmp_path, mllm_lineage, f"prefs:file={prefs}") == 0
+    frame = read_frame(tmp_path / "run")
+    assert (frame.status == "ok").all(), frame[["metric", "status", "reason"]]
+    inside = frame[frame.metric.isin(["sft_inside_mass", "dpo_inside_mass"])]
+    assert (inside.n == 6).all() and inside.value.between(0, 1).all()
+    assert all(e["items_without_region"] == 3 and e["items_without_score"] == 3 for e in inside.extra)
+    assert (frame[frame.metric.isin(["sft_entropy", "dpo_gini"])].n == 9).all()
+    assert (frame[frame.metric == "dpo_minus_sft_inside_mass"].n == 6).all()

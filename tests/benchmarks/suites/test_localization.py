@@ -1,12 +1,18 @@
 """The loc suite end to end on a tiny lineage: rows per block, per-item scores, the gallery figure,
-the head's provenance, and the bad inputs (no boxes or masks, a block that does not exist)."""
+the head's provenance, and the bad inputs (no boxes or masks, a block that does not exist); COCO's
+regions scored as hand-computed ones."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import run
+from benchmarks.datasets import open_split
 from benchmarks.results import read_frame
+from encoders import PreprocessConfig
+from probes.gradcam import localization_scores
+from tests.benchmarks.datasets.real_layouts import rect_mask, write_coco
 
 from .conftest import DATA
 
@@ -70,3 +76,27 @@ def test_projector_features_skip_loc_and_keep_grad_and_align(tmp_path, mllm_line
     loc = frame[frame.suite == "loc"]
     assert (loc.status == "skipped").all() and loc.reason.str.contains("no transformer blocks").all()
     assert (frame[frame.suite != "loc"].status == "ok").all()
+
+
+def test_loc_regions_from_coco_score_as_the_hand_computed_boxes_and_masks(tmp_path):
+    from benchmarks.suites.localization import _items
+
+    split = open_split(f"coco:root={write_coco(tmp_path / 'coco')}", "val")
+    preprocess = PreprocessConfig(resolution=32, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0)  # the encoder frame is the image
+    indices, _, boxes, masks = _items(split, 0, preprocess)
+    assert indices == list(range(len(split)))
+    # Val image 0: its largest object is the dog polygon at x 4..20, y 4..16 (a car RLE and a crowd person region beside it).
+    assert split.classes[int(split.labels[0])] == "dog"
+    box = torch.from_numpy(rect_mask(4, 4, 20, 16))
+    assert torch.equal(boxes[0], box) and torch.equal(masks[0], box)
+    # A map that is 1 on x 12..28, y 8..12 (64 pixels, 32 of them on the dog) and peaks at (x 14, y 9), on the dog.
+    heat = torch.zeros(1, 32, 32)
+    heat[0, 8:12, 12:28] = 1.0
+    heat[0, 9, 14] = 2.0
+    from_coco = localization_scores(heat, boxes[:1], masks[:1], topk=0.0625)
+    by_hand = localization_scores(heat, box[None], box[None], topk=0.0625)
+    total = 64 + 1
+    assert from_coco.pointing[0] == by_hand.pointing[0] == 1.0
+    assert from_coco.energy[0] == pytest.approx(by_hand.energy[0]) and from_coco.energy[0] == pytest.approx((32 + 1) / total)
+    # top 6.25% = 64 pixels = the map's support: 32 on the dog; the dog has 192 pixels, so IoU = 32 / (64 + 192 - 32)
+    assert from_coco.iou[0] == pytest.approx(by_hand.iou[0]) and from_coco.iou[0] == pytest.approx(32 / 224)
