@@ -66,7 +66,7 @@ class Inputs:
     allow_partial: bool = option(False, "load checkpoints with missing/unexpected keys (recorded in every row)")
     allow_resample: bool = option(False, "let converters resample position/patch embeddings to the architecture's shape (recorded in every row); without it a shape change is an error")
     suite: tuple[str, ...] = option((), "all (the default), or a comma list of suites; repeatable (merged)", repeat=True, metavar="SUITES")
-    data: tuple[str, ...] = option((), "dataset of every suite (SPEC, e.g. shapes:n=2000:seed=0, digits, imagenet:root=DIR, ade20k:root=DIR) or of one suite (SUITE=SPEC, e.g. seg=ade20k:root=DIR); repeatable", repeat=True, metavar="[SUITE=]SPEC")
+    data: tuple[str, ...] = option((), "dataset of every suite (SPEC, e.g. shapes:n=2000:seed=0, digits, imagenet:root=DIR, ade20k:root=DIR, coco:root=DIR, pairs:file=F, prefs:file=F) or of one suite (SUITE=SPEC, e.g. seg=ade20k:root=DIR); repeatable", repeat=True, metavar="[SUITE=]SPEC")
     plan: str = option("", "plan file: TOML with per-suite data and options, or a run's config.json to run it again; flags override it", metavar="FILE")
     variables: tuple[str, ...] = option((), "a plan variable ${NAME}; repeatable", flag="--set", repeat=True, metavar="NAME=VALUE")
 

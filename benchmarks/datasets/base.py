@@ -177,6 +177,8 @@ class ImageSplit:
     """Split names this kind defines."""
     CAPABILITIES: ClassVar[frozenset[str]] = frozenset()
     """What this kind can provide (names from ``CAPABILITIES``), at most; see ``capabilities``."""
+    notes: list[str] = []  # noqa: RUF012  (instances that skip records set their own list)
+    """What opening the split skipped and why (missing images, unusable annotations); logged by the run."""
 
     spec: str
     split: str

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.datasets import CAPTIONS, dataset_capabilities, open_split
+from benchmarks.datasets import CAPTIONS, dataset_capabilities
 from benchmarks.features import extract_features
 from benchmarks.options import option
 from benchmarks.results import ResultRow
@@ -146,7 +146,7 @@ def _lineage_rows(context: RunContext, encoders: list[LoadedEncoder], split, ind
     flag_prefix="align", order=50, summary="vision-language alignment (captions) and CKA to the base checkpoint",
 )
 def alignment_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
-    split = open_split(context.data, EVAL_SPLIT)
+    split = context.open_split(EVAL_SPLIT)
     indices = spread_indices(len(split), context.options.items)
     if len(indices) <= K:
         reason = f"mutual kNN (k = {K}) and CKA need more than {K} images of {context.data} ({EVAL_SPLIT}); it has {len(indices)}"

@@ -8,6 +8,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from benchmarks.datasets import ImageSplit, open_split
 from benchmarks.features import ExtractionConfig
 from benchmarks.results import ResultRow, variant_of
 from encoders import Encoder, EncoderSpec
@@ -70,6 +71,17 @@ class RunContext:
             extra=extra,
             **fields,
         )
+
+    def open_split(self, split: str) -> ImageSplit:
+        """Split ``split`` of this suite's dataset; what opening it skipped (the split's ``notes``: missing
+        images, unusable annotations) goes to the run log once per run."""
+        opened = open_split(self.data, split)
+        key = ("notes logged", self.data, split)
+        if opened.notes and key not in self.shared:
+            self.shared[key] = True
+            for note in opened.notes:
+                self.log(f"{self.data} ({split}): {note}")
+        return opened
 
     def skipped(self, loaded: LoadedEncoder, reason: str, **fields: Any) -> ResultRow:
         """A skipped row of this suite for ``loaded`` (task '-', metric '-' unless given)."""

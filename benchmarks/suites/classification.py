@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from benchmarks.datasets import LABELS, open_split
+from benchmarks.datasets import LABELS
 from benchmarks.features import FeatureSet, extract_features, unreadable_items
 from benchmarks.options import option
 from benchmarks.results import ResultRow
@@ -183,8 +183,8 @@ def _memory_budget(device: str | torch.device) -> int:
     check_loaded=_check_loaded, order=10, summary="linear, kNN and prototype probes on frozen features",
 )
 def classification_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
-    train_split = open_split(context.data, TRAIN_SPLIT)
-    eval_split = open_split(context.data, EVAL_SPLIT)
+    train_split = context.open_split(TRAIN_SPLIT)
+    eval_split = context.open_split(EVAL_SPLIT)
     n_classes = len(train_split.classes)
     rows: list[ResultRow] = []
     for loaded in encoders:

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.datasets import PREFERENCES, open_split
+from benchmarks.datasets import PREFERENCES
 from benchmarks.options import option
 from benchmarks.results import STATUS_SKIPPED, ResultRow
 from probes.gradients import LOSSES, SITES, Objectives, gradient_maps, map_scores, patch_cover
+from evidence.baselines import mean_check
 from evidence.stats import bootstrap_ci, paired_bootstrap
 from probes.threads import threads_for
 
@@ -150,6 +151,7 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, maps: dict, cover: tor
     """Rows of one encoder; ``has_region`` (n,) bool marks the items whose inside mass is defined."""
     rows = []
     shown_with = "inside_mass" if has_region.any() else "entropy"  # the gallery figure goes with an ok row
+    share = cover.double().flatten(1).mean(1).numpy()  # the object's share of the tokens: a uniform map's inside mass
     for site in SITES:
         task = f"{site}_output"
         scores = {loss: map_scores(maps[(loss, site)], cover) for loss in LOSSES}
@@ -170,6 +172,7 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, maps: dict, cover: tor
                 if not has_region.all():
                     values = {loss: np.where(has_region, value, np.nan) for loss, value in values.items()}
                     field_extra = {**extra, "items_without_region": int((~has_region).sum())}
+            flat_maps = []  # losses whose maps are not above the object's share (inside mass only)
             for loss in LOSSES:
                 finite = values[loss][np.isfinite(values[loss])]
                 row_extra = {**field_extra, "figure": figure} if (site, name) == ("projector", shown_with) and figure else field_extra
@@ -179,13 +182,17 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, maps: dict, cover: tor
                 complete = finite.size == values[loss].size  # per-item files only when every item has a score
                 per_item = context.save_per_item(finite, loaded.name, "grad", site, loss, name) if complete else ""
                 low, high = bootstrap_ci(finite, seed=context.seed)
+                baseline = mean_check(finite, share[np.isfinite(values[loss])], seed=context.seed).extra() if field == "inside" else {}
+                if baseline.get("degenerate"):
+                    flat_maps.append(loss)
                 rows.append(context.row(loaded, **common, task=task, metric=f"{loss}_{name}", value=float(finite.mean()), ci_low=low, ci_high=high, n=int(finite.size),
-                                        higher_is_better=higher, per_item=per_item, extra={**row_extra, "items_without_score": int(values[loss].size - finite.size)}))
+                                        higher_is_better=higher, per_item=per_item, extra={**row_extra, **baseline, "items_without_score": int(values[loss].size - finite.size)}))
             both = np.isfinite(values["sft"]) & np.isfinite(values["dpo"])
             if both.sum() >= 2:
                 diff = paired_bootstrap(values["sft"][both], values["dpo"][both], seed=context.seed)
+                marks = {"degenerate": f"the {' and '.join(flat_maps).upper()} maps are not above the object's share of the image: the MLLM does not look at the object, so the difference measures nothing"} if flat_maps else {}
                 rows.append(context.row(loaded, **common, task=task, metric=f"dpo_minus_sft_{name}", value=diff.delta, ci_low=diff.ci_low, ci_high=diff.ci_high, n=diff.n,
-                                        higher_is_better=higher, extra={**field_extra, "p_value": diff.p_value}))
+                                        higher_is_better=higher, extra={**field_extra, "p_value": diff.p_value, **marks}))
     return rows
 
 
@@ -195,7 +202,7 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, maps: dict, cover: tor
     flag_prefix="grad", order=40, summary="where the SFT and DPO losses send gradient in the image",
 )
 def gradient_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
-    split = open_split(context.data, EVAL_SPLIT)
+    split = context.open_split(EVAL_SPLIT)
     common = {"suite": "grad", "dataset": context.data, "dataset_fingerprint": split.fingerprint}
     with_mllm = [loaded for loaded in encoders if loaded.spec.mllm]
     rows = [context.skipped(loaded, "no MLLM for this encoder: give it an mllm directory in the manifest (train.mllm.save_mllm writes one)", **common)
@@ -207,7 +214,7 @@ def gradient_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[R
         reason = f"{context.data} has no preference items (question, chosen, rejected) in its {EVAL_SPLIT} split"
         return rows + [context.skipped(loaded, reason, **common) for loaded in with_mllm]
     has_region = np.array([region is not None for _, _, region in items])
-    notes = list(getattr(split, "notes", []))  # what the dataset skipped when it opened (counted and named)
+    notes = list(split.notes)  # what the dataset skipped when it opened (counted and named)
     by_name = {loaded.name: loaded for loaded in encoders}
     cache: dict = {}
     for loaded in with_mllm:

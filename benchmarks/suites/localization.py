@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.datasets import BOXES, LABELS, MASKS, open_split
+from benchmarks.datasets import BOXES, LABELS, MASKS
 from benchmarks.features import extract_features
 from benchmarks.options import option
 from benchmarks.results import ResultRow
@@ -150,9 +150,9 @@ def write_figure(path: Path, split, indices: list[int], preprocess, maps: dict[i
 )
 def localization_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
     options: LocOptions = context.options
-    eval_split = open_split(context.data, EVAL_SPLIT)
+    eval_split = context.open_split(EVAL_SPLIT)
     common = {"suite": "loc", "task": "gradcam", "dataset": context.data, "dataset_fingerprint": eval_split.fingerprint}
-    train_split = open_split(context.data, TRAIN_SPLIT)
+    train_split = context.open_split(TRAIN_SPLIT)
     layers, topk, limit, n_figure = list(options.layers), options.topk, options.items, options.figure_images
     rows: list[ResultRow] = []
     regions_by_resolution: dict = {}

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.datasets import MASKS, ImageSplit, open_split
+from benchmarks.datasets import MASKS, ImageSplit
 from benchmarks.datasets.seg_folder import export_seg_folder, item_stem
 from benchmarks.features import FeatureSet, extract_features, token_grid
 from benchmarks.options import option
@@ -139,7 +139,7 @@ def _token_source(features: FeatureSet, name: str):
 )
 def segmentation_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:
     options: SegOptions = context.options
-    train_split, eval_split = open_split(context.data, TRAIN_SPLIT), open_split(context.data, EVAL_SPLIT)
+    train_split, eval_split = context.open_split(TRAIN_SPLIT), context.open_split(EVAL_SPLIT)
     classes = list(train_split.seg_classes)
     rows: list[ResultRow] = []
     common = {"suite": "seg", "dataset": context.data, "dataset_fingerprint": eval_split.fingerprint}
