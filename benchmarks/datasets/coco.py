@@ -277,7 +277,7 @@ class CocoSplit(ImageSplit):
         self.notes: list[str] = []
         self._check_skipped(instances)
 
-        on_disk = dict(image_files(self.image_dir))
+        on_disk = {entry.name: entry for entry in image_files(self.image_dir)}
         missing = [name for _, name, _, _ in instances.images if name not in on_disk]
         if missing:
             message = (f"{len(missing)} of {len(instances.images)} images named in {self.instances_file} are not in "
@@ -300,8 +300,10 @@ class CocoSplit(ImageSplit):
             raise ValueError(f"{self.instances_file}: no image with an object annotation is in {self.image_dir}. Expected layout:\n{LAYOUT}")
         parts = ["coco", f"format={FORMAT_VERSION}", f"year={year}", f"split={split}",
                  f"{self.instances_file.name}\t{file_identity(self.instances_file, self.instances_file.stat())}"]
-        parts += [f"{name}\t{on_disk[name]}" for _, name, _, _ in kept]
+        parts += [f"{name}\t{on_disk[name].identity}" for _, name, _, _ in kept]
         self.fingerprint = hash_parts(parts)
+        # The store key also sees renames and swaps (inode, ctime), as the other folder datasets' do.
+        self.local_fingerprint = hash_parts([self.fingerprint, "\n".join(on_disk[name].local for _, name, _, _ in kept)])
 
     def _note(self, message: str) -> None:
         self.notes.append(message)

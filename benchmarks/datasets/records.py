@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .base import BadImageError, ImageSplit, hash_parts, open_rgb
-from .files import file_identity, pack_paths, unpack_path
+from .files import file_identity, local_identity, pack_paths, unpack_path
 
 MAX_BAD_FRACTION = 0.05
 """Above this fraction of skipped records a table is refused (as ``train.data`` does for training files)."""
@@ -253,6 +253,7 @@ class RecordSplit(ImageSplit):
         records, skips, self.format = read_records(self.file)
         self._struct = self.format == "parquet" and parquet_image_kind(self.file) == "struct"
         self._identities: dict[str, str] = {}
+        self._locals: dict[str, str] = {}
         self._group_cache: tuple[int, Any] | None = None
         return records, skips
 
@@ -272,6 +273,7 @@ class RecordSplit(ImageSplit):
         if not path.is_file():
             return f"image {record.image} is not a file"
         self._identities[record.image] = file_identity(path, stat)
+        self._locals[record.image] = local_identity(stat)
         return ""
 
     def _keep(self, records: list[Record], skips: Skips, fix: str, parts: list[str]) -> None:
@@ -290,11 +292,14 @@ class RecordSplit(ImageSplit):
             image = f"embedded {r.embedded[0]}:{r.embedded[1]}" if r.embedded else f"{r.image}\t{self._identities[r.image]}"
             identity.append(f"{r.number}\t{image}")
         self.fingerprint = hash_parts(identity + parts)
+        # The store key also sees renames and swaps (inode, ctime), as the folder datasets' do.
+        self.local_fingerprint = hash_parts([self.fingerprint, local_identity(stat), *(self._locals.get(r.image, "") for r in records)])
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_group_cache"] = None  # an arrow column is not worth shipping to workers
         state["_identities"] = {}
+        state["_locals"] = {}
         return state
 
     def _bytes_at(self, group: int, row: int) -> bytes:
