@@ -232,3 +232,18 @@ def test_cuda_matches_cpu(problem):
     cpu = logreg_probe(tx, ty, ex, ey, config=LogRegConfig(Cs=CS))
     gpu = logreg_probe(tx, ty, ex, ey, config=LogRegConfig(Cs=CS), device="cuda")
     assert gpu.selected == cpu.selected and abs(gpu.top1 - cpu.top1) <= 0.3
+
+
+def test_the_benchmarks_busy_process_spins_while_active_and_is_gone_after():
+    import psutil
+
+    from benchmarks.perf.bench_linear_grid import busy_core
+
+    me = psutil.Process()
+    before = {child.pid for child in me.children()}
+    with busy_core(True):
+        (child,) = [c for c in me.children() if c.pid not in before]
+        assert child.cpu_percent(interval=0.3) > 20.0  # spinning
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    with busy_core(False):
+        assert {c.pid for c in me.children()} == before
