@@ -22,11 +22,16 @@ Choosing C (on the fit part of a stratified split of train, scored by top-1 on t
 3. *Edges.* While the best score sits on an edge of the path and beats its neighbour outright, the path
    grows one step beyond it (``path_extend``, at most ``max_path_extensions`` values). A value beyond the
    given grid is chosen only when it beats every grid value outright.
-4. *Contenders are re-checked cold.* Every C whose held-out top-1 is within the noise of the best is
-   refitted from zeros, as scikit-learn fits every C, and the choice is made on those scores: the first
-   maximum (strongest regularisation among exact ties), as :func:`probes.linear.sklearn_logreg_probe`.
-   Where every score ties, that is the grid's smallest C, never a value beyond it.
-5. *Refit.* The chosen C is refitted on all of train from zeros, as scikit-learn refits.
+4. *Choice.* The first maximum of held-out top-1 over the given grid (the strongest regularisation among
+   exact ties), as :func:`probes.linear.sklearn_logreg_probe`. Where every score ties, that is the grid's
+   smallest C, never a value beyond it.
+5. *Refit.* The chosen C is refitted on all of train from zeros, as scikit-learn refits (a warm start from
+   the fit-part solution stops elsewhere when regularisation is weak: 2.5 points of eval top-1 on one
+   MobileNetV2 feature set, benchmarks/perf/README.md).
+
+Re-checking every C within the noise of the best from zeros was tried and dropped: fits from zeros in
+torch and in scipy stop at different points too, so it moved as many choices away from scikit-learn's as
+towards them, at up to 10 extra fits.
 
 Threads: on the CPU a small problem (fit rows x dim x classes below ``_SINGLE_THREAD_WORK``) runs on one
 thread; a larger one times one loss-and-gradient evaluation under all, all-but-one and one thread and
@@ -293,23 +298,6 @@ def _extend_path(path: list[dict[str, Any]], cs: list[float], config: LogRegConf
     return added
 
 
-def _recheck_contenders(path: list[dict[str, Any]], n_holdout: int, refit_cold) -> list[float]:
-    """Refit from zeros (``refit_cold(c)``) every warm-started entry whose score is within
-    :func:`holdout_noise` of the best; the entry takes the cold fit's weights and score. Returns their Cs."""
-    best = max(entry["score"] for entry in path)
-    floor = best - holdout_noise(best, n_holdout)
-    checked = []
-    for i, entry in enumerate(path):
-        if entry["start"] == "warm" and entry["score"] >= floor:
-            cold = refit_cold(entry["C"])
-            cold.update(cold_checked="contender", warm_score=entry["score"], warm_iter=entry["n_iter"], seconds=cold["seconds"] + entry["seconds"])
-            if entry.get("extended"):
-                cold["extended"] = True
-            path[i] = cold
-            checked.append(entry["C"])
-    return checked
-
-
 def select_c(path: Sequence[dict[str, Any]]) -> int:
     """Index of the chosen entry: the first maximum of held-out top-1 among the given grid's values (the
     strongest regularisation among exact ties, as scikit-learn's sweep); an extended value (beyond the
@@ -367,8 +355,6 @@ def logreg_probe(
         path = _fit_path(x_fit, y_fit, n_classes, cs, config, holdout_top1, n_holdout=n_hold)
         fit_one = lambda c, start: _fit_path(x_fit, y_fit, n_classes, [c], config, holdout_top1, start=start, n_holdout=n_hold)[0]
         extended = _extend_path(path, cs, config, fit_one)
-        objective = _Objective(x_fit, y_fit, n_classes)
-        cold_contenders = _recheck_contenders(path, n_hold, lambda c: _scored(_fit_one(objective, c, config, None, dim, n_classes, device), holdout_top1))
     scores = [entry["score"] for entry in path]
     best = select_c(path)
     chosen = path[best]
@@ -417,7 +403,7 @@ def logreg_probe(
             "at_edge": (["C_low"] if best == 0 else ["C_high"] if best == len(path) - 1 and not not_fitted else []) if len(path) > 1 else [],
             "extended": [f"C={c:.3g}" for c in extended],  # beyond the given Cs, while the peak sat on an edge
             "not_fitted": [f"C={c:.3g}" for c in not_fitted],  # after path_patience drops beyond the held-out noise
-            "cold_checked": cold_checked,  # refitted from zeros: frozen warm starts, and the contenders for the choice
+            "cold_checked": cold_checked,  # frozen warm starts, refitted from zeros
             "holdout_noise": holdout_noise(chosen["score"], n_hold),
             "threads": threads,
             "n_fit": int(fit_rows.numel()),
