@@ -5,9 +5,24 @@
   identical representations, invariant to orthogonal maps and isotropic scaling of either side.
 - :func:`mutual_knn`: the platonic-representation metric (Huh et al. 2024, minyoungg/platonic-rep
   ``metrics.py``/``measure_alignment.py``): each side is clipped at the mean over rows of the 95th
-  percentile of |x| (their ``remove_outliers``), L2-normalised, and each item's k nearest neighbours by
-  inner product (itself excluded) are found; the score of an item is the fraction of its k neighbours
-  the two sides share. Identical representations give 1; independent ones about k / (n - 1).
+  percentile of |x| (their ``remove_outliers`` with ``exact=False``, the default of their
+  ``measure_alignment.py``), L2-normalised, and each item's k nearest neighbours by inner product
+  (itself excluded) are found; the score of an item is the fraction of its k neighbours the two sides
+  share. Identical representations give 1; independent ones about k / (n - 1).
+
+  Two rules the reference leaves open or sets differently:
+
+  * *Ties* (duplicate captions give identical text embeddings, so many tied similarities): platonic-rep
+    takes the first k of an unstable ``argsort``, so the score depends on the items' order. Here the
+    neighbours above the k-th largest similarity are in, and the items tied with it (within 1e-12 in
+    float64) share the remaining places equally (fractional membership, :func:`neighbour_weights`).
+    That is the expected score under uniformly random tie-breaking, does not depend on the items' order,
+    and equals the reference's whenever nothing ties at a cut-off.
+  * *Outlier clip*: computed per representation as given (one layer's (n, d) matrix). platonic-rep
+    stacks a model's layers (n, L, d) and computes one bound over the whole stack (the per-row quantile
+    over all L * d values, averaged over rows), then clips every layer with it, and finally reports the
+    best score over all layer pairs. For a single layer, as the ``align`` suite compares (pooled image
+    embedding vs the LM's last hidden state), the two bounds are the same.
 """
 from __future__ import annotations
 
@@ -70,6 +85,11 @@ def linear_cka_ci(x, y, *, groups: int = 20, seed: int = 0, level: float = 0.95)
     return max(0.0, value - z * se), min(1.0, value + z * se)
 
 
+# Similarities closer than this (float64, L2-normalised rows: values in [-1, 1]) are a tie: duplicates
+# computed by a matmul may differ in the last bits.
+TIE_TOLERANCE = 1e-12
+
+
 def _prepare(x: Tensor, q: float) -> Tensor:
     if q < 1.0:  # platonic-rep's remove_outliers (exact=False): clamp at the mean per-row quantile of |x|
         bound = torch.quantile(x.abs(), q, dim=1).mean()
@@ -77,22 +97,41 @@ def _prepare(x: Tensor, q: float) -> Tensor:
     return torch.nn.functional.normalize(x, dim=1)
 
 
-def nearest_neighbours(x: Tensor, k: int) -> Tensor:
-    """(n, k) indices of each row's k largest inner products with the other rows (itself excluded)."""
+def _similarities(x: Tensor) -> Tensor:
     scores = x @ x.T
     scores.fill_diagonal_(-float("inf"))
-    return scores.topk(k, dim=1).indices
+    return scores
+
+
+def nearest_neighbours(x: Tensor, k: int) -> Tensor:
+    """(n, k) indices of each row's k largest inner products with the other rows (itself excluded),
+    ordered by (-similarity, index): among tied similarities the lower index comes first."""
+    order = torch.sort(_similarities(x), dim=1, descending=True, stable=True).indices
+    return order[:, :k]
+
+
+def neighbour_weights(x: Tensor, k: int) -> Tensor:
+    """(n, n) float64 membership of row j in row i's k nearest neighbours (by inner product, itself
+    excluded): 1 above the k-th largest similarity, 0 below it, and for the m items tied with it (within
+    ``TIE_TOLERANCE``) the remaining places shared equally, (k - number above) / m each. Rows sum to k;
+    without ties at the cut-off it is the 0/1 mask of :func:`nearest_neighbours`."""
+    scores = _similarities(x)
+    cut = scores.topk(k, dim=1).values[:, -1:]
+    above = scores > cut + TIE_TOLERANCE
+    tied = (scores - cut).abs() <= TIE_TOLERANCE
+    share = (k - above.sum(dim=1, keepdim=True)).double() / tied.sum(dim=1, keepdim=True).double()
+    return above.double() + tied.double() * share
 
 
 def mutual_knn(x, y, *, k: int = 10, outlier_quantile: float = 0.95) -> np.ndarray:
     """Per-item mutual kNN alignment of row-paired ``x`` (n, p) and ``y`` (n, q): the fraction (0..1)
-    of each item's k nearest neighbours that both representations share. Mean = the platonic metric."""
+    of each item's k nearest neighbours that both representations share, sum over j of
+    ``w_x[i, j] * w_y[i, j] / k`` with the fractional memberships of :func:`neighbour_weights` (ties at
+    the cut-off share their places; see the module docstring). Mean = the platonic metric."""
     x, y = _as_pair(x, y)
     n = x.shape[0]
     if not 1 <= k < n:
         raise ValueError(f"mutual kNN needs 1 <= k < n items; got k={k}, n={n}")
-    knn_x = nearest_neighbours(_prepare(x, outlier_quantile), k)
-    knn_y = nearest_neighbours(_prepare(y, outlier_quantile), k)
-    mask_x = torch.zeros(n, n, dtype=torch.bool).scatter_(1, knn_x, True)
-    mask_y = torch.zeros(n, n, dtype=torch.bool).scatter_(1, knn_y, True)
-    return ((mask_x & mask_y).sum(dim=1).double() / k).numpy()
+    weights_x = neighbour_weights(_prepare(x, outlier_quantile), k)
+    weights_y = neighbour_weights(_prepare(y, outlier_quantile), k)
+    return ((weights_x * weights_y).sum(dim=1) / k).numpy()

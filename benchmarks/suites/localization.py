@@ -43,6 +43,8 @@ class LocOptions:
     layers: tuple[int, ...] = option((-1, -2), "blocks whose input Grad-CAM explains (negative = from the end)", check=blocks_problem, metavar="BLOCKS")
     topk: float = option(0.15, "the share of the map's highest pixels whose IoU with the object's mask is scored (metric iou_topNN)", minimum=0.01, maximum=1.0)
     figure_images: int = option(4, "images shown in the gallery figure", minimum=0)
+    target: str = option("block_input", "what Grad-CAM explains in each block: its input (the residual stream; default) or its first LayerNorm's output (pytorch-grad-cam's ViT recipe, target_layers=[blocks[-1].norm1])",
+                         choices=("block_input", "norm1"))
 
 
 def _check_loaded(options: LocOptions, encoders: list[LoadedEncoder]) -> str:
@@ -78,16 +80,16 @@ def _items(split, limit: int, preprocess) -> tuple[list[int], torch.Tensor, torc
 
 
 def uniform_map_scores(boxes: torch.Tensor, masks: torch.Tensor, topk: float) -> dict[str, np.ndarray]:
-    """Per-item scores (fractions) of a map without spatial information, the trivial baseline of each
-    metric: the pointing game's peak and the energy fall inside the box with the box's share of the image;
-    a random ``topk`` share of the pixels has expected IoU ``k a / (k + a - k a)`` with a mask of share a."""
+    """Per-item scores (fractions) of a map without spatial information (a constant map), the trivial
+    baseline of each metric: its peak (every pixel ties) and its energy fall inside the box with the box's
+    share of the image; its top region is every pixel (ties at the cut-off are in), whose IoU with a mask
+    is the mask's share. ``topk`` does not enter: a constant map has no top region smaller than the image."""
     box_share = boxes.flatten(1).double().mean(1).numpy()
     mask_share = masks.flatten(1).double().mean(1).numpy()
-    iou = topk * mask_share / np.maximum(topk + mask_share - topk * mask_share, 1e-12)
-    return {"pointing_game": box_share, "energy_pointing_game": box_share, "iou": iou}
+    return {"pointing_game": box_share, "energy_pointing_game": box_share, "iou": mask_share}
 
 
-def encoder_maps(context: RunContext, loaded: LoadedEncoder, split, indices: list[int], images: torch.Tensor, layers: list[int], head) -> dict[int, torch.Tensor]:
+def encoder_maps(context: RunContext, loaded: LoadedEncoder, split, indices: list[int], images: torch.Tensor, layers: list[int], head, target: str = "block_input") -> dict[int, torch.Tensor]:
     """Grad-CAM maps (n, h, w) per block of the true-class logit, computed a batch at a time."""
     from tqdm import tqdm
 
@@ -100,7 +102,7 @@ def encoder_maps(context: RunContext, loaded: LoadedEncoder, split, indices: lis
     for start in tqdm(starts, desc=f"grad-cam {encoder.name}", disable=not context.extraction.progress, leave=False):
         part = indices[start : start + batch]
         targets = torch.tensor([lookup[int(split.labels[i])] for i in part], device=device)
-        maps = grad_cam(encoder, images[start : start + batch].to(device, torch.float32), targets, layers, lambda pooled: pooled @ weight + bias,
+        maps = grad_cam(encoder, images[start : start + batch].to(device, torch.float32), targets, layers, lambda pooled: pooled @ weight + bias, target=target,
                         item_ids=[split.item_id(i) for i in part])
         for index, value in maps.items():
             chunks.setdefault(index, []).append(value.cpu())
@@ -172,7 +174,7 @@ def localization_suite(context: RunContext, encoders: list[LoadedEncoder]) -> li
             continue
         head, head_info = linear_head(context, loaded, train_split, eval_split)
         with threads_for(encoder, device=context.extraction.device):
-            maps = encoder_maps(context, loaded, eval_split, indices, images, blocks, head)
+            maps = encoder_maps(context, loaded, eval_split, indices, images, blocks, head, options.target)
         figure = Path("figures") / "loc" / f"{encoder.name}.png"
         shown = min(n_figure, len(indices))
         if shown:
@@ -181,7 +183,8 @@ def localization_suite(context: RunContext, encoders: list[LoadedEncoder]) -> li
         trivial = uniform_map_scores(boxes, masks, topk)
         for block in blocks:
             scores = localization_scores(maps[block], boxes, masks, topk=topk)
-            extra = {"block": block, "head": head_info, "topk": topk, "split": EVAL_SPLIT, "figure": str(figure) if shown else "",
+            extra = {"block": block, "head": head_info, "topk": topk, "target": options.target, "split": EVAL_SPLIT, "figure": str(figure) if shown else "",
+                     "region_share": float(scores.region_share.mean()),
                      "zero_maps": int(scores.zero.sum()), "map_grid": list(maps[block].shape[1:]),
                      "trivial": "a map without spatial information: the box's (mask's) share of the image"}
             if block != encoder.num_layers - 1:

@@ -60,3 +60,87 @@ def test_bad_inputs_are_named():
     bad[3, 2] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         mutual_knn(bad, features(10), k=3)
+
+
+# ------------------------------------------------------------------ mutual kNN: the reference, ties, the outlier clip
+
+
+def platonic_mutual_knn(x, y, k, q=0.95):
+    """minyoungg/platonic-rep restated: measure_alignment.prepare_features (metrics.remove_outliers,
+    exact=False) on one layer, F.normalize, metrics.compute_nearest_neighbors (argsort of the similarity
+    with the diagonal at -1e8), metrics.AlignmentMetrics.mutual_knn's masks; per-item scores."""
+
+    def prepare(feats):
+        bound = torch.quantile(feats.abs().flatten(start_dim=1), q, dim=1).mean()
+        return torch.nn.functional.normalize(feats.clamp(-bound, bound), p=2, dim=-1)
+
+    def knn(feats):
+        return (feats @ feats.T).fill_diagonal_(-1e8).argsort(dim=1, descending=True)[:, :k]
+
+    a, b = prepare(torch.as_tensor(x).double()), prepare(torch.as_tensor(y).double())
+    n = a.shape[0]
+    rows = torch.arange(n).unsqueeze(1)
+    mask_a, mask_b = torch.zeros(n, n), torch.zeros(n, n)
+    mask_a[rows, knn(a)] = 1.0
+    mask_b[rows, knn(b)] = 1.0
+    return ((mask_a * mask_b).sum(dim=1) / k).numpy()
+
+
+def duplicated(n=60, distinct=12, d=8, seed=5):
+    """Caption-like embeddings: ``distinct`` different rows repeated, so similarities tie in blocks."""
+    base = features(distinct, d, seed=seed)
+    return base[torch.arange(n) % distinct] * 1.0
+
+
+def test_mutual_knn_equals_platonic_rep_when_nothing_ties():
+    x, y = features(150, 16, seed=7), torch.tanh(features(150, 16, seed=7) @ features(16, 12, seed=8)) + 0.3 * features(150, 12, seed=9)
+    for k in (1, 5, 10):
+        np.testing.assert_allclose(mutual_knn(x, y, k=k), platonic_mutual_knn(x, y, k), atol=1e-12)
+
+
+def test_mutual_knn_with_tied_similarities_does_not_depend_on_the_items_order():
+    x, y = features(60, 16, seed=11), duplicated()
+    reference = mutual_knn(x, y, k=10)
+    for seed in range(4):
+        order = torch.randperm(60, generator=torch.Generator().manual_seed(seed))
+        np.testing.assert_allclose(mutual_knn(x[order], y[order], k=10), reference[order.numpy()], atol=1e-12)
+
+
+def test_tied_neighbours_share_the_remaining_places_the_expected_score_under_random_tie_breaking():
+    x, y = features(40, 16, seed=12), duplicated(40, 10)  # each item has 3 exact duplicates in y
+    k = 5
+    exact = mutual_knn(x, y, k=k)
+    generator = torch.Generator().manual_seed(0)
+    draws = []
+    for _ in range(400):  # the reference with ties broken by a random order of the items
+        order = torch.randperm(40, generator=generator)
+        draws.append(platonic_mutual_knn(x[order], y[order], k)[torch.argsort(order).numpy()])
+    np.testing.assert_allclose(exact, np.mean(draws, axis=0), atol=0.03)
+    assert np.std(draws, axis=0).max() > 0.05  # the reference itself moves with the order
+
+
+def test_neighbour_weights_rows_sum_to_k_and_are_the_0_1_mask_without_ties():
+    from probes.alignment import nearest_neighbours, neighbour_weights
+
+    x = torch.nn.functional.normalize(features(30, 6, seed=13), dim=1)
+    weights = neighbour_weights(x, 4)
+    mask = torch.zeros(30, 30, dtype=torch.float64).scatter_(1, nearest_neighbours(x, 4), 1.0)
+    assert torch.equal(weights, mask)
+    tied = torch.nn.functional.normalize(duplicated(30, 6, d=6), dim=1)  # 4 duplicates of each row besides itself
+    weights = neighbour_weights(tied, 2)
+    torch.testing.assert_close(weights.sum(dim=1), torch.full((30,), 2.0, dtype=torch.float64))
+    assert weights[0, 6] == pytest.approx(0.5) and weights[0, 0] == 0.0  # 2 places shared by 4 duplicates
+    assert nearest_neighbours(tied, 2)[0].tolist() == [6, 12]  # stable: the lower indices first
+
+
+def test_outlier_clip_is_per_representation_as_given():
+    # One (n, d) matrix per side: the bound is that matrix's mean per-row 95th percentile of |x|, as
+    # platonic-rep's remove_outliers on a one-layer stack; scaling one feature's outlier changes nothing else.
+    from probes.alignment import _prepare
+
+    x = features(50, 20, seed=14)
+    x[3, 5] = 1e6  # one outlier
+    bound = torch.quantile(x.abs(), 0.95, dim=1).mean()
+    torch.testing.assert_close(_prepare(x, 0.95), torch.nn.functional.normalize(x.clamp(-bound, bound), dim=1))
+    stack = x[:, None, :]  # platonic-rep's (n, L, d) with L = 1
+    assert torch.quantile(stack.abs().flatten(start_dim=1), 0.95, dim=1).mean() == bound
