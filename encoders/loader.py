@@ -17,6 +17,7 @@ import torch
 from . import families  # noqa: F401  (registers the built-in families)
 from .base import Encoder, weights_hash
 from .checkpoint import MLLM_FILE, CheckpointError, RawCheckpoint, read_checkpoint
+from .controls import CONTROL_KEY, install_control
 from .family import FAMILIES, EncoderFamily
 from .layouts import KeyDiff, NoVisionTowerError, RemapReport, diff_keys, extract_vision_tower, strip_wrappers
 
@@ -75,9 +76,12 @@ def load_encoder(spec: EncoderSpec | str | os.PathLike, *, device: str | torch.d
         spec = EncoderSpec(checkpoint=str(spec), **overrides)
     raw = read_checkpoint(mllm_vision_tower(spec.checkpoint) or spec.checkpoint)
     family, arch, options = _resolve_architecture(spec, raw)
+    control = options.get(CONTROL_KEY)  # a control encoder (encoders.controls): built, then altered as the file says
     try:
         torch.manual_seed(0)  # deterministic init of anything a partial load leaves untouched
-        model = family.build(arch, options, hf_config=raw.hf_config)
+        model = family.build(arch, {k: v for k, v in options.items() if k != CONTROL_KEY}, hf_config=raw.hf_config)
+        if control is not None:
+            install_control(model, control)
     except ValueError as err:
         fix = _embedded_fix(raw, family.name, arch, options, "cannot be built") if raw.spec is not None else "pass the architecture the checkpoint was trained with (--arch)"
         raise CheckpointError(raw.path, str(err), fix) from None
@@ -93,7 +97,7 @@ def load_encoder(spec: EncoderSpec | str | os.PathLike, *, device: str | torch.d
         name=spec.display_name(),
         family=family.name,
         arch=arch,
-        preprocess=family.preprocess(model, arch, options, source=raw.path if raw.path.is_dir() else None),
+        preprocess=family.preprocess(model, arch, {k: v for k, v in options.items() if k != CONTROL_KEY}, source=raw.path if raw.path.is_dir() else None),
         adapter=family.adapter(model),
         num_layers=num_layers,
         num_prefix_tokens=num_prefix,
