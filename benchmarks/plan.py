@@ -28,7 +28,7 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,7 @@ class Plan:
     suites: list[SuitePlan]
     encoder_specs: list[Any]
     source: str = ""
+    requested: list[str] = field(default_factory=lambda: ["all"])  # the suites as asked for ("all" or names)
 
     def suite(self, name: str) -> SuitePlan | None:
         return next((item for item in self.suites if item.name == name), None)
@@ -139,7 +140,7 @@ class Plan:
         """The plan as a plan document (``--plan`` reads it back): settings, suites, per-suite data and
         options, and the encoder specs."""
         document: dict[str, Any] = {key: value for key, value in as_dict(self.settings).items() if key != "out"}
-        document["suites"] = [item.name for item in self.suites]
+        document["suites"] = list(self.requested)  # as asked: a suite reached through "all" may be skipped again
         for item in self.suites:
             document[item.name] = {"data": item.data, **as_dict(item.options)}
         document["encoder_specs"] = [asdict(spec) for spec in self.encoder_specs]
@@ -285,7 +286,7 @@ def resolve(namespace: argparse.Namespace) -> tuple[Inputs, Plan, PlanFile | Non
         plan_options = {k: v for k, v in table.items() if k != "data"}
         options = _build_layered(spec.options, plan_options, given(namespace, spec.name), plan_file, spec.name, spec.flag_prefix)
         suites.append(SuitePlan(spec, data, options, spec.name in explicit))
-    return inputs, Plan(settings, suites, [], plan_file.path if plan_file else ""), plan_file
+    return inputs, Plan(settings, suites, [], plan_file.path if plan_file else "", [str(value) for value in requested]), plan_file
 
 
 def _flag(opt: Option | None) -> str:

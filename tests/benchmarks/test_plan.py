@@ -147,11 +147,13 @@ def test_changing_one_suites_option_leaves_the_other_suites_config_hash_alone():
 def test_plan_config_json_runs_the_same_run_again(tmp_path):
     checkpoint = write_tiny_checkpoint(tmp_path / "enc.safetensors")
     first = tmp_path / "first"
-    assert run.main(["--encoder", str(checkpoint), "--suite", "cls", "--data", DATA, "--linear", "sgd", "--linear-epochs", "2", "--out", str(first),
-                     "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--no-report"]) == 0
+    assert run.main(["--encoder", str(checkpoint), "--suite", "all", "--data", "digits:size=32", "--data", f"cls={DATA}", "--linear", "sgd",
+                     "--linear-epochs", "2", "--out", str(first), "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--no-report"]) == 0
     again = tmp_path / "again"
     assert run.main(["--plan", str(first / "config.json"), "--out", str(again)]) == 0
     before = {(r.identity, r.encoder): (r.value, r.config_hash) for r in read_rows(first)}
     after = {(r.identity, r.encoder): (r.value, r.config_hash) for r in read_rows(again)}
     assert before == after and len(before) > 10
-    assert json.loads((again / "config.json").read_text())["plan"]["cls"]["linear"] == "sgd"
+    plan = json.loads((again / "config.json").read_text())["plan"]
+    assert plan["cls"]["linear"] == "sgd" and plan["suites"] == ["all"] and plan["seg"]["data"] == "digits:size=32"
+    assert {r.suite for r in read_rows(again) if r.status == "skipped"} >= {"seg", "grad", "vqa"}  # skipped again, not refused
