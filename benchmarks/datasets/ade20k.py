@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .base import BOXES, IGNORE_INDEX, IMAGE_FILES, MASKS, BadImageError, Box, ImageSplit, hash_parts, open_rgb
+from .base import BOXES, IGNORE_INDEX, IMAGE_FILES, MASKS, BadImageError, Box, ImageSplit, hash_parts, image_size, open_rgb
 from .files import image_files, name_list, require_dir
 from .registry import Param, register_dataset
 
@@ -136,13 +136,9 @@ class ADE20KSplit(ImageSplit):
         if raw.size and int(raw.max()) > len(ADE20K_CLASSES):
             raise BadImageError(path, f"annotation holds value {int(raw.max())}; ADE20K SceneParsing values are 0..150")
         image_path = self.image_path(index)
-        try:
-            with Image.open(image_path) as img:
-                image_size = img.size
-        except (OSError, SyntaxError, ValueError) as err:
-            raise BadImageError(image_path, f"{type(err).__name__}: {err}") from err
-        if size != image_size:
-            raise BadImageError(path, f"annotation is {size[0]}x{size[1]} but its image {image_path} is {image_size[0]}x{image_size[1]}")
+        actual = image_size(image_path)
+        if size != actual:
+            raise BadImageError(path, f"annotation is {size[0]}x{size[1]} but its image {image_path} is {actual[0]}x{actual[1]}")
         return _reduce_zero_label(raw)
 
     def boxes(self, index: int) -> list[Box]:

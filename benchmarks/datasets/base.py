@@ -144,6 +144,16 @@ def open_rgb(path: str | Path) -> Image.Image:
         raise BadImageError(path, f"{type(err).__name__}: {err}") from err
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of the image file at ``path`` from its header (nothing decoded); ``BadImageError``
+    naming the path when it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, SyntaxError, ValueError) as err:
+        raise BadImageError(path, f"{type(err).__name__}: {err}") from err
+
+
 def hash_parts(parts: Iterable[str]) -> str:
     """First 16 hex digits of the sha256 of ``parts`` (each terminated by a newline)."""
     digest = hashlib.sha256()

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .base import BOXES, CAPTIONS, IGNORE_INDEX, IMAGE_FILES, LABELS, MASKS, BadImageError, Box, ImageSplit, hash_parts, open_rgb
+from .base import BOXES, CAPTIONS, IGNORE_INDEX, IMAGE_FILES, LABELS, MASKS, BadImageError, Box, ImageSplit, hash_parts, image_size, open_rgb
 from .files import file_identity, image_files, name_list, pack_paths, require_dir, unpack_path
 from .records import MAX_BAD_FRACTION, DataWarning
 from .registry import Param, register_dataset
@@ -348,11 +348,7 @@ class CocoSplit(ImageSplit):
         """(width, height) from the annotations, checked against the file's header."""
         width, height = (int(v) for v in self._sizes[self._check_index(index)])
         path = self.path(index)
-        try:
-            with Image.open(path) as img:
-                actual = img.size
-        except (OSError, SyntaxError, ValueError) as err:
-            raise BadImageError(path, f"{type(err).__name__}: {err}") from err
+        actual = image_size(path)
         if actual != (width, height):
             raise BadImageError(path, f"the image is {actual[0]}x{actual[1]} but {self.instances_file} says {width}x{height}; "
                                       "its annotations do not fit it: restore the image or the annotation file")
