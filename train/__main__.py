@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _join_numbers(argv: list[str]) -> list[str]:
     """``["--lr", "-1e-5"]`` -> ``["--lr=-1e-5"]``: argparse takes a negative number in exponent form for a
     flag ("expected one argument"), which would hide the real cause, a value out of range."""
-    numeric = {f"--{name}" for name, _ in STAGE_NUMBERS + PIVOT_NUMBERS} | {"--visual-layer"}
+    numeric = {f"--{name}" for name, _ in STAGE_NUMBERS + PIVOT_NUMBERS} | {"--visual-layer", "--replicates"}
     out: list[str] = []
     index = 0
     while index < len(argv):

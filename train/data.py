@@ -174,7 +174,7 @@ def write_shapes_data(spec: str, split: str, out: str | os.PathLike, *, limit: i
     """Write the shapes world's ``split`` as training files under ``out``: ``images/*.png``,
     ``captions.jsonl`` (one caption per image) and ``preferences.jsonl`` (every VQA item: question,
     chosen, rejected). Returns the two file paths."""
-    from benchmarks.datasets import open_split
+    from benchmarks.datasets import CAPTIONS, PREFERENCES, open_split
 
     from .config import check_out_folder
 
@@ -184,7 +184,7 @@ def write_shapes_data(spec: str, split: str, out: str | os.PathLike, *, limit: i
         data = open_split(spec, split)  # a bad spec or split is refused before anything is written
     except ValueError as err:
         raise DataError(f"--data {spec} --split {split}: {err}") from None
-    if not hasattr(data, "caption"):
+    if not {CAPTIONS, PREFERENCES} <= data.CAPABILITIES:
         raise DataError(f"--data {spec}: {data.name} has no captions or VQA items to write; pass a shapes spec such as shapes:n=500:seed=1")
     (out / "images").mkdir(parents=True, exist_ok=True)
     count = len(data) if limit is None else min(limit, len(data))

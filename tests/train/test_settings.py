@@ -103,7 +103,8 @@ def test_a_pivot_eval_flag_out_of_range_names_its_own_flag(flags, names, tmp_pat
 def test_every_numeric_option_of_every_command_has_a_declared_range():
     from train import __main__ as cli
 
-    checked_elsewhere = {("build", "--visual-layer")}  # a block index, checked against the loaded encoder before the LM loads
+    checked_elsewhere = {("build", "--visual-layer"),  # a block index, checked against the loaded encoder before the LM loads
+                         ("demo", "--replicates")}  # train.demo.check_replicates (test below)
     subparsers = next(action for action in cli.build_parser()._actions if isinstance(action, argparse._SubParsersAction))
     numeric = {(command, option) for command, sub in subparsers.choices.items() for action in sub._actions
                if action.type in (int, float) for option in action.option_strings}
@@ -189,6 +190,15 @@ def test_shapes_data_refuses_a_bad_spec_before_writing(spec, split, cause, tmp_p
     err = _one_line_error(capsys)
     assert status == 2 and f"--data {spec}" in err and cause in err
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_demo_refuses_fewer_than_one_replicate_before_training(value, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("train.demo.make_demo_lineage", lambda *a, **k: pytest.fail("the demo trained"))
+    status = train_main(["demo", "--out", str(tmp_path / "lineage"), "--replicates", value])
+    err = _one_line_error(capsys)
+    assert status == 2 and f"--replicates {value}" in err and "e.g. --replicates 3" in err
+    assert not (tmp_path / "lineage").exists()
 
 
 def test_build_checks_the_visual_layer_before_loading_the_lm(tmp_path, capsys, monkeypatch):

@@ -65,7 +65,9 @@ def test_shapes_vqa_end_to_end_and_an_mllm_without_lm(tmp_path, tiny_mllm):
     stale = write_lmms_results(tmp_path / "run" / "vqa" / "lmms" / "orig" / "earlier", {"shapes_vqa": {"exact_match": (0.999, None)}}, date="20991231_000000")
     status = run.main(["--encoders", str(manifest), "--suite", "vqa", "--vqa-tasks", "shapes_vqa,shapes_vqa_mc", "--vqa-items", "12",
                        "--data", DATA, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--no-report"])
-    rows = {(row.encoder, row.task): row for row in read_rows(tmp_path / "run")}
+    all_rows = read_rows(tmp_path / "run")
+    rows = {(row.encoder, row.task): row for row in all_rows if not row.metric.endswith("_vision_gain")}
+    gains = {(row.encoder, row.task): row for row in all_rows if row.metric.endswith("_vision_gain")}
     assert status == 1  # the broken MLLM
     for task, metric in (("shapes_vqa", "exact_match"), ("shapes_vqa_mc", "acc")):
         row = rows[("orig", task)]
@@ -83,6 +85,9 @@ def test_shapes_vqa_end_to_end_and_an_mllm_without_lm(tmp_path, tiny_mllm):
         for r in by_kind:
             kind_scores = np.load(tmp_path / "run" / r.per_item)
             assert kind_scores.tolist() == [s for s, d in zip(scores.tolist(), docs) if d["kind"] == r.extra["kind"]]
+        gain = gains[("orig", task)]  # the same MLLM scored blind: its score minus the blind score
+        assert gain.metric == f"{metric}_vision_gain" and gain.status == "ok" and gain.n == 12
+        assert gain.value == pytest.approx(row.value - row.extra["blind_score"])
         bad = rows[("sft", task)]
         assert bad.status == "failed" and f"{broken / 'lm'} is missing" in bad.reason
     assert not stale.exists() and rows[("orig", "shapes_vqa")].value != pytest.approx(99.9)
