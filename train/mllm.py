@@ -228,10 +228,11 @@ class MLLM(nn.Module):
         logp = torch.zeros(len(batch), dtype=token_logp.dtype, device=token_logp.device).index_add(0, item, token_logp)
         return logp, scored.sum(dim=1)
 
-    def forward(self, batch: MLLMBatch, image_repeats: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: MLLMBatch, image_repeats: int = 1, encoded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`answer_logprobs` (the call that DDP / FSDP wrap). With ``image_repeats`` k the batch holds
-        k answers per image (rows ``j * B + i`` use image ``i``): each image is encoded once."""
-        visual = self.visual_tokens(batch.images)
+        k answers per image (rows ``j * B + i`` use image ``i``): each image is encoded once. ``encoded``:
+        ``batch.images`` already holds the encoder's tokens (B, N, D_enc) of a frozen encoder."""
+        visual = self.projector(batch.images) if encoded else self.visual_tokens(batch.images)
         if image_repeats > 1:
             visual = visual.repeat(image_repeats, 1, 1)
         return self.answer_logprobs(batch, visual)
