@@ -193,7 +193,7 @@ def make_demo_lineage(out: str | os.PathLike, *, replicates: int = DEFAULT_REPLI
     pivot_eval_lineage(manifest, lm_dir, PivotEvalData(stage1["captions"], stage1["preferences"]), out / Path(PIVOT_EVAL_MANIFEST).parent,
                        align=PIVOT_EVAL_STAGES["align"], instruct=PIVOT_EVAL_STAGES["instruct"], log=log, progress=progress)
     timed("pivot-eval", began)
-    summary = {"recipe_hash": key, "recipe": recipe(), "note": schedule_note(replicates), "replicates": replicates, "original_val_accuracy": vit_accuracy, "seconds": timings,
+    summary = {"recipe_hash": key, "recipe": recipe(replicates), "note": schedule_note(replicates), "replicates": replicates, "original_val_accuracy": vit_accuracy, "seconds": timings,
                "total_seconds": round(time.perf_counter() - started, 1), "stages": {name: run.summary for name, run in runs.items()}}
     done.write_text(json.dumps(summary, indent=2, default=str))
     log(f"demo lineage: trained in {summary['total_seconds']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}); manifest {manifest}")

@@ -35,6 +35,9 @@ from .losses import dpo_loss, sft_loss
 from .mllm import MLLM, load_mllm, save_mllm
 
 DONE_FILE = "stage.json"
+# A stage that does not train the encoder (align, PIVOT's evaluation protocol) encodes each image once, not
+# every step, when all the tokens fit in this many bytes; above it images are encoded every step as usual.
+FROZEN_CACHE_BYTES = 512 * 2**20
 
 
 class TrainingError(RuntimeError):
@@ -156,6 +159,39 @@ def _reference_logprobs(reference: MLLM, items: list[TrainItem], dataset: ItemDa
     return all_reduce_sum(table.to(context.device), context).cpu()
 
 
+class EncodedDataset(torch.utils.data.Dataset):
+    """Items with the frozen encoder's tokens of their image: ``(index, (N, D) tensor)``."""
+
+    def __init__(self, items: list[TrainItem], tokens: dict[str, torch.Tensor]) -> None:
+        self.items, self.tokens = items, tokens
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        return index, self.tokens[self.items[index].image]
+
+
+def _frozen_tokens(mllm: MLLM, items: list[TrainItem], config: StageConfig, context: DistContext, autocast: _Autocast) -> dict[str, torch.Tensor] | None:
+    """The encoder's tokens at the visual layer (CPU) of every distinct image of ``items``, computed once with
+    the encoder in eval mode (as it runs in a stage that does not train it), or None when they would not
+    fit :data:`FROZEN_CACHE_BYTES`. Called before wrapping, so FSDP never sees a call outside its forward."""
+    paths = sorted({item.image for item in items})
+    if len(paths) * mllm.num_visual_tokens * mllm.encoder.embed_dim * 4 > FROZEN_CACHE_BYTES:
+        return None
+    images = ItemDataset([TrainItem(path, "", "") for path in paths], mllm.image_transform(), cache_bytes=0)
+    loader = DataLoader(images, batch_size=config.micro_batch, num_workers=config.workers)
+    was_training = mllm.encoder.training
+    mllm.encoder.eval()
+    tokens: dict[str, torch.Tensor] = {}
+    with torch.no_grad(), autocast():
+        for indices, pixels in loader:
+            encoded = mllm.encoder_tokens(pixels.to(context.device)).float().cpu()
+            tokens.update((paths[i], encoded[row].clone()) for row, i in enumerate(indices.tolist()))
+    mllm.encoder.train(was_training)
+    return tokens
+
+
 def _pair_logprobs(model: MLLM | torch.nn.Module, batch_items: list[TrainItem], images: torch.Tensor, autocast: _Autocast) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probs of chosen and rejected answers in one forward (images encoded once)."""
     core = model.module if hasattr(model, "module") else model
@@ -222,6 +258,8 @@ def train_stage(
     reference = None
     if config.stage == "dpo" and not config.cache_reference:
         reference = copy.deepcopy(mllm).eval().requires_grad_(False)
+    # Tokens of a frozen encoder, computed once (SFT-type stages; DPO's reference path encodes images itself).
+    frozen = _frozen_tokens(mllm, items, config, context, autocast) if not config.trains_encoder and config.stage != "dpo" else None
     encoder_names = _set_trainable(mllm, config)
     if config.gradient_checkpointing:
         mllm.lm.gradient_checkpointing_enable()
@@ -236,7 +274,7 @@ def train_stage(
         groups.append({"params": encoder_params, "lr": config.encoder_lr if config.encoder_lr is not None else config.lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(total_steps, config.warmup_ratio))
-    dataset = ItemDataset(items, mllm.image_transform())
+    dataset = EncodedDataset(items, frozen) if frozen is not None else ItemDataset(items, mllm.image_transform())
 
     checkpoint_dir = out / "checkpoint"
     step, epoch, micro_done = 0, 0, 0
@@ -259,7 +297,8 @@ def train_stage(
     metrics_path = out / "metrics.jsonl"
     if main and not resume and metrics_path.exists():
         metrics_path.unlink()
-    say(f"{config.stage}: {len(items)} items, {total_steps} steps of {config.global_batch} items ({accumulation} x {config.micro_batch} x {context.world} processes), lr {config.lr:g}" + (f", encoder lr {config.encoder_lr if config.encoder_lr is not None else config.lr:g}" if encoder_params else ", encoder frozen"))
+    say(f"{config.stage}: {len(items)} items, {total_steps} steps of {config.global_batch} items ({accumulation} x {config.micro_batch} x {context.world} processes), lr {config.lr:g}" + (f", encoder lr {config.encoder_lr if config.encoder_lr is not None else config.lr:g}" if encoder_params else ", encoder frozen")
+        + (f" (its tokens of {len(frozen)} images computed once)" if frozen is not None else ""))
     bar = tqdm(total=total_steps, initial=step, desc=config.stage, unit="step", disable=not (progress and main))
     started, samples_seen, tokens_seen = time.perf_counter(), 0, 0
     if context.device.type == "cuda":
@@ -276,7 +315,7 @@ def train_stage(
                 break
             loader = DataLoader(dataset, batch_sampler=window, num_workers=config.workers)
             loaded = [(indices, images.to(context.device, non_blocking=True)) for indices, images in loader]
-            step_metrics = _train_step(model, mllm, items, loaded, reference, reference_table, config, context, autocast, step, data)
+            step_metrics = _train_step(model, mllm, items, loaded, reference, reference_table, config, context, autocast, step, data, encoded=frozen is not None)
             grad_norm = torch.nn.utils.clip_grad_norm_([p for group in groups for p in group["params"]], config.max_grad_norm)
             if not torch.isfinite(grad_norm):
                 raise TrainingError(f"{config.stage}: non-finite gradient norm at step {step} (items at lines {_lines(items, loaded)} of {data}); nothing of this step was applied and the last checkpoint in {checkpoint_dir} is kept; lower the learning rate or check those items")
@@ -326,8 +365,10 @@ def _lines(items: list[TrainItem], loaded: list[tuple[torch.Tensor, torch.Tensor
     return [items[i].line for indices, _ in loaded for i in indices.tolist()][:10]
 
 
-def _train_step(model, mllm: MLLM, items: list[TrainItem], loaded, reference, reference_table, config: StageConfig, context: DistContext, autocast: _Autocast, step: int, data: Path) -> dict[str, float]:
-    """Forward and backward of every micro-batch of one step; returns the step's metrics (global means)."""
+def _train_step(model, mllm: MLLM, items: list[TrainItem], loaded, reference, reference_table, config: StageConfig, context: DistContext, autocast: _Autocast, step: int, data: Path,
+                encoded: bool = False) -> dict[str, float]:
+    """Forward and backward of every micro-batch of one step; returns the step's metrics (global means).
+    ``encoded``: the loaded tensors are the frozen encoder's tokens, not images."""
     batch_items = [[items[i] for i in indices.tolist()] for indices, _ in loaded]
     if config.stage == "dpo":
         return _dpo_step(model, mllm, batch_items, loaded, reference, reference_table, config, context, autocast, step, data)
@@ -338,7 +379,7 @@ def _train_step(model, mllm: MLLM, items: list[TrainItem], loaded, reference, re
     for position, batch in enumerate(prepared):
         with _no_sync(model, config, context, last=position == len(prepared) - 1):
             with autocast():
-                logp, n_tokens = model(batch)
+                logp, n_tokens = model(batch, encoded=encoded)
             loss = sft_loss(logp, n_tokens, normaliser=totals[0]) * context.world
             _check_finite(loss, config, step, batch_items[position], data)
             loss.backward()

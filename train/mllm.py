@@ -3,12 +3,14 @@
 This is the one module of ``train/`` that the suites import. Visual tokens are the patch tokens of one
 encoder block (default the penultimate, ``-2``, as the study), prefix tokens (CLS, registers) removed by
 count; the chat prompt holds one ``<image>`` placeholder that is expanded to as many positions as there
-are visual tokens and filled with the projector's outputs. Labels keep only the answer tokens (and the
+are visual tokens and filled with the projector's outputs. The placeholder comes before the question
+(``prompt_layout`` ``image-question``, LLaVA's) or after it (``question-image``: with causal attention the
+visual tokens then see the question, which lets a tiny LM trained from scratch find the object asked about). Labels keep only the answer tokens (and the
 closing end-of-turn token), so log-probabilities and losses concern the answer alone.
 
 An MLLM directory::
 
-    mllm.json               {"format": "vision-encoder-eval-mllm", "version": 1, "visual_layer": -2, ...}
+    mllm.json               {"format": "vision-encoder-eval-mllm", "version": 1, "visual_layer": -2, "prompt_layout": ..., ...}
     encoder.safetensors     the vision tower (a project encoder checkpoint: loads with no --arch)
     projector.safetensors   fc1.weight, fc1.bias, fc2.weight, fc2.bias
     lm/                     a transformers model directory with its tokenizer and chat template
@@ -31,6 +33,7 @@ IMAGE_TOKEN = "<image>"
 MLLM_FORMAT = "vision-encoder-eval-mllm"
 MLLM_VERSION = 1
 IGNORE = -100
+PROMPT_LAYOUTS = ("image-question", "question-image")
 
 
 class MLLMError(ValueError):
@@ -109,8 +112,12 @@ class MLLM(nn.Module):
     """Encoder + projector + causal LM (see the module docstring). The calls the suites use:
     :meth:`encoder_tokens`, :meth:`visual_tokens`, :meth:`prepare`, :meth:`answer_logprobs`, :meth:`generate`."""
 
-    def __init__(self, encoder: Encoder, projector: Projector, lm: nn.Module, tokenizer: Any, visual_layer: int = -2, max_length: int = 2048) -> None:
+    def __init__(self, encoder: Encoder, projector: Projector, lm: nn.Module, tokenizer: Any, visual_layer: int = -2, max_length: int = 2048,
+                 prompt_layout: str = "image-question") -> None:
         super().__init__()
+        if prompt_layout not in PROMPT_LAYOUTS:
+            raise MLLMError(f"prompt_layout {prompt_layout!r}: choose {' or '.join(PROMPT_LAYOUTS)}")
+        self.prompt_layout = prompt_layout
         self.encoder, self.projector, self.lm, self.tokenizer = encoder, projector, lm, tokenizer
         self.visual_layer = visual_layer
         self.max_length = max_length
@@ -161,7 +168,8 @@ class MLLM(nn.Module):
     # -- text side -----------------------------------------------------------------------------------
     def prompt_ids(self, question: str) -> list[int]:
         """Token ids of the chat prompt for ``question`` up to the assistant's turn, ``<image>`` expanded."""
-        messages = [{"role": "user", "content": f"{IMAGE_TOKEN}\n{question}"}]
+        content = f"{IMAGE_TOKEN}\n{question}" if self.prompt_layout == "image-question" else f"{question}\n{IMAGE_TOKEN}"
+        messages = [{"role": "user", "content": content}]
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if ids.count(self.image_token_id) != 1:
@@ -228,10 +236,11 @@ class MLLM(nn.Module):
         logp = torch.zeros(len(batch), dtype=token_logp.dtype, device=token_logp.device).index_add(0, item, token_logp)
         return logp, scored.sum(dim=1)
 
-    def forward(self, batch: MLLMBatch, image_repeats: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: MLLMBatch, image_repeats: int = 1, encoded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`answer_logprobs` (the call that DDP / FSDP wrap). With ``image_repeats`` k the batch holds
-        k answers per image (rows ``j * B + i`` use image ``i``): each image is encoded once."""
-        visual = self.visual_tokens(batch.images)
+        k answers per image (rows ``j * B + i`` use image ``i``): each image is encoded once. ``encoded``:
+        ``batch.images`` already holds the encoder's tokens (B, N, D_enc) of a frozen encoder."""
+        visual = self.projector(batch.images) if encoded else self.visual_tokens(batch.images)
         if image_repeats > 1:
             visual = visual.repeat(image_repeats, 1, 1)
         return self.answer_logprobs(batch, visual)
@@ -251,14 +260,16 @@ class MLLM(nn.Module):
     def describe(self) -> dict[str, Any]:
         """Identity: the encoder's description, LM architecture and size, visual layer, token count."""
         return {
-            "encoder": self.encoder.describe(), "visual_layer": self.visual_layer, "grid": list(self.grid),
+            "encoder": self.encoder.describe(), "visual_layer": self.visual_layer, "prompt_layout": self.prompt_layout, "grid": list(self.grid),
             "lm": type(self.lm).__name__, "lm_parameters": sum(p.numel() for p in self.lm.parameters()),
             "projector_parameters": sum(p.numel() for p in self.projector.parameters()),
         }
 
 
-def build_mllm(encoder: Encoder | str | os.PathLike, lm_dir: str | os.PathLike, *, visual_layer: int = -2, projector_hidden: int | None = None, max_length: int = 2048, seed: int = 0) -> MLLM:
-    """A new MLLM: an encoder (or its checkpoint), a freshly initialised projector, and the LM of ``lm_dir``."""
+def build_mllm(encoder: Encoder | str | os.PathLike, lm_dir: str | os.PathLike, *, visual_layer: int = -2, projector_hidden: int | None = None, max_length: int = 2048, seed: int = 0,
+               prompt_layout: str = "image-question") -> MLLM:
+    """A new MLLM: an encoder (or its checkpoint), a freshly initialised projector, and the LM of ``lm_dir``;
+    ``prompt_layout`` places the image before (LLaVA) or after the question (see the module docstring)."""
     if not isinstance(encoder, Encoder):
         encoder = load_encoder(encoder)
     try:
@@ -268,7 +279,7 @@ def build_mllm(encoder: Encoder | str | os.PathLike, lm_dir: str | os.PathLike, 
     lm, tokenizer = load_lm(lm_dir)
     torch.manual_seed(seed)
     projector = Projector(encoder.embed_dim, lm.get_input_embeddings().embedding_dim, projector_hidden)
-    return MLLM(encoder, projector, lm, tokenizer, visual_layer=visual_layer, max_length=max_length)
+    return MLLM(encoder, projector, lm, tokenizer, visual_layer=visual_layer, max_length=max_length, prompt_layout=prompt_layout)
 
 
 def save_mllm(mllm: MLLM, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
@@ -293,7 +304,7 @@ def save_mllm(mllm: MLLM, path: str | os.PathLike, extra: dict[str, Any] | None 
     mllm.tokenizer.save_pretrained(tmp / "lm")
     projector = mllm.projector
     meta = {
-        "format": MLLM_FORMAT, "version": MLLM_VERSION, "visual_layer": mllm.visual_layer, "max_length": mllm.max_length,
+        "format": MLLM_FORMAT, "version": MLLM_VERSION, "visual_layer": mllm.visual_layer, "max_length": mllm.max_length, "prompt_layout": mllm.prompt_layout,
         "projector": {"encoder_dim": projector.fc1.in_features, "hidden": projector.fc1.out_features, "lm_dim": projector.fc2.out_features},
         "encoder_weights_hash": encoder.weights_hash, **(extra or {}),
     }
@@ -339,7 +350,10 @@ def load_mllm(path: str | os.PathLike, device: str | torch.device = "cpu") -> ML
         raise MLLMError(f"{path / 'projector.safetensors'}: does not match mllm.json's projector sizes ({err})") from None
     if encoder.embed_dim != dims["encoder_dim"]:
         raise MLLMError(f"{path}: the encoder's width {encoder.embed_dim} differs from the projector's input {dims['encoder_dim']}")
-    mllm = MLLM(encoder, projector, lm, tokenizer, visual_layer=int(meta["visual_layer"]), max_length=int(meta.get("max_length", 2048)))
+    layout = meta.get("prompt_layout", "image-question")  # directories written before the field existed: LLaVA's layout
+    if layout not in PROMPT_LAYOUTS:
+        raise MLLMError(f"{meta_path}: prompt_layout {layout!r} is not one of {', '.join(PROMPT_LAYOUTS)}; fix mllm.json")
+    mllm = MLLM(encoder, projector, lm, tokenizer, visual_layer=int(meta["visual_layer"]), max_length=int(meta.get("max_length", 2048)), prompt_layout=layout)
     return mllm.to(device).eval()
 
 

@@ -56,8 +56,9 @@ def resolve_data(data: str | os.PathLike, work: Path) -> PivotEvalData:
 
 def pivot_eval(encoder: str | os.PathLike, lm: str | os.PathLike, data: PivotEvalData, out: str | os.PathLike, *,
                align: StageConfig = ALIGN, instruct: StageConfig = INSTRUCT, arch: str = "", device: str | None = None,
-               log: Callable[[str], None] = print, progress: bool = True) -> Path:
-    """Train a fresh MLLM around the frozen ``encoder`` (see the module docstring); returns its directory."""
+               prompt_layout: str = "image-question", log: Callable[[str], None] = print, progress: bool = True) -> Path:
+    """Train a fresh MLLM around the frozen ``encoder`` (see the module docstring); returns its directory.
+    ``prompt_layout``: where the image goes in the prompt (``train.mllm.PROMPT_LAYOUTS``)."""
     from encoders import EncoderSpec, load_encoder
 
     from .loop import TrainingError, train_stage
@@ -69,8 +70,9 @@ def pivot_eval(encoder: str | os.PathLike, lm: str | os.PathLike, data: PivotEva
     loaded = load_encoder(EncoderSpec(checkpoint=str(encoder), arch=arch))
     before = loaded.weights_hash
     start = out / "mllm-init"
-    if not (start / "mllm.json").exists() or json.loads((start / "mllm.json").read_text()).get("encoder_weights_hash") != before:
-        save_mllm(build_mllm(loaded, lm, seed=align.seed), start, extra={"pivot_eval": {"encoder": str(encoder), "lm": str(lm)}})
+    existing = json.loads((start / "mllm.json").read_text()) if (start / "mllm.json").exists() else {}
+    if existing.get("encoder_weights_hash") != before or existing.get("prompt_layout", "image-question") != prompt_layout:
+        save_mllm(build_mllm(loaded, lm, seed=align.seed, prompt_layout=prompt_layout), start, extra={"pivot_eval": {"encoder": str(encoder), "lm": str(lm)}})
     began = time.perf_counter()
     first = train_stage(start, data.captions, out / "align", align, device=device, log=log, progress=progress)
     second = train_stage(first.mllm_dir, data.instructions, out / "instruct", instruct, device=device, log=log, progress=progress)

@@ -91,3 +91,21 @@ def test_settings_that_cannot_work_are_refused(tiny_mllm_dir, shapes_files, tmp_
 
     with pytest.raises(DataError, match="needs preference items"):
         train_stage(tiny_mllm_dir, shapes_files["captions"], tmp_path / "b", stage_config("dpo", **FAST), progress=False)
+
+
+@pytest.mark.parametrize("stage,overrides", [("align", {}), ("pretrain", {"freeze_encoder": True})], ids=["align", "frozen-pretrain"])
+def test_a_frozen_encoder_is_run_once_per_image_with_the_same_training(stage, overrides, tiny_mllm_dir, shapes_files, tmp_path, monkeypatch):
+    import train.loop as loop
+
+    data = shapes_files["captions" if stage == "align" else "preferences"]
+    config = stage_config(stage, **FAST, **overrides)
+    messages = []
+    cached = train_stage(tiny_mllm_dir, data, tmp_path / "cached", config, progress=False, log=messages.append)
+    assert any("computed once" in message for message in messages)
+    monkeypatch.setattr(loop, "FROZEN_CACHE_BYTES", 0)  # too small for any token: every step encodes its images
+    messages.clear()
+    every_step = train_stage(tiny_mllm_dir, data, tmp_path / "every-step", config, progress=False, log=messages.append)
+    assert not any("computed once" in message for message in messages)
+    a, b = load_mllm(cached.mllm_dir).state_dict(), load_mllm(every_step.mllm_dir).state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert _changed(_encoder_state(tiny_mllm_dir), _encoder_state(cached.mllm_dir)) == []

@@ -107,3 +107,32 @@ def test_an_encoder_of_another_architecture_is_refused(tiny_mllm_dir, tmp_path):
     write_tiny_encoder(other / "encoder.safetensors", options={"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 3, "num_heads": 2})
     with pytest.raises(MLLMError, match="width 48 differs from the projector's input 32"):
         load_mllm(other)
+
+
+def test_question_image_layout_puts_the_visual_tokens_after_the_question_and_survives_saving(tiny_mllm_dir, tmp_path):
+    before = load_mllm(tiny_mllm_dir)
+    assert before.prompt_layout == "image-question"
+    after = load_mllm(tiny_mllm_dir)
+    after.prompt_layout = "question-image"
+    question_ids = after.tokenizer(QUESTIONS[0], add_special_tokens=False)["input_ids"]
+
+    def positions(mllm):
+        ids = mllm.prompt_ids(QUESTIONS[0])
+        image = [i for i, token in enumerate(ids) if token == mllm.image_token_id]
+        start = next(i for i in range(len(ids)) if ids[i:i + len(question_ids)] == question_ids)
+        return image, start
+
+    (image_first, question_at), (image_last, question_after) = positions(before), positions(after)
+    assert len(image_first) == len(image_last) == before.num_visual_tokens
+    assert image_first[-1] < question_at and question_after + len(question_ids) <= image_last[0]
+    assert sorted(before.prompt_ids(QUESTIONS[0])) == sorted(after.prompt_ids(QUESTIONS[0]))  # same tokens, another order
+    copy = load_mllm(save_mllm(after, tmp_path / "saved"))
+    assert copy.prompt_layout == "question-image" and copy.prompt_ids(QUESTIONS[0]) == after.prompt_ids(QUESTIONS[0])
+    meta = json.loads((tmp_path / "saved" / "mllm.json").read_text())
+    meta["prompt_layout"] = "image-last"
+    (tmp_path / "saved" / "mllm.json").write_text(json.dumps(meta))
+    with pytest.raises(MLLMError, match="prompt_layout 'image-last' is not one of image-question, question-image; fix mllm.json"):
+        load_mllm(tmp_path / "saved")
+    del meta["prompt_layout"]  # written before the field existed: LLaVA's layout
+    (tmp_path / "saved" / "mllm.json").write_text(json.dumps(meta))
+    assert load_mllm(tmp_path / "saved").prompt_layout == "image-question"

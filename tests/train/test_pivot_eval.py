@@ -58,3 +58,16 @@ def test_bad_input(tmp_path, tiny_lm_dir, capsys):
 
     with pytest.raises(ValueError, match="encoder frozen"):  # an instruction stage that would train the encoder
         pivot_eval(encoder, tiny_lm_dir, PivotEvalData(tmp_path, tmp_path), tmp_path / "o", instruct=StageConfig("pretrain", lr=1e-3))
+
+
+def test_the_fresh_mllm_takes_the_prompt_layout_it_is_given(tmp_path, shapes_files, tiny_lm_dir):
+    from train.config import stage_config
+    from train.pivot_eval import PivotEvalData, pivot_eval
+
+    encoder = write_tiny_encoder(tmp_path / "e.safetensors")
+    data = PivotEvalData(shapes_files["captions"], shapes_files["preferences"])
+    fast = {"global_batch": 8, "micro_batch": 4, "epochs": 0.2, "save_every": 0}
+    stages = {"align": stage_config("align", lr=1e-2, **fast), "instruct": stage_config("pretrain", lr=1e-3, freeze_encoder=True, **fast)}
+    mllm = pivot_eval(encoder, tiny_lm_dir, data, tmp_path / "pe", prompt_layout="question-image", progress=False, log=lambda m: None, **stages)
+    assert load_mllm(mllm).prompt_layout == "question-image"
+    assert load_mllm(tmp_path / "pe" / "mllm-init").prompt_layout == "question-image"

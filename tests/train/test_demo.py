@@ -1,0 +1,71 @@
+"""The demo lineage at toy size: K Stage-2 replicates per arm from one Stage-1 model, their manifest
+entries (replicate = i, replicate 0 under today's names) and each replicate's pivot-eval MLLM."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from encoders import load_manifest
+
+TOY = {"epochs": 0.25, "global_batch": 8, "micro_batch": 8, "save_every": 0}
+
+
+@pytest.fixture
+def toy_demo(monkeypatch):
+    """train.demo with every setting shrunk (tiny ViT, 1-layer LM, 8 images, a few steps per stage)."""
+    from dataclasses import replace
+
+    from train import demo
+    from train.config import stage_config
+    from train.tiny_lm import TinyLMConfig
+
+    monkeypatch.setattr(demo, "VIT", replace(demo.VIT, options={"img_size": 32, "embed_dim": 32, "depth": 2, "num_heads": 2},
+                                             data="shapes:n=10:n_val=4:seed=3:size=32", epochs=1, batch_size=10))
+    monkeypatch.setattr(demo, "LM", TinyLMConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64))
+    monkeypatch.setattr(demo, "STAGE1_DATA", "shapes:n=8:seed=1:size=32")
+    monkeypatch.setattr(demo, "STAGE2_DATA", "shapes:n=8:seed=2:size=32")
+    monkeypatch.setattr(demo, "STAGES", {name: stage_config(name, lr=1e-3, **TOY) for name in ("align", "pretrain", "sft", "dpo")})
+    monkeypatch.setattr(demo, "PIVOT_EVAL_STAGES", {"align": stage_config("align", lr=1e-3, **TOY),
+                                                    "instruct": stage_config("pretrain", lr=1e-3, freeze_encoder=True, **TOY)})
+    return demo
+
+
+def test_replicates_train_each_stage2_arm_k_times_from_one_stage1_model(toy_demo, tmp_path):
+    out = tmp_path / "lineage"
+    manifest = toy_demo.make_demo_lineage(out, replicates=2, progress=False, log=lambda message: None)
+    specs = load_manifest(manifest)
+    assert [(s.name, s.role, s.base, s.replicate) for s in specs] == [
+        ("demo-vit", "original", "", None),
+        ("demo-vit-sft", "sft", "demo-vit", 0), ("demo-vit-pivot", "pivot", "demo-vit", 0),
+        ("demo-vit-sft-s1", "sft", "demo-vit", 1), ("demo-vit-pivot-s1", "pivot", "demo-vit", 1),
+    ]
+    for stage in ("sft", "dpo"):
+        first, second = (json.loads((out / folder / "stage.json").read_text()) for folder in (stage, f"{stage}-s1"))
+        assert first["identity"]["start"] == second["identity"]["start"] == str((out / "pretrain" / "mllm").resolve())
+        assert (first["identity"]["config"]["seed"], second["identity"]["config"]["seed"]) == (0, 1)
+        assert first["steps"] == second["steps"]
+        # Another seed, another Stage-2 run: the encoders differ.
+        a, b = (load_file(str(out / folder / "encoder.safetensors")) for folder in (stage, f"{stage}-s1"))
+        assert any(not (a[key] == b[key]).all() for key in a)
+    pivot = {s.name: s for s in load_manifest(out / toy_demo.PIVOT_EVAL_MANIFEST)}
+    assert sorted(pivot) == sorted(s.name for s in specs)
+    assert {name: s.replicate for name, s in pivot.items()} == {s.name: s.replicate for s in specs}
+    assert all(Path(s.mllm).is_dir() for s in pivot.values())
+    summary = json.loads((out / toy_demo.DONE_FILE).read_text())
+    assert summary["replicates"] == 2 and summary["recipe"]["replicates"] == 2
+    # Same recipe: reused. Another replicate count is another recipe.
+    messages = []
+    toy_demo.make_demo_lineage(out, replicates=2, progress=False, log=messages.append)
+    assert any("reusing" in m for m in messages)
+    assert toy_demo.recipe_hash(1) != toy_demo.recipe_hash(2)
+
+
+def test_replicates_must_be_a_whole_number_of_at_least_one(capsys, tmp_path):
+    from train.__main__ import main
+
+    assert main(["demo", "--out", str(tmp_path / "x"), "--replicates", "0"]) == 2
+    assert "--replicates 0: the number of Stage-2 training seeds per arm must be a whole number >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
