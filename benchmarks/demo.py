@@ -8,6 +8,10 @@
 3. The ``vqa`` suite under PIVOT's evaluation protocol: each encoder frozen inside a fresh MLLM
    (trained, and reused, with the lineage), so the MLLMs differ only in the encoder.
 4. One HTML report over the three runs; its path is the last line printed.
+5. With ``--control`` (needs ``--replicates`` >= 2): ``loc``, ``seg`` and ``grad`` on the controls of the
+   lineage (``train.controls``): the Stage-1 encoder with its patch tokens shuffled on the grid, which they
+   must flag as significantly worse, and a seed-only retraining of +SFT, which they must not flag; a
+   report of its own, ``controls/report.html``.
 """
 from __future__ import annotations
 
@@ -33,6 +37,9 @@ VQA_OPTIONS = ["--vqa-tasks", "shapes_vqa,shapes_vqa_mc", "--vqa-items", "200"]
 SUITE_OPTIONS = ["--seg-iters", "60", "--seg-epochs", "2", "--seg-seeds", "2", "--seg-head-epochs", "5", *VQA_OPTIONS]
 PIVOT_EVAL_NOTE = ("PIVOT evaluation protocol, demo-sized: each encoder frozen inside a fresh MLLM (new tiny LM; projector, then "
                    "projector + LM, on the Stage-1 data), then lmms-eval on 200 offline shapes-world questions.")
+CONTROL_NOTE = ("Controls of the demo lineage: positive = the Stage-1 encoder with its patch tokens shuffled after the position "
+                "embedding (same weights, same pooled features), which loc, seg and grad must flag as worse; null = +SFT "
+                "retrained with another Stage-2 seed, which they must not flag.")
 DIGITS_NOTE = "Demo-sized: scikit-learn digits (1078 train / 359 val, 8x8 upscaled), last block only; same lineage."
 
 
@@ -42,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=".cache/features")
     parser.add_argument("--retrain", action="store_true", help="train the lineage again even if its recipe is unchanged")
     parser.add_argument("--replicates", type=int, default=None, help="Stage-2 training seeds per arm (default: train.demo.DEFAULT_REPLICATES)")
+    parser.add_argument("--control", action="store_true", help="also run loc, seg and grad on the positive (token-shuffled) and null (seed-only) controls")
     args = parser.parse_args(argv)
     from train.demo import DEFAULT_REPLICATES, PIVOT_EVAL_MANIFEST, check_replicates, make_demo_lineage, schedule_note
 
@@ -49,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     replicates = DEFAULT_REPLICATES if args.replicates is None else args.replicates
     try:
         check_replicates(replicates)
+        if args.control and replicates < 2:
+            raise ValueError(f"--control needs --replicates 2 or more (the null control is a second Stage-2 seed); got {replicates}")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -65,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     from reports.build import build_report
 
     report = build_report([out / "shapes", out / "digits", out / "pivot-eval"], out / "report.html", title="Demo: a trained original, +SFT and +PIVOT on the shapes world and digits")
+    if args.control:
+        from train.controls import write_control_lineage
+
+        seg_options = SUITE_OPTIONS[: SUITE_OPTIONS.index("--vqa-tasks")]
+        status |= run.main([*common(write_control_lineage(out / "lineage")), "--suite", "loc,seg,grad", "--data", DEMO_DATA, "--out", str(out / "controls"),
+                            *seg_options, "--note", f"{CONTROL_NOTE} {note}"])
+        controls = build_report([out / "controls"], out / "controls" / "report.html", title="Demo controls: token-shuffled (must be flagged) and seed-only retraining (must not)")
+        print(f"\nControls report: {controls.resolve()}")
     print(f"\nHTML report: {report.resolve()}")
     return status
 

@@ -1,0 +1,57 @@
+"""The demo's controls: encoders whose verdict is known before anything is measured.
+
+``controls/lineage.toml`` inside a demo lineage folder holds two lineages:
+
+- **positive control**: ``demo-vit-stage1`` (the Stage-1 MLLM's encoder, in that MLLM) and
+  ``demo-vit-shuffled``, the same encoder with its patch tokens' order shuffled after the position embedding
+  (``encoders.controls``), inside a copy of that MLLM. Every token computes what it did before, only its
+  place on the grid is wrong, so ``loc``, ``seg`` and ``grad`` must call it significantly worse.
+- **null control**: ``demo-vit-sft`` and ``demo-vit-sft-s1``, the same Stage-2 SFT recipe with another
+  training seed. Nothing about the recipe differs, so no suite should call one better than the other.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from encoders import weights_hash
+from encoders.controls import CONTROL_KEY, install_control
+
+from .mllm import load_mllm, save_mllm
+
+CONTROLS_MANIFEST = "controls/lineage.toml"
+SHUFFLE_SEED = 0
+
+
+def make_shuffled_mllm(mllm_dir: str | os.PathLike, out: str | os.PathLike, *, seed: int = SHUFFLE_SEED) -> Path:
+    """Write ``out``: the MLLM of ``mllm_dir`` with its encoder replaced by the token_shuffle control of
+    itself (projector and LM unchanged); its ``encoder.safetensors`` is the control checkpoint."""
+    mllm = load_mllm(mllm_dir)
+    control = {"kind": "token_shuffle", "seed": seed}
+    install_control(mllm.encoder.model, control)
+    mllm.encoder.options = {**mllm.encoder.options, CONTROL_KEY: control}
+    mllm.encoder.weights_hash = weights_hash(mllm.encoder.model.state_dict())  # the permutation is a buffer: a new identity
+    return save_mllm(mllm, out, extra={"control_of": str(Path(mllm_dir).resolve())})
+
+
+def write_control_lineage(lineage_dir: str | os.PathLike) -> Path:
+    """``<lineage_dir>/controls/lineage.toml`` (see the module docstring) for a demo lineage trained with at
+    least 2 replicates; the shuffled MLLM is written once and reused. Returns the manifest's path."""
+    lineage_dir = Path(lineage_dir)
+    if not (lineage_dir / "sft-s1" / "mllm").exists():
+        raise FileNotFoundError(f"{lineage_dir / 'sft-s1' / 'mllm'}: the null control needs a second Stage-2 seed; train the lineage with --replicates 2 or more")
+    shuffled = lineage_dir / "controls" / "shuffled-mllm"
+    if not (shuffled / "mllm.json").exists():
+        make_shuffled_mllm(lineage_dir / "pretrain" / "mllm", shuffled)
+    manifest = lineage_dir / CONTROLS_MANIFEST
+    manifest.write_text(
+        "# Controls of the demo lineage (train.controls): a positive control that must be flagged worse on\n"
+        "# loc, seg and grad, and a null control (a seed-only retraining) that must not be flagged.\n"
+        '[[encoder]]\nname = "demo-vit-stage1"\ncheckpoint = "../pretrain/mllm/encoder.safetensors"\nrole = "original"\nmllm = "../pretrain/mllm"\n\n'
+        '[[encoder]]\nname = "demo-vit-shuffled"\ncheckpoint = "shuffled-mllm/encoder.safetensors"\nrole = "positive-control"\n'
+        'base = "demo-vit-stage1"\nmllm = "shuffled-mllm"\n\n'
+        '[[encoder]]\nname = "demo-vit-sft"\ncheckpoint = "../sft/encoder.safetensors"\nrole = "original"\nmllm = "../sft/mllm"\n\n'
+        '[[encoder]]\nname = "demo-vit-sft-s1"\ncheckpoint = "../sft-s1/encoder.safetensors"\nrole = "null-control"\n'
+        'base = "demo-vit-sft"\nmllm = "../sft-s1/mllm"\n'
+    )
+    return manifest
