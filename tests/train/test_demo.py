@@ -54,6 +54,11 @@ def test_replicates_train_each_stage2_arm_k_times_from_one_stage1_model(toy_demo
     assert sorted(pivot) == sorted(s.name for s in specs)
     assert {name: s.replicate for name, s in pivot.items()} == {s.name: s.replicate for s in specs}
     assert all(Path(s.mllm).is_dir() for s in pivot.values())
+    # One prompt layout for every MLLM of the lineage (the lmms model prompts as mllm.json says): the Stage-1 and
+    # Stage-2 MLLMs and the fresh PIVOT-protocol ones alike, so their VQA numbers compare like with like.
+    layouts = {folder: json.loads((Path(folder) / "mllm.json").read_text())["prompt_layout"]
+               for folder in [out / "pretrain" / "mllm", out / "sft" / "mllm", out / "dpo-s1" / "mllm", *(s.mllm for s in pivot.values())]}
+    assert set(layouts.values()) == {toy_demo.PROMPT_LAYOUT} == {"question-image"}, layouts
     summary = json.loads((out / toy_demo.DONE_FILE).read_text())
     assert summary["replicates"] == 2 and summary["recipe"]["replicates"] == 2
     # Same recipe: reused. Another replicate count is another recipe.
