@@ -20,22 +20,23 @@ import sys
 from pathlib import Path
 
 from benchmarks import run
-from benchmarks.suites.segmentation import SegOptions
 from probes.linear import LinearProbeConfig
 
 DEMO_DATA = "shapes:n=800:seed=0"
 _GRID = LinearProbeConfig()
+SEG_ITERS, SEG_EPOCHS, SEG_HEAD_EPOCHS, SEG_MIN_STEPS = 60, 2, 5, 300
 EVAL_NOTE = (
     "Evaluation, demo-sized: shapes world with 800 train / 200 val images at 224 px (resized to the encoder's 64 px), "
     f"linear grid of {len(_GRID.lrs) * len(_GRID.weight_decays)} heads ({len(_GRID.lrs)} learning rates x "
-    f"{len(_GRID.weight_decays)} weight decays) for at least {_GRID.epochs} epochs / {_GRID.min_steps} steps, all blocks probed; "
-    f"seg: mmseg linear head 60 iterations, patch probe 2 epochs x 2 seeds and fast head 5 epochs, each raised to at least {SegOptions().min_steps} "
-    "optimizer steps; loc/grad/align on the default item counts; "
+    f"{len(_GRID.weight_decays)} weight decays) for at least {_GRID.epochs} epochs / {_GRID.min_steps} steps, last block; "
+    f"seg: mmseg linear head {SEG_ITERS} iterations, patch probe {SEG_EPOCHS} epochs x 1 seed and fast head {SEG_HEAD_EPOCHS} epochs, each raised to at least "
+    f"{SEG_MIN_STEPS} optimizer steps (the suite's default is 1000); loc/grad/align on the default item counts; "
     "VQA: lmms-eval on 200 offline shapes-world questions (shapes_vqa, shapes_vqa_mc) instead of the 16 Cambrian benchmarks."
 )
 # Demo-sized suite schedules (stated in the report through the run's config and EVAL_NOTE).
 VQA_OPTIONS = ["--vqa-tasks", "shapes_vqa,shapes_vqa_mc", "--vqa-items", "200"]
-SUITE_OPTIONS = ["--seg-iters", "60", "--seg-epochs", "2", "--seg-seeds", "2", "--seg-head-epochs", "5", *VQA_OPTIONS]
+SEG_OPTIONS = ["--seg-iters", str(SEG_ITERS), "--seg-epochs", str(SEG_EPOCHS), "--seg-seeds", "1", "--seg-head-epochs", str(SEG_HEAD_EPOCHS),
+               "--seg-min-steps", str(SEG_MIN_STEPS)]
 PIVOT_EVAL_NOTE = ("PIVOT evaluation protocol, demo-sized: each encoder frozen inside a fresh MLLM (new tiny LM; projector, then "
                    "projector + LM, on the Stage-1 data), then lmms-eval on 200 offline shapes-world questions.")
 CONTROL_NOTE = ("Controls of the demo lineage: positive = the Stage-1 encoder with its patch tokens shuffled after the position "
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return ["--encoders", str(lineage), "--cache-dir", args.cache_dir, "--batch-size", "100", "--workers", "1", "--no-report"]
 
     # VQA: the offline shapes-world lmms-eval tasks on each encoder's MLLM (the Cambrian datasets are not here).
-    status = run.main([*common(manifest), "--suite", "all", "--data", DEMO_DATA, "--out", str(out / "shapes"), "--layers", "all", *SUITE_OPTIONS, "--note", note])
+    status = run.main([*common(manifest), "--suite", "all", "--data", DEMO_DATA, "--out", str(out / "shapes"), *SEG_OPTIONS, *VQA_OPTIONS, "--note", note])
     status |= run.main([*common(manifest), "--suite", "cls", "--data", "digits", "--out", str(out / "digits"), "--note", DIGITS_NOTE])
     status |= run.main([*common(manifest.parent / PIVOT_EVAL_MANIFEST), "--suite", "vqa", "--data", DEMO_DATA, "--out", str(out / "pivot-eval"), *VQA_OPTIONS, "--note", f"{PIVOT_EVAL_NOTE} {note}"])
     from reports.build import build_report
@@ -79,9 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.control:
         from train.controls import write_control_lineage
 
-        seg_options = SUITE_OPTIONS[: SUITE_OPTIONS.index("--vqa-tasks")]
         status |= run.main([*common(write_control_lineage(out / "lineage")), "--suite", "loc,seg,grad", "--data", DEMO_DATA, "--out", str(out / "controls"),
-                            *seg_options, "--note", f"{CONTROL_NOTE} {note}"])
+                            *SEG_OPTIONS, "--note", f"{CONTROL_NOTE} {note}"])
         controls = build_report([out / "controls"], out / "controls" / "report.html", title="Demo controls: token-shuffled (must be flagged) and seed-only retraining (must not)")
         print(f"\nControls report: {controls.resolve()}")
     print(f"\nHTML report: {report.resolve()}")
