@@ -206,10 +206,14 @@ def lineage_table(lineage: Lineage, cache: PerItemCache, n_boot: int = 2000, cor
             if info.name in replicate_of:
                 cell.note = f"replicate {info.replicate} of {replicate_of[info.name].label}: compared as an arm, see the arms table"
             elif is_ok(row) and base_item is not None and info.name != original and is_ok(base_item.row):
-                if cell.degenerate or degenerate(base_item.row):
-                    cell.note = f"not compared: {'this row' if cell.degenerate else 'the original row'} is degenerate ({cell.degenerate or degenerate(base_item.row)})"
+                # A degenerate original measures nothing, so nothing is compared with it; a row that fell to its
+                # trivial baseline where the original stands above it is compared: that fall is the finding.
+                if degenerate(base_item.row):
+                    cell.note = f"not compared: the original row is degenerate ({degenerate(base_item.row)})"
                 else:
                     _compare(base_item, item, cell, cache, n_boot)
+                    if cell.degenerate:
+                        cell.note = f"{cell.note}; this row is degenerate ({cell.degenerate})" if cell.note else f"this row is degenerate ({cell.degenerate})"
             line.cells.append(cell)
         lines.append(line)
     if correct:
@@ -357,7 +361,7 @@ def lineage_verdicts(lineage: Lineage, lines: list[TableLine], cache: PerItemCac
         ident = (line.suite, line.task, line.dataset, line.metric, line.variant)
         if sft and pivot and (ident, sft.name) in rows and (ident, pivot.name) in rows:
             base, new = rows[(ident, sft.name)], rows[(ident, pivot.name)]
-            if is_ok(base.row) and is_ok(new.row) and not degenerate(base.row) and not degenerate(new.row):
+            if is_ok(base.row) and is_ok(new.row) and not degenerate(base.row):  # as in lineage_table: a degenerate reference is never compared
                 cell = Cell(status="ok", value=new.row.value, ci_low=new.row.ci_low, ci_high=new.row.ci_high, n=new.row.n)
                 _compare(base, new, cell, cache, n_boot)
                 verdict.pivot_vs_sft = cell
@@ -395,9 +399,10 @@ def _arm_verdicts(lineage: Lineage, lines: list[TableLine], arm_lines: list[ArmL
 def summarise(verdict: Verdict, lineage: Lineage) -> str:
     """The verdict sentence (after correction): how each trained encoder compares with the original,
     and +PIVOT with +SFT."""
-    parts = [f"{label} vs original: {_describe(cell)}" for label, name, cell in verdict.entries
-             if name != lineage.name and cell.status == "ok" and cell.delta is not None and not cell.degenerate]
-    parts += [f"{label} is degenerate and not compared ({cell.degenerate})" for label, _, cell in verdict.entries if cell.status == "ok" and cell.degenerate]
+    parts = [f"{label} vs original: {_describe(cell)}" + (f", and degenerate ({cell.degenerate})" if cell.degenerate else "")
+             for label, name, cell in verdict.entries if name != lineage.name and cell.status == "ok" and cell.delta is not None]
+    parts += [f"{label} is degenerate and not compared ({cell.degenerate})" for label, _, cell in verdict.entries
+              if cell.status == "ok" and cell.degenerate and cell.delta is None]
     if verdict.pivot_vs_sft is not None:
         cell = verdict.pivot_vs_sft
         across = f" across {cell.k} training seeds" if cell.test == SIG_ARMS and cell.k > 1 else ""

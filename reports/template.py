@@ -162,7 +162,7 @@ green / red (better / worse than the original) and a mark appear <em>only</em> w
 <strong>&dagger;</strong> = no usable per-item scores ({{ lin.tests.ci }} cell{{ "" if lin.tests.ci == 1 else "s" }}): unpaired z-test with standard errors from the two 95% CIs.
 No colour or mark = not significant after correction, or untested because neither per-item scores nor CIs exist ({{ lin.tests.none }} cell{{ "" if lin.tests.none == 1 else "s" }} untested).
 Trivial = the score of a predictor that ignores the input (majority class, one class for every pixel, a map without spatial information);
-a cell marked <span class="degenerate" style="display:inline">degenerate</span> has constant predictions or is not significantly above that baseline (95% bootstrap CI of the difference over the same items): it measures nothing, and no comparison or verdict uses it.
+a cell marked <span class="degenerate" style="display:inline">degenerate</span> has constant predictions or is not significantly above that baseline (95% bootstrap CI of the difference over the same items): it measures nothing. A degenerate original is never compared; a row that fell to its baseline where the original stands above it is compared (that fall is the finding: the token-shuffled positive control of <code>python -m benchmarks.demo --control</code> is flagged this way).
 n = evaluation items; chance = the accuracy of guessing uniformly (top-k: k / classes); small grey text under a value = the hyperparameters the probe selected on held-out train data.</p>
 
 {% for error in lin.figure_errors %}<p class="warn">{{ error }}</p>{% endfor %}
