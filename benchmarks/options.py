@@ -266,16 +266,20 @@ def given(namespace: argparse.Namespace, scope: str) -> dict[str, Any]:
 _NEGATIVE_LIST = re.compile(r"^-\d+(,\s*-?\d+)*,?$")
 
 
-def join_negative_values(argv: Iterable[str], flags: Iterable[str]) -> list[str]:
-    """``["--layers", "-1,-2"]`` -> ``["--layers=-1,-2"]`` for ``flags``, so argparse does not read a
-    negative number list as an option."""
+def _is_negative_list(value: str) -> bool:
+    return bool(_NEGATIVE_LIST.match(value))
+
+
+def join_negative_values(argv: Iterable[str], flags: Iterable[str], looks_negative: Callable[[str], bool] = _is_negative_list) -> list[str]:
+    """``["--layers", "-1,-2"]`` -> ``["--layers=-1,-2"]`` for ``flags`` whose next item ``looks_negative``
+    (by default a list of integers), so argparse does not read a negative value as an option."""
     flags = set(flags)
     out: list[str] = []
     items = list(argv)
     index = 0
     while index < len(items):
         item = items[index]
-        if item in flags and index + 1 < len(items) and _NEGATIVE_LIST.match(items[index + 1]):
+        if item in flags and index + 1 < len(items) and looks_negative(items[index + 1]):
             out.append(f"{item}={items[index + 1]}")
             index += 2
             continue

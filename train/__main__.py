@@ -80,26 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_negative_number(value: str) -> bool:
+    if not value.startswith("-"):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _join_numbers(argv: list[str]) -> list[str]:
     """``["--lr", "-1e-5"]`` -> ``["--lr=-1e-5"]``: argparse takes a negative number in exponent form for a
     flag ("expected one argument"), which would hide the real cause, a value out of range."""
+    from benchmarks.options import join_negative_values
+
     numeric = {f"--{name}" for name, _ in STAGE_NUMBERS + PIVOT_NUMBERS} | {"--visual-layer", "--replicates"}
-    out: list[str] = []
-    index = 0
-    while index < len(argv):
-        item = argv[index]
-        if item in numeric and index + 1 < len(argv) and argv[index + 1].startswith("-"):
-            try:
-                float(argv[index + 1])
-            except ValueError:
-                pass
-            else:
-                out.append(f"{item}={argv[index + 1]}")
-                index += 2
-                continue
-        out.append(item)
-        index += 1
-    return out
+    return join_negative_values(argv, numeric, looks_negative=_is_negative_number)
 
 
 def main(argv: list[str] | None = None) -> int:
