@@ -14,8 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from encoders import weights_hash
-from encoders.controls import CONTROL_KEY, install_control
+from encoders.controls import shuffle_tokens
 
 from .mllm import load_mllm, save_mllm
 
@@ -27,10 +26,7 @@ def make_shuffled_mllm(mllm_dir: str | os.PathLike, out: str | os.PathLike, *, s
     """Write ``out``: the MLLM of ``mllm_dir`` with its encoder replaced by the token_shuffle control of
     itself (projector and LM unchanged); its ``encoder.safetensors`` is the control checkpoint."""
     mllm = load_mllm(mllm_dir)
-    control = {"kind": "token_shuffle", "seed": seed}
-    install_control(mllm.encoder.model, control)
-    mllm.encoder.options = {**mllm.encoder.options, CONTROL_KEY: control}
-    mllm.encoder.weights_hash = weights_hash(mllm.encoder.model.state_dict())  # the permutation is a buffer: a new identity
+    shuffle_tokens(mllm.encoder, seed)
     return save_mllm(mllm, out, extra={"control_of": str(Path(mllm_dir).resolve())})
 
 
