@@ -169,6 +169,16 @@ class Encoder(nn.Module):
         }
 
 
+def token_stride(patch_embed: nn.Module) -> tuple[int, int]:
+    """Input pixels per patch token (h, w) of a timm-style ``patch_embed``: its ``patch_size`` times the
+    backbone's stride for a hybrid (CNN-stem) embedding, whose ``patch_size`` counts feature-map cells."""
+    patch = patch_embed.patch_size
+    patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    ratio = getattr(patch_embed, "feature_ratio", (1, 1))
+    ratio = (ratio, ratio) if isinstance(ratio, int) else tuple(ratio)
+    return int(patch[0] * ratio[0]), int(patch[1] * ratio[1])
+
+
 def grid_from_tokens(num_patches: int, image_hw: tuple[int, int], patch: int | tuple[int, int]) -> tuple[int, int]:
     """Patch grid (h, w) for an image of ``image_hw`` pixels; checked against the token count."""
     ph, pw = (patch, patch) if isinstance(patch, int) else patch

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders import Encoder
+from encoders.base import token_stride
 from probes.linear import _at_most_threads
 
 
@@ -275,8 +276,8 @@ SINGLE_THREAD_MACS = 1 << 30  # multiply-adds per image below which CPU training
 
 
 def _patch_pixels(encoder: Encoder) -> tuple[int, int]:
-    size = getattr(getattr(encoder.model, "patch_embed", None), "patch_size", None) or (16, 16)
-    return (size, size) if isinstance(size, int) else tuple(size)
+    patch_embed = getattr(encoder.model, "patch_embed", None)
+    return token_stride(patch_embed) if getattr(patch_embed, "patch_size", None) is not None else (16, 16)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from benchmarks.features import FeatureSet, extract_features, token_grid
 from benchmarks.options import option
 from benchmarks.results import ResultRow
 from encoders import Encoder
+from encoders.base import token_stride
 from evidence.baselines import check_above
 from probes.segmentation import (
     FastHeadConfig,
@@ -71,11 +72,12 @@ class SegOptions:
 
 
 def encoder_patch(encoder: Encoder, grid: tuple[int, int]) -> tuple[int, int]:
-    """Pixels per patch (ph, pw) at the encoder's input: its patch embedding's own size when it has
-    one (a resolution the patch does not divide leaves a margin outside the grid), else resolution / grid."""
-    size = getattr(getattr(encoder.model, "patch_embed", None), "patch_size", None)
-    if size is not None:
-        return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))
+    """Input pixels per patch token (ph, pw): the patch embedding's stride when it has one (a hybrid
+    stem's included; a resolution the stride does not divide leaves a margin outside the grid), else
+    resolution / grid."""
+    patch_embed = getattr(encoder.model, "patch_embed", None)
+    if getattr(patch_embed, "patch_size", None) is not None:
+        return token_stride(patch_embed)
     resolution = encoder.preprocess.resolution
     if resolution % grid[0] or resolution % grid[1]:
         raise SegInputError(f"encoder {encoder.name}: its {grid[0]}x{grid[1]} grid does not divide the {resolution} px input and it has no patch_embed.patch_size to place the patches")

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..base import EncoderOutput, LayerTokens, PreprocessConfig, grid_from_tokens
+from ..base import EncoderOutput, LayerTokens, PreprocessConfig, grid_from_tokens, token_stride
 from ..family import EncoderFamily, register_family
 from ..layouts import RemapReport, drop_keys
 
@@ -33,15 +33,6 @@ def _is_token_model(model: nn.Module) -> bool:
     return "return_prefix_tokens" in inspect.signature(model.forward_intermediates).parameters
 
 
-def _token_stride(patch_embed: nn.Module) -> tuple[int, int]:
-    """Pixels per patch token: the patch size, times the backbone's stride for hybrid (CNN-stem) ViTs."""
-    patch = patch_embed.patch_size
-    patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
-    ratio = getattr(patch_embed, "feature_ratio", (1, 1))
-    ratio = (ratio, ratio) if isinstance(ratio, int) else tuple(ratio)
-    return patch[0] * ratio[0], patch[1] * ratio[1]
-
-
 def _vit_features(model: nn.Module, images: torch.Tensor, layers: Sequence[int]) -> EncoderOutput:
     final, intermediates = model.forward_intermediates(
         images, indices=list(layers) or [len(model.blocks) - 1], return_prefix_tokens=True, norm=False, output_fmt="NLC"
@@ -49,7 +40,7 @@ def _vit_features(model: nn.Module, images: torch.Tensor, layers: Sequence[int])
     prefix_count = model.num_prefix_tokens
     pooled = model.forward_head(final, pre_logits=True)
     patches = final[:, prefix_count:]
-    grid = grid_from_tokens(patches.shape[1], tuple(images.shape[-2:]), _token_stride(model.patch_embed))
+    grid = grid_from_tokens(patches.shape[1], tuple(images.shape[-2:]), token_stride(model.patch_embed))
     empty = final.new_zeros(final.shape[0], 0, final.shape[-1])
     # timm returns (tokens, prefix) pairs only for models that have prefix tokens.
     pairs = [item if isinstance(item, tuple) else (item, empty) for item in intermediates]

@@ -48,6 +48,23 @@ def test_grid_that_does_not_divide_the_input_uses_the_encoders_own_grid(tmp_path
     assert {tuple(e["grid"]) for e in frame.extra} == {(2, 2)} and {tuple(e["patch"]) for e in frame.extra} == {(16, 16)}
 
 
+def test_a_convolutional_stem_places_each_token_on_its_stride_not_on_its_one_cell_patch(tmp_path):
+    """The demo's hybrid ViT embeds with patch_size 1 on a stride-8 stem: its tokens cover 8x8 pixels.
+    Read as 1x1 pixels, the targets came from the image's corner and every probe sat at its baseline."""
+    import timm
+    import torch
+
+    import encoders.families.conv_stem_vit  # noqa: F401  (registers vit_convstem_demo)
+
+    options = {"img_size": 32, "embed_dim": 32, "depth": 2, "num_heads": 2}
+    torch.manual_seed(0)
+    state = timm.create_model("vit_convstem_demo", pretrained=False, num_classes=0, **options).state_dict()
+    checkpoint = save_encoder_checkpoint(state, {"family": "timm", "arch": "vit_convstem_demo", "options": options}, tmp_path / "stem.safetensors")
+    status, frame, _ = _run(tmp_path, checkpoint, SHAPES, "--seg-protocols", "patch_probe,fast_linear")
+    assert status == 0, frame.reason.tolist()
+    assert {tuple(e["grid"]) for e in frame.extra} == {(4, 4)} and {tuple(e["patch"]) for e in frame.extra} == {(8, 8)}
+
+
 def test_ade20k_layout_runs_through_mmseg_ade20k_dataset(tmp_path, ade_root):
     status, frame, _ = _run(tmp_path, write_tiny_checkpoint(tmp_path / "tiny.safetensors"), f"ade20k:root={ade_root}", "--seg-protocols", "mmseg_linear,fast_linear")
     assert status == 0, frame.reason.tolist()
