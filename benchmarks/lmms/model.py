@@ -4,9 +4,11 @@ Registered through the ``lmms_eval.models`` entry-point group (setup.cfg: ``vee_
 benchmarks.lmms.model:manifest``); lmms-eval's own registry (``ModelRegistryV2``) loads the manifest.
 
 * ``generate_until``: greedy answers (``MLLM.generate``), batched; stop strings cut the text.
-* ``loglikelihood``: summed log-probability (nats) of the continuation as the assistant's answer,
-  followed by the end-of-turn token (the answer is complete there), batched; ``is_greedy`` is whether
-  every one of those tokens is the argmax.
+* ``loglikelihood``: the *loss* of the continuation as the assistant's answer, followed by the end-of-turn
+  token (the answer is complete there): its mean negative log-probability per token (nats), batched;
+  ``is_greedy`` is whether every one of those tokens is the argmax. A loss, not a log-probability:
+  lmms-eval's ``multiple_choice`` scoring takes the choice with the *smallest* value (``argmin``), and
+  its own models (llava, cambrian, ...) return the language model's mean cross-entropy.
 * ``generate_until_multi_round``: one document at a time; rounds come from the task's ``doc_to_text``
   (``previous_output``, ``round_idx``, ``previous_round_info``) until it signals the end, as lmms-eval's
   LLaVA-OneVision model does.
@@ -144,8 +146,8 @@ class ProjectMLLM(lmms):
 
     @torch.no_grad()
     def _score(self, images: torch.Tensor, visual: torch.Tensor, questions: list[str], answers: list[str]) -> tuple[list[float], list[bool], list[int]]:
-        """Summed answer log-probs (nats), greedy flags and prompt lengths for one batch, given each
-        item's image and its projector outputs ``visual`` (B, N, D_lm)."""
+        """Answer losses (mean negative log-prob per answer token, nats), greedy flags and prompt lengths
+        for one batch, given each item's image and its projector outputs ``visual`` (B, N, D_lm)."""
         mllm = self.mllm
         batch = mllm.prepare(images, questions, answers)
         hidden = mllm.lm.get_decoder()(inputs_embeds=mllm.embed(batch, visual), attention_mask=batch.attention_mask).last_hidden_state
@@ -158,10 +160,12 @@ class ProjectMLLM(lmms):
         logp = torch.zeros(len(batch)).index_add(0, item.cpu(), token_logp.cpu())
         wrong = torch.zeros(len(batch)).index_add(0, item.cpu(), 1.0 - hits.cpu())
         prompt_lengths = (batch.attention_mask.sum(1) - scored.sum(1)).tolist()
-        return logp.tolist(), (wrong == 0).tolist(), [int(n) for n in prompt_lengths]
+        loss = -logp / scored.sum(1).clamp(min=1).cpu()
+        return loss.tolist(), (wrong == 0).tolist(), [int(n) for n in prompt_lengths]
 
     def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
-        """``(log P(continuation | image, context), is_greedy)`` per request, batched.
+        """``(loss, is_greedy)`` per request, batched: loss = -log P(continuation | image, context) / its
+        token count, which lmms-eval's ``multiple_choice`` minimises over the choices.
 
         The choices of one document (consecutive requests with the same task and doc_id) share one
         pass of the vision tower. Returned inside ``GenerationResult`` (with token counts): lmms-eval
@@ -187,9 +191,9 @@ class ProjectMLLM(lmms):
             unique = self._images(rows)
             with torch.no_grad():
                 visual = self.mllm.visual_tokens(unique)[index]
-            logps, greedy, prompt_lengths = self._score(unique[index], visual, questions, answers)
-            for i, logp, is_greedy, length in zip(chunk, logps, greedy, prompt_lengths):
-                results[i] = GenerationResult(text=(float(logp), bool(is_greedy)), token_counts=TokenCounts(input_tokens=length))  # type: ignore[arg-type]
+            losses, greedy, prompt_lengths = self._score(unique[index], visual, questions, answers)
+            for i, loss, is_greedy, length in zip(chunk, losses, greedy, prompt_lengths):
+                results[i] = GenerationResult(text=(float(loss), bool(is_greedy)), token_counts=TokenCounts(input_tokens=length))  # type: ignore[arg-type]
         return results  # type: ignore[return-value]
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
