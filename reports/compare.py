@@ -297,8 +297,8 @@ def _compare_arm(base: Arm, base_items: dict[str, LoadedRow], arm: Arm, items: d
     cell.delta = float(cell.value) - float(base_cell.value)
     if cell.delta != 0:
         cell.better = (cell.delta > 0) == higher
-    if cell.degenerate or base_cell.degenerate:
-        cell.note = f"not compared: {'this arm' if cell.degenerate else base.label} is degenerate ({cell.degenerate or base_cell.degenerate})"
+    if base_cell.degenerate:  # as in lineage_table: a degenerate reference measures nothing; a fall to the baseline is a finding
+        cell.note = f"not compared: {base.label} is degenerate ({base_cell.degenerate})"
         return
     scores = {name: cache.get(items_of[name]) for items_of in (base_items, items) for name in items_of if name in base.names + arm.names}
     problem = next((value for value in scores.values() if isinstance(value, str)), "")
