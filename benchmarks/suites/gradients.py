@@ -15,7 +15,7 @@ output (tasks ``projector_output`` / ``encoder_output``):
   saying so, and the gallery figure goes with the entropy rows.
 
 Rows: each loss's mean score with a bootstrap CI and per-item scores, ``dpo_minus_sft_*`` with a
-paired bootstrap CI over the same items, and each loss's count of all-zero maps.
+paired bootstrap CI over the same items and the per-item differences, and each loss's count of all-zero maps.
 """
 from __future__ import annotations
 
@@ -190,9 +190,11 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, maps: dict, cover: tor
             both = np.isfinite(values["sft"]) & np.isfinite(values["dpo"])
             if both.sum() >= 2:
                 diff = paired_bootstrap(values["sft"][both], values["dpo"][both], seed=context.seed)
+                # Per-item differences let the report compare encoders, and arms of replicates, item by item.
+                per_item = context.save_per_item(values["dpo"] - values["sft"], loaded.name, "grad", site, "dpo_minus_sft", name) if both.all() else ""
                 marks = {"degenerate": f"the {' and '.join(flat_maps).upper()} maps are not above the object's share of the image: the MLLM does not look at the object, so the difference measures nothing"} if flat_maps else {}
                 rows.append(context.row(loaded, **common, task=task, metric=f"dpo_minus_sft_{name}", value=diff.delta, ci_low=diff.ci_low, ci_high=diff.ci_high, n=diff.n,
-                                        higher_is_better=higher, extra={**field_extra, "p_value": diff.p_value, **marks}))
+                                        higher_is_better=higher, per_item=per_item, extra={**field_extra, "p_value": diff.p_value, **marks}))
     return rows
 
 

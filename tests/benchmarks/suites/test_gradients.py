@@ -37,6 +37,8 @@ def test_grad_rows_for_each_mllm_with_paired_dpo_minus_sft(tmp_path, mllm_lineag
         sft = frame[(frame.encoder == row.encoder) & (frame.task == row.task) & (frame.metric == "sft_inside_mass")].value.item()
         dpo = frame[(frame.encoder == row.encoder) & (frame.task == row.task) & (frame.metric == "dpo_inside_mass")].value.item()
         assert row.value == pytest.approx(dpo - sft) and row.ci_low <= row.value <= row.ci_high
+        # Per-item differences: what the report's paired and replicate-aware tests compare.
+        assert np.load(tmp_path / "run" / row.per_item).mean() == pytest.approx(row.value)
     references = {row.encoder: row.extra["reference"] for _, row in frame.iterrows()}
     assert references["orig"] == "the policy itself" and references["tuned"].endswith("mllm_orig")
     figure = frame[(frame.metric == "sft_inside_mass") & (frame.task == "projector_output")].extra.iloc[0]["figure"]
