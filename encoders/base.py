@@ -169,10 +169,14 @@ class Encoder(nn.Module):
         }
 
 
-def token_stride(patch_embed: nn.Module) -> tuple[int, int]:
-    """Input pixels per patch token (h, w) of a timm-style ``patch_embed``: its ``patch_size`` times the
-    backbone's stride for a hybrid (CNN-stem) embedding, whose ``patch_size`` counts feature-map cells."""
-    patch = patch_embed.patch_size
+def token_stride(model: nn.Module) -> tuple[int, int] | None:
+    """Input pixels per patch token (h, w) of a model with a timm-style ``patch_embed``: its ``patch_size``
+    times the backbone's stride for a hybrid (CNN-stem) embedding, whose ``patch_size`` counts feature-map
+    cells. None when the model has no such embedding."""
+    patch_embed = getattr(model, "patch_embed", None)
+    patch = getattr(patch_embed, "patch_size", None)
+    if patch is None:
+        return None
     patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
     ratio = getattr(patch_embed, "feature_ratio", (1, 1))
     ratio = (ratio, ratio) if isinstance(ratio, int) else tuple(ratio)

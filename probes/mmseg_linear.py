@@ -276,8 +276,7 @@ SINGLE_THREAD_MACS = 1 << 30  # multiply-adds per image below which CPU training
 
 
 def _patch_pixels(encoder: Encoder) -> tuple[int, int]:
-    patch_embed = getattr(encoder.model, "patch_embed", None)
-    return token_stride(patch_embed) if getattr(patch_embed, "patch_size", None) is not None else (16, 16)
+    return token_stride(encoder.model) or (16, 16)
 
 
 @dataclass

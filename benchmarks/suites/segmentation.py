@@ -75,9 +75,9 @@ def encoder_patch(encoder: Encoder, grid: tuple[int, int]) -> tuple[int, int]:
     """Input pixels per patch token (ph, pw): the patch embedding's stride when it has one (a hybrid
     stem's included; a resolution the stride does not divide leaves a margin outside the grid), else
     resolution / grid."""
-    patch_embed = getattr(encoder.model, "patch_embed", None)
-    if getattr(patch_embed, "patch_size", None) is not None:
-        return token_stride(patch_embed)
+    stride = token_stride(encoder.model)
+    if stride is not None:
+        return stride
     resolution = encoder.preprocess.resolution
     if resolution % grid[0] or resolution % grid[1]:
         raise SegInputError(f"encoder {encoder.name}: its {grid[0]}x{grid[1]} grid does not divide the {resolution} px input and it has no patch_embed.patch_size to place the patches")

@@ -40,7 +40,7 @@ def _vit_features(model: nn.Module, images: torch.Tensor, layers: Sequence[int])
     prefix_count = model.num_prefix_tokens
     pooled = model.forward_head(final, pre_logits=True)
     patches = final[:, prefix_count:]
-    grid = grid_from_tokens(patches.shape[1], tuple(images.shape[-2:]), token_stride(model.patch_embed))
+    grid = grid_from_tokens(patches.shape[1], tuple(images.shape[-2:]), token_stride(model))
     empty = final.new_zeros(final.shape[0], 0, final.shape[-1])
     # timm returns (tokens, prefix) pairs only for models that have prefix tokens.
     pairs = [item if isinstance(item, tuple) else (item, empty) for item in intermediates]
