@@ -25,18 +25,20 @@ from probes.linear import LinearProbeConfig
 DEMO_DATA = "shapes:n=800:seed=0"
 _GRID = LinearProbeConfig()
 # The fast head gets 12 epochs (600 steps): at 300 it had not yet left the all-background answer on pixel accuracy.
-SEG_ITERS, SEG_EPOCHS, SEG_HEAD_EPOCHS, SEG_MIN_STEPS = 60, 2, 12, 150
+# mmseg's head gets 60 iterations at 20x the literature's rate: at 1e-3 (or 5e-3) its pixel accuracy stayed below
+# the all-background answer's (75.4 / 80.0 against 81.2 on the original), at 2e-2 it passes it (82.3).
+SEG_ITERS, SEG_MMSEG_LR, SEG_EPOCHS, SEG_HEAD_EPOCHS, SEG_MIN_STEPS = 60, 2e-2, 2, 12, 150
 EVAL_NOTE = (
     "Evaluation, demo-sized: shapes world with 800 train / 200 val images at 224 px (resized to the encoder's 64 px), "
     f"linear grid of {len(_GRID.lrs) * len(_GRID.weight_decays)} heads ({len(_GRID.lrs)} learning rates x "
     f"{len(_GRID.weight_decays)} weight decays) for at least {_GRID.epochs} epochs / {_GRID.min_steps} steps, last block; "
-    f"seg: mmseg linear head {SEG_ITERS} iterations, patch probe {SEG_EPOCHS} epochs x 1 seed and fast head {SEG_HEAD_EPOCHS} epochs, each raised to at least "
+    f"seg: mmseg linear head {SEG_ITERS} iterations at lr {SEG_MMSEG_LR:g}, patch probe {SEG_EPOCHS} epochs x 1 seed and fast head {SEG_HEAD_EPOCHS} epochs, each raised to at least "
     f"{SEG_MIN_STEPS} optimizer steps (the suite's default is 1000); loc/grad/align on the default item counts; "
     "VQA: lmms-eval on 200 offline shapes-world questions (shapes_vqa, shapes_vqa_mc) instead of the 16 Cambrian benchmarks."
 )
 # Demo-sized suite schedules (stated in the report through the run's config and EVAL_NOTE).
 VQA_OPTIONS = ["--vqa-tasks", "shapes_vqa,shapes_vqa_mc", "--vqa-items", "200"]
-SEG_OPTIONS = ["--seg-iters", str(SEG_ITERS), "--seg-epochs", str(SEG_EPOCHS), "--seg-seeds", "1", "--seg-head-epochs", str(SEG_HEAD_EPOCHS),
+SEG_OPTIONS = ["--seg-iters", str(SEG_ITERS), "--seg-mmseg-lr", str(SEG_MMSEG_LR), "--seg-epochs", str(SEG_EPOCHS), "--seg-seeds", "1", "--seg-head-epochs", str(SEG_HEAD_EPOCHS),
                "--seg-min-steps", str(SEG_MIN_STEPS)]
 PIVOT_EVAL_NOTE = ("PIVOT evaluation protocol, demo-sized: each encoder frozen inside a fresh MLLM (new tiny LM; projector, then "
                    "projector + LM, on the Stage-1 data), then lmms-eval on 200 offline shapes-world questions.")

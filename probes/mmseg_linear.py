@@ -318,6 +318,7 @@ class MMSegResult:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     head_checkpoint: str = ""
     warmup: int = 0
+    peak_lr: float = 0.0  # the optimizer's peak learning rate as mmengine's schedulers read it
 
 
 def _dataset(folder: SegFolder, sub: str, pipeline: list[dict]) -> dict:
@@ -414,4 +415,5 @@ def run_mmseg_linear(encoder: Encoder, folder: SegFolder, work_dir: str | Path, 
         metrics={k: float(metrics[f"mmseg/{k}"]) for k in ("mIoU", "mAcc", "aAcc")},
         areas=metric.kept_areas[order], paths=[metric.kept_paths[i] for i in order],
         predictions=dict(metric.predictions), head_checkpoint=str(head_path), warmup=warmup,
+        peak_lr=float(runner.optim_wrapper.optimizer.param_groups[0]["initial_lr"]),
     )

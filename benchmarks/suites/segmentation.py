@@ -68,6 +68,8 @@ class SegOptions:
     head_epochs: int = option(20, "fast_linear: epochs of the BNHead on cached tokens", minimum=1)
     min_steps: int = option(1000, "patch_probe and fast_linear: at least this many optimizer steps (epochs are raised on small datasets, where a few epochs leave a probe at its input-blind answer)", minimum=0)
     iters: int = option(40000, "mmseg_linear: iterations (the literature: 40k-80k)", minimum=1)
+    mmseg_lr: float = option(1e-3, "mmseg_linear: AdamW peak learning rate (the literature: 1e-3 over 40k iterations; a short schedule needs more)",
+                             check=lambda lr: "" if lr > 0 else "must be > 0 (e.g. 1e-3)")
     blocks: int = option(1, "fast_linear and mmseg_linear: heads on the last block's patch map (1) or the last four concatenated (4)", choices=(1, 4))
 
 
@@ -267,13 +269,13 @@ def _mmseg_rows(context, loaded, options, common, classes, train_split, eval_spl
         folder = SegFolder(export_seg_folder(train_split, eval_split, context.cache_dir), classes, img_suffix=".png", ade20k=False)
         stems = [item_stem(i) for i in range(min(FIGURE_IMAGES, len(eval_split)))]
         index_of = {item_stem(i): i for i in range(len(eval_split))}
-    config = MMSegConfig(iters=options.iters, blocks=options.blocks, seed=context.seed, workers=context.extraction.workers)
+    config = MMSegConfig(iters=options.iters, lr=options.mmseg_lr, blocks=options.blocks, seed=context.seed, workers=context.extraction.workers)
     work_dir = context.run_dir / "mmseg" / loaded.name
-    context.log(f"mmseg linear head for {loaded.name}: {config.iters} iterations on {folder.root}")
+    context.log(f"mmseg linear head for {loaded.name}: {config.iters} iterations at lr {config.lr:g} on {folder.root}")
     result = run_mmseg_linear(loaded.encoder, folder, work_dir, config, keep=stems, device=context.extraction.device)
     path = _figure_path(context, loaded, "mmseg_linear")
     mask_figure([(eval_split.load_image(index_of[s]), eval_split.seg_mask(index_of[s]), result.predictions[s]) for s in stems], path)
-    extra = {"protocol": "mmsegmentation BNHead, frozen backbone, random resize/crop/flip/photometric, sliding window", "iters": config.iters,
+    extra = {"protocol": "mmsegmentation BNHead, frozen backbone, random resize/crop/flip/photometric, sliding window", "iters": config.iters, "lr": result.peak_lr,
              "warmup_iters": result.warmup, "crop": config.crop or loaded.encoder.preprocess.resolution, "blocks": options.blocks,
              "head_checkpoint": str(Path(result.head_checkpoint).relative_to(context.run_dir)), "item_order": "file names, sorted"}
     label = majority_pixel_class(train_masks, len(classes))

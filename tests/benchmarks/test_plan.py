@@ -50,6 +50,7 @@ def test_flags_become_typed_options_and_defaults_are_written_once():
     (["--seg-protocols", "bogus"], "--seg-protocols", "unknown bogus"),
     (["--seg-blocks", "3"], "--seg-blocks", "choose from 1, 4"),
     (["--seg-iters", "0"], "--seg-iters", ">= 1"),
+    (["--seg-mmseg-lr", "0"], "--seg-mmseg-lr", "must be > 0"),
     (["--seg-epochs", "two"], "--seg-epochs", "expected an integer"),
     (["--loc-topk", "1.5"], "--loc-topk", "<= 1"),
     (["--loc-layers", "a,b"], "--loc-layers", "expected an integer"),

@@ -21,9 +21,10 @@ def _run(tmp_path, checkpoint, data, *extra):
 
 
 def test_all_protocols_write_rows_figures_and_per_item_scores(tmp_path):
-    status, frame, out = _run(tmp_path, write_tiny_checkpoint(tmp_path / "tiny.safetensors"), SHAPES)
+    status, frame, out = _run(tmp_path, write_tiny_checkpoint(tmp_path / "tiny.safetensors"), SHAPES, "--seg-mmseg-lr", "0.02")
     assert status == 0, frame.reason.tolist()
     assert set(frame.task) == {"patch_probe", "fast_linear", "mmseg_linear"}
+    assert {row.extra["lr"] for row in frame[frame.task == "mmseg_linear"].itertuples()} == {0.02}
     recall = frame[frame.metric == "macro_patch_recall"].iloc[0]
     assert 0 <= recall.value <= 100 and recall.extra["std"] >= 0 and len(recall.extra["per_seed"]) == 2
     assert np.load(out / recall.per_item).shape == (4,)
