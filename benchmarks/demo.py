@@ -4,10 +4,12 @@
    supervised on shapes (``original``) and the vision towers of two MLLMs trained from the same Stage-1
    model on the same preference items with SFT (``+SFT``) and with DPO (``+PIVOT``). Reused, not
    retrained, while its recipe (settings, package versions, source of ``train/``) is unchanged.
-2. Every suite on ``shapes:n=800:seed=0`` and the ``cls`` suite on scikit-learn's digits.
+2. Every suite on ``shapes:n=800:seed=0`` (``seg`` in a run of its own) and the ``cls`` suite on
+   scikit-learn's digits.
 3. The ``vqa`` suite under PIVOT's evaluation protocol: each encoder frozen inside a fresh MLLM
    (trained, and reused, with the lineage), so the MLLMs differ only in the encoder.
-4. One HTML report over the three runs; its path is the last line printed.
+   The four runs of 2 and 3 are independent: they run side by side, one process per core.
+4. One HTML report over the four runs; its path is the last line printed.
 5. With ``--control`` (needs ``--replicates`` >= 2): ``loc``, ``seg`` and ``grad`` on the controls of the
    lineage (``train.controls``): the Stage-1 encoder with its patch tokens shuffled on the grid, which they
    must flag as significantly worse, and a seed-only retraining of +SFT, which they must not flag; a
@@ -20,6 +22,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import run
+from benchmarks.run_many import RunJob, run_many
 from probes.linear import LinearProbeConfig
 
 DEMO_DATA = "shapes:n=800:seed=0"
@@ -48,6 +51,26 @@ CONTROL_NOTE = ("Controls of the demo lineage: positive = the Stage-1 encoder wi
 DIGITS_NOTE = "Demo-sized: scikit-learn digits (1078 train / 359 val, 8x8 upscaled), last block only, the exact probe's C path not extended beyond its edge (--no-grid-extend); same lineage."
 
 
+def _common(lineage: Path, cache_dir: str) -> list[str]:
+    return ["--encoders", str(lineage), "--cache-dir", cache_dir, "--batch-size", "100", "--workers", "1", "--no-report"]
+
+
+def eval_jobs(out: Path, manifest: Path, cache_dir: str, note: str) -> list[RunJob]:
+    """The demo's four independent evaluation runs of the lineage ``manifest`` (each writes ``out / name``),
+    longest first: seg alone takes about as long as the other shapes suites together. VQA runs the offline
+    shapes-world lmms-eval tasks (the Cambrian datasets are not here)."""
+    from train.demo import PIVOT_EVAL_MANIFEST
+
+    shapes = [*_common(manifest, cache_dir), "--data", DEMO_DATA, "--note", note]
+    return [
+        RunJob("seg", [*shapes, "--suite", "seg", "--out", str(out / "seg"), *SEG_OPTIONS]),
+        RunJob("shapes", [*shapes, "--suite", "cls,loc,grad,align,vqa", "--out", str(out / "shapes"), *VQA_OPTIONS]),
+        RunJob("pivot-eval", [*_common(manifest.parent / PIVOT_EVAL_MANIFEST, cache_dir), "--suite", "vqa", "--data", DEMO_DATA, "--out", str(out / "pivot-eval"),
+                              *VQA_OPTIONS, "--note", f"{PIVOT_EVAL_NOTE} {note}"]),
+        RunJob("digits", [*_common(manifest, cache_dir), "--suite", "cls", "--data", "digits", "--out", str(out / "digits"), "--no-grid-extend", "--note", DIGITS_NOTE]),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo")
@@ -56,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicates", type=int, default=None, help="Stage-2 training seeds per arm (default: train.demo.DEFAULT_REPLICATES)")
     parser.add_argument("--control", action="store_true", help="also run loc, seg and grad on the positive (token-shuffled) and null (seed-only) controls")
     args = parser.parse_args(argv)
-    from train.demo import DEFAULT_REPLICATES, PIVOT_EVAL_MANIFEST, check_replicates, make_demo_lineage, schedule_note
+    from train.demo import DEFAULT_REPLICATES, check_replicates, make_demo_lineage, schedule_note
 
     out = Path(args.out)
     replicates = DEFAULT_REPLICATES if args.replicates is None else args.replicates
@@ -70,20 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     manifest = make_demo_lineage(out / "lineage", replicates=replicates, force=args.retrain, progress=sys.stderr.isatty())
     note = f"{schedule_note(replicates)} {EVAL_NOTE}"
 
-    def common(lineage: Path) -> list[str]:
-        return ["--encoders", str(lineage), "--cache-dir", args.cache_dir, "--batch-size", "100", "--workers", "1", "--no-report"]
-
-    # VQA: the offline shapes-world lmms-eval tasks on each encoder's MLLM (the Cambrian datasets are not here).
-    status = run.main([*common(manifest), "--suite", "all", "--data", DEMO_DATA, "--out", str(out / "shapes"), *SEG_OPTIONS, *VQA_OPTIONS, "--note", note])
-    status |= run.main([*common(manifest), "--suite", "cls", "--data", "digits", "--out", str(out / "digits"), "--no-grid-extend", "--note", DIGITS_NOTE])
-    status |= run.main([*common(manifest.parent / PIVOT_EVAL_MANIFEST), "--suite", "vqa", "--data", DEMO_DATA, "--out", str(out / "pivot-eval"), *VQA_OPTIONS, "--note", f"{PIVOT_EVAL_NOTE} {note}"])
+    jobs = eval_jobs(out, manifest, args.cache_dir, note)
+    status = run_many(jobs, out / "logs")
     from reports.build import build_report
 
-    report = build_report([out / "shapes", out / "digits", out / "pivot-eval"], out / "report.html", title="Demo: a trained original, +SFT and +PIVOT on the shapes world and digits")
+    report = build_report([out / job.name for job in jobs], out / "report.html",
+                          title="Demo: a trained original, +SFT and +PIVOT on the shapes world and digits")
     if args.control:
         from train.controls import write_control_lineage
 
-        status |= run.main([*common(write_control_lineage(out / "lineage")), "--suite", "loc,seg,grad", "--data", DEMO_DATA, "--out", str(out / "controls"),
+        status |= run.main([*_common(write_control_lineage(out / "lineage"), args.cache_dir), "--suite", "loc,seg,grad", "--data", DEMO_DATA, "--out", str(out / "controls"),
                             *SEG_OPTIONS, "--note", f"{CONTROL_NOTE} {note}"])
         controls = build_report([out / "controls"], out / "controls" / "report.html", title="Demo controls: token-shuffled (must be flagged) and seed-only retraining (must not)")
         print(f"\nControls report: {controls.resolve()}")
