@@ -34,8 +34,9 @@ def run_many(jobs: list[RunJob], log_dir: str | os.PathLike, workers: int | None
     OR of their exit statuses (0 when every run succeeded). A job's console output is in its log file."""
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    workers = max(1, min(workers or usable_cores(), len(jobs)))
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, usable_cores() // workers))}
+    cores = usable_cores()
+    workers = max(1, min(workers or cores, len(jobs)))
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // workers))}
     waiting, running, status = list(jobs), {}, 0
     log(f"{len(jobs)} runs, {workers} at a time with {env['OMP_NUM_THREADS']} thread(s) each; console output in {log_dir}/<run>.log")
     try:

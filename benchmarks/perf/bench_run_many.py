@@ -13,22 +13,17 @@ whether both wrote the same result rows (they must: parallelism changes when, no
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.results import read_rows
 from benchmarks.run_many import run_many, usable_cores
 
 
 def _rows(out: Path, names: list[str]) -> dict[tuple, float]:
-    rows = {}
-    for name in names:
-        for line in (out / name / "results.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            rows[(name, row["encoder"], row["suite"], row["task"], row["metric"], row["variant"])] = row["value"]
-    return rows
+    return {(name, row.encoder, row.suite, row.task, row.metric, row.variant): row.value for name in names for row in read_rows(out / name)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,11 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(tmp) / label.replace(" ", "-")
             jobs = [job for job in eval_jobs(out, manifest, args.cache_dir, EVAL_NOTE) if not args.jobs or job.name in args.jobs.split(",")]
             began = time.perf_counter()
-            status = run_many(jobs, out / "logs", workers=workers, log=lambda message: print(f"  {label}: {message}"))
-            results[label] = (time.perf_counter() - began, _rows(out, [job.name for job in jobs]) if status == 0 else None)
-            if status:
+            if run_many(jobs, out / "logs", workers=workers, log=lambda message: print(f"  {label}: {message}")):
                 print(f"error: a run failed ({label}); logs in {out / 'logs'} are removed with {tmp}", file=sys.stderr)
                 return 1
+            results[label] = (time.perf_counter() - began, _rows(out, [job.name for job in jobs]))
         (sequential, rows_a), (parallel, rows_b) = results["one at a time"], results["side by side"]
     same = rows_a.keys() == rows_b.keys() and all(abs(rows_a[k] - rows_b[k]) <= 1e-9 * max(1.0, abs(rows_a[k])) for k in rows_a)
     print(f"{len(jobs)} runs on {usable_cores()} cores: one at a time {sequential:.1f} s, side by side {parallel:.1f} s, "
