@@ -452,7 +452,7 @@ def _fast_linear_head(head, train, train_masks, evaluation, eval_masks, grid, pa
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss)
+            total += loss.item()
         if progress:
             progress(f"fast linear head epoch {epoch + 1}/{epochs}: loss {total / max(1, math.ceil(n / config.batch_images)):.3f}")
     head.eval()
