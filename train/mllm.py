@@ -322,8 +322,9 @@ def save_mllm(mllm: MLLM, path: str | os.PathLike, extra: dict[str, Any] | None 
     return path
 
 
-def load_mllm(path: str | os.PathLike, device: str | torch.device = "cpu") -> MLLM:
-    """Read an MLLM directory written by :func:`save_mllm`; MLLMError names the file and the fix."""
+def load_mllm(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> MLLM:
+    """Read an MLLM directory written by :func:`save_mllm`; MLLMError names the file and the fix.
+    ``dtype`` (e.g. ``torch.bfloat16``) casts the tower, the projector and the LM; None keeps fp32."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -354,7 +355,7 @@ def load_mllm(path: str | os.PathLike, device: str | torch.device = "cpu") -> ML
     if layout not in PROMPT_LAYOUTS:
         raise MLLMError(f"{meta_path}: prompt_layout {layout!r} is not one of {', '.join(PROMPT_LAYOUTS)}; fix mllm.json")
     mllm = MLLM(encoder, projector, lm, tokenizer, visual_layer=int(meta["visual_layer"]), max_length=int(meta.get("max_length", 2048)), prompt_layout=layout)
-    return mllm.to(device).eval()
+    return mllm.to(device=device, dtype=dtype).eval() if dtype is not None else mllm.to(device).eval()
 
 
 def projector_encoder(mllm: MLLM, name: str = "") -> Encoder:
