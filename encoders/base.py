@@ -12,33 +12,76 @@ from torch import nn
 from .layouts import RemapReport
 
 
+RESIZE_RULES = ("shorter", "square", "pad")
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """How images must be prepared for this encoder: square ``resolution`` in pixels, per-channel
-    ``mean``/``std`` on [0, 1] RGB values, resize ``interpolation`` and ``crop_pct`` (resize the
-    shorter side to ``resolution / crop_pct``, then centre-crop ``resolution``)."""
+    ``mean``/``std`` on [0, 1] RGB values, resize ``interpolation`` and ``crop_pct``. ``resize`` is the rule:
+    ``shorter`` resizes the shorter side to ``resolution / crop_pct``, then centre-crops ``resolution``
+    (timm's eval transform); ``square`` squashes the image to ``resolution`` x ``resolution`` (SigLIP's
+    processor); ``pad`` first pads it to a square of the mean colour, centred (LLaVA's ``expand2square``)."""
 
     resolution: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
     crop_pct: float = 1.0
+    resize: str = "shorter"
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_RULES:
+            raise ValueError(f"resize {self.resize!r}: one of {', '.join(RESIZE_RULES)}")
+
+    def geometry(self, interpolation: str | None = None):
+        """PIL image -> PIL image of ``resolution`` x ``resolution``: the resize rule alone (no tensor, no
+        normalisation), with ``interpolation`` (e.g. ``nearest`` for masks) instead of the model's."""
+        from torchvision import transforms as T
+
+        mode = _interpolation_mode(interpolation or self.interpolation)
+        if self.resize == "shorter":
+            return T.Compose([T.Resize(int(round(self.resolution / self.crop_pct)), interpolation=mode, antialias=True), T.CenterCrop(self.resolution)])
+        square = T.Resize((self.resolution, self.resolution), interpolation=mode, antialias=True)
+        if self.resize == "square":
+            return square
+        background = tuple(int(value * 255) for value in self.mean)
+        return T.Compose([PadToSquare(background), square])
 
     def transform(self):
         """The torchvision eval transform: PIL RGB image -> normalised float tensor (3, R, R)."""
         from torchvision import transforms as T
 
-        mode = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR, "nearest": T.InterpolationMode.NEAREST}[self.interpolation]
-        resize = int(round(self.resolution / self.crop_pct))
-        return T.Compose([
-            T.Resize(resize, interpolation=mode, antialias=True),
-            T.CenterCrop(self.resolution),
-            T.ToTensor(),
-            T.Normalize(self.mean, self.std),
-        ])
+        return T.Compose([self.geometry(), T.ToTensor(), T.Normalize(self.mean, self.std)])
 
     def cache_key(self) -> str:
-        return f"r{self.resolution}-{self.interpolation}-c{self.crop_pct:g}-m{','.join(f'{v:.4g}' for v in self.mean)}-s{','.join(f'{v:.4g}' for v in self.std)}"
+        rule = "" if self.resize == "shorter" else f"-{self.resize}"
+        return f"r{self.resolution}-{self.interpolation}-c{self.crop_pct:g}-m{','.join(f'{v:.4g}' for v in self.mean)}-s{','.join(f'{v:.4g}' for v in self.std)}{rule}"
+
+
+class PadToSquare:
+    """LLaVA's ``expand2square`` as a transform: the image centred on a square canvas of ``background``
+    (RGB 0-255; single-channel images such as masks get 0)."""
+
+    def __init__(self, background: tuple[int, int, int]) -> None:
+        self.background = tuple(background)
+
+    def __call__(self, image):
+        from PIL import Image
+
+        width, height = image.size
+        if width == height:
+            return image
+        side = max(width, height)
+        canvas = Image.new(image.mode, (side, side), self.background if image.mode == "RGB" else 0)
+        canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+        return canvas
+
+
+def _interpolation_mode(name: str):
+    from torchvision import transforms as T
+
+    return {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR, "nearest": T.InterpolationMode.NEAREST}[name]
 
 
 @dataclass

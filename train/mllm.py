@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +28,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from encoders import CheckpointError, Encoder, load_encoder, save_encoder_checkpoint
+from encoders import CheckpointError, Encoder, PreprocessConfig, load_encoder, save_encoder_checkpoint
 
-IMAGE_TOKEN = "<image>"
+from .image_input import ImageInput, load_image_input
+from .prompts import IMAGE_TOKEN, PROMPT_LAYOUTS, PromptError, PromptFormat
+
 MLLM_FORMAT = "vision-encoder-eval-mllm"
-MLLM_VERSION = 1
+MLLM_FILE = "mllm.json"
+ENCODER_FILE = "encoder.safetensors"
+HF_ENCODER_DIR = "encoder"
+MLLM_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 IGNORE = -100
-PROMPT_LAYOUTS = ("image-question", "question-image")
 
 
 class MLLMError(ValueError):
@@ -41,15 +47,37 @@ class MLLMError(ValueError):
 
 
 class Projector(nn.Module):
-    """``Linear(D_enc, H) -> GELU -> Linear(H, D_lm)``: encoder tokens into the LM's embedding space."""
+    """``Linear(D_enc, H) -> act -> Linear(H, D_lm)``: encoder tokens into the LM's embedding space
+    (LLaVA's ``mlp2x_gelu``); with ``depth`` 1 a single ``Linear(D_enc, D_lm)`` (LLaVA's ``linear``).
 
-    def __init__(self, encoder_dim: int, lm_dim: int, hidden: int | None = None) -> None:
+    ``act`` is a transformers activation name (``ACT2FN``: ``gelu`` is the exact GELU); ``bias`` False for
+    projectors without biases (transformers' ``multimodal_projector_bias``)."""
+
+    def __init__(self, encoder_dim: int, lm_dim: int, hidden: int | None = None, act: str = "gelu", bias: bool = True, depth: int = 2) -> None:
         super().__init__()
+        from transformers.activations import ACT2FN
+
+        if act not in ACT2FN:
+            raise MLLMError(f"projector activation {act!r} is not one transformers knows (ACT2FN); e.g. gelu, gelu_pytorch_tanh, relu")
+        if depth not in (1, 2):
+            raise MLLMError(f"projector depth {depth}: 1 (linear) or 2 (mlp2x)")
+        self.act_name, self.bias, self.depth = act, bias, depth
+        if depth == 1:
+            self.fc1 = nn.Linear(encoder_dim, lm_dim, bias=bias)
+            return
         hidden = hidden or lm_dim
-        self.fc1, self.act, self.fc2 = nn.Linear(encoder_dim, hidden), nn.GELU(), nn.Linear(hidden, lm_dim)
+        self.fc1, self.act, self.fc2 = nn.Linear(encoder_dim, hidden, bias=bias), ACT2FN[act], nn.Linear(hidden, lm_dim, bias=bias)
+
+    @property
+    def out_features(self) -> int:
+        return (self.fc2 if self.depth == 2 else self.fc1).out_features
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(tokens)))
+        return self.fc1(tokens) if self.depth == 1 else self.fc2(self.act(self.fc1(tokens)))
+
+    def describe(self) -> dict[str, Any]:
+        """mllm.json's ``projector`` entry: sizes, activation, biases, depth."""
+        return {"encoder_dim": self.fc1.in_features, "hidden": self.fc1.out_features, "lm_dim": self.out_features, "act": self.act_name, "bias": self.bias, "depth": self.depth}
 
 
 @dataclass
@@ -110,56 +138,125 @@ def load_lm(lm_dir: str | os.PathLike, dtype: torch.dtype = torch.float32):
 
 class MLLM(nn.Module):
     """Encoder + projector + causal LM (see the module docstring). The calls the suites use:
-    :meth:`encoder_tokens`, :meth:`visual_tokens`, :meth:`prepare`, :meth:`answer_logprobs`, :meth:`generate`."""
+    :meth:`encoder_tokens`, :meth:`visual_tokens`, :meth:`prepare`, :meth:`answer_logprobs`, :meth:`generate`.
 
-    def __init__(self, encoder: Encoder, projector: Projector, lm: nn.Module, tokenizer: Any, visual_layer: int = -2, max_length: int = 2048,
-                 prompt_layout: str = "image-question") -> None:
+    ``visual_layer``: the encoder block(s) whose tokens the projector reads (an int, or a list whose tokens
+    are concatenated along channels, as transformers' ``vision_feature_layer``); ``keep_prefix``: the
+    prefix tokens (CLS) come first among the visual tokens (transformers' ``full``; LLaVA's ``cls_patch``).
+    ``prompt`` (:class:`train.prompts.PromptFormat`) makes the prompt; ``image_input`` the pixels.
+    ``image_token_id``: the placeholder id; None adds ``<image>`` to the tokenizer (resizing the LM's
+    embeddings when it has no spare row), as :func:`build_mllm` needs. A negative id never reaches the
+    embedding table (LLaVA's ``IMAGE_TOKEN_INDEX``). ``answer_end``: the tokens that close an answer
+    (default the tokenizer's EOS). ``source``: where an imported MLLM came from (goes into mllm.json).
+    """
+
+    def __init__(self, encoder: Encoder, projector: Projector, lm: nn.Module, tokenizer: Any, visual_layer: int | Sequence[int] = -2, max_length: int = 2048,
+                 prompt_layout: str = "image-question", *, prompt: PromptFormat | None = None, keep_prefix: bool = False, image_input: ImageInput | None = None,
+                 image_token_id: int | None = None, answer_end: Sequence[str] | None = None, source: dict[str, Any] | None = None) -> None:
         super().__init__()
-        if prompt_layout not in PROMPT_LAYOUTS:
-            raise MLLMError(f"prompt_layout {prompt_layout!r}: choose {' or '.join(PROMPT_LAYOUTS)}")
-        self.prompt_layout = prompt_layout
+        try:
+            self.prompt = prompt or PromptFormat("chat-template", layout=prompt_layout)
+        except PromptError as err:
+            raise MLLMError(str(err)) from None
         self.encoder, self.projector, self.lm, self.tokenizer = encoder, projector, lm, tokenizer
-        self.visual_layer = visual_layer
+        self.visual_layer = list(visual_layer) if isinstance(visual_layer, (list, tuple)) else int(visual_layer)
+        self.keep_prefix = bool(keep_prefix)
         self.max_length = max_length
-        self._layer_index = encoder.resolve_layers([visual_layer])[0]
+        self.image_input = image_input or ImageInput(encoder.preprocess)
+        self.source = dict(source or {})
+        self._layer_indices = self._resolve_visual_layers(encoder, self.visual_layer)
+        if image_token_id is None:
+            image_token_id = self._add_image_token(tokenizer, lm)
+        self.image_token_id = int(image_token_id)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.answer_end = list(answer_end) if answer_end else [tokenizer.eos_token]
+        self._answer_end_ids = [int(tokenizer.convert_tokens_to_ids(token)) for token in self.answer_end]
+        self._grid: tuple[int, int] | None = None
+
+    @staticmethod
+    def _resolve_visual_layers(encoder: Encoder, visual_layer: int | list[int]) -> list[int]:
+        """Block indices in the order given (their tokens are concatenated in that order)."""
+        layers = visual_layer if isinstance(visual_layer, list) else [visual_layer]
+        return [encoder.resolve_layers([layer])[0] for layer in layers]
+
+    @staticmethod
+    def _add_image_token(tokenizer: Any, lm: nn.Module) -> int:
+        """``<image>``'s id, added to the tokenizer when missing (the LM's embeddings grow only if needed)."""
         if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) in (None, tokenizer.unk_token_id):
             tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
             lm.resize_token_embeddings(len(tokenizer))
-        self.image_token_id = int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self._grid: tuple[int, int] | None = None
+        return int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+
+    @property
+    def prompt_layout(self) -> str:
+        """Where the image goes in a ``chat-template`` prompt (``image-question`` for the other formats)."""
+        return self.prompt.layout
+
+    @prompt_layout.setter
+    def prompt_layout(self, layout: str) -> None:
+        if self.prompt.kind != "chat-template":
+            raise MLLMError(f"prompt_layout applies to chat-template prompts; this MLLM's prompt is {self.prompt.kind} (its source's format)")
+        try:
+            self.prompt = PromptFormat("chat-template", layout=layout)
+        except PromptError as err:
+            raise MLLMError(str(err)) from None
 
     # -- vision side ---------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return next(self.projector.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.projector.parameters()).dtype
+
     def image_transform(self):
-        """PIL RGB image -> normalised float tensor (3, R, R), the encoder's own preprocessing."""
-        return self.encoder.preprocess.transform()
+        """PIL RGB image -> normalised float tensor (3, R, R): the encoder's preprocessing, or the image
+        processor an imported MLLM was trained with."""
+        return self.image_input.transform()
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        """Where an image's pixels land in the input (size, mean/std, resize rule): for mapping regions."""
+        return self.image_input.geometry
 
     @property
     def grid(self) -> tuple[int, int]:
-        """Patch grid (h, w) of the visual tokens at the encoder's resolution."""
+        """Patch grid (h, w) of the visual tokens at the input resolution."""
         if self._grid is None:
-            size = self.encoder.preprocess.resolution
+            size = self.preprocess.resolution
             with torch.no_grad():
-                probe = torch.zeros(1, 3, size, size, device=self.device)
-                self._grid = self.encoder.features(probe, layers=[self._layer_index]).grid
+                probe = torch.zeros(1, 3, size, size, device=self.device, dtype=self.dtype)
+                self._grid = self.encoder.features(probe, layers=self._layer_indices[:1]).grid
         return self._grid
+
+    @property
+    def visual_prefix(self) -> int:
+        """How many visual tokens come before the grid's (CLS kept by ``keep_prefix``)."""
+        return self.encoder.num_prefix_tokens if self.keep_prefix else 0
 
     @property
     def num_visual_tokens(self) -> int:
         h, w = self.grid
-        return h * w
+        return self.visual_prefix + h * w
 
     def encoder_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """Patch tokens (B, N, D_enc) of block ``visual_layer``, prefix tokens removed by count."""
-        output = self.encoder.features(images, layers=[self._layer_index])
+        """Tokens (B, N, D_enc) of the visual block(s): patch tokens (prefix tokens first with
+        ``keep_prefix``), several blocks concatenated along channels."""
+        output = self.encoder.features(images, layers=sorted(set(self._layer_indices)))
         if self._grid is None:
             self._grid = output.grid
-        return output.layers[self._layer_index].patches
+        parts = []
+        for index in self._layer_indices:
+            layer = output.layers[index]
+            parts.append(torch.cat([layer.prefix, layer.patches], dim=1) if self.keep_prefix else layer.patches)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+    def grid_tokens(self, per_token: torch.Tensor) -> torch.Tensor:
+        """(B, N, ...) values per visual token -> (B, h, w, ...) over the patch grid (prefix tokens left out)."""
+        h, w = self.grid
+        return per_token[:, self.visual_prefix:].reshape(per_token.shape[0], h, w, *per_token.shape[2:])
 
     def visual_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Projector outputs (B, N, D_lm): what the LM sees in place of ``<image>``."""
@@ -168,18 +265,16 @@ class MLLM(nn.Module):
     # -- text side -----------------------------------------------------------------------------------
     def prompt_ids(self, question: str) -> list[int]:
         """Token ids of the chat prompt for ``question`` up to the assistant's turn, ``<image>`` expanded."""
-        content = f"{IMAGE_TOKEN}\n{question}" if self.prompt_layout == "image-question" else f"{question}\n{IMAGE_TOKEN}"
-        messages = [{"role": "user", "content": content}]
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if ids.count(self.image_token_id) != 1:
-            raise MLLMError(f"the chat template of this LM does not keep exactly one {IMAGE_TOKEN} in the prompt ({ids.count(self.image_token_id)} found); check tokenizer_config.json's chat_template")
+        try:
+            ids = self.prompt.ids(self.tokenizer, question, self.image_token_id)
+        except PromptError as err:
+            raise MLLMError(str(err)) from None
         at = ids.index(self.image_token_id)
         return ids[:at] + [self.image_token_id] * self.num_visual_tokens + ids[at + 1:]
 
     def answer_ids(self, answer: str) -> list[int]:
-        """Token ids of an answer followed by the end-of-turn token (what the labels score)."""
-        return self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        """Token ids of an answer followed by the end-of-turn token(s) (what the labels score)."""
+        return self.tokenizer(answer, add_special_tokens=False)["input_ids"] + self._answer_end_ids
 
     def sequence_length(self, question: str, answer: str) -> int:
         """Tokens of prompt (visual tokens included) + answer: compare with ``max_length``."""
@@ -253,7 +348,7 @@ class MLLM(nn.Module):
         output = self.lm.generate(
             inputs_embeds=self.embed(batch), attention_mask=batch.attention_mask, position_ids=positions,
             max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=self._answer_end_ids[0],
         )
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
 
@@ -288,74 +383,113 @@ def save_mllm(mllm: MLLM, path: str | os.PathLike, extra: dict[str, Any] | None 
     Files are written into a temporary sibling folder that replaces ``path`` at the end, so a reader
     never sees a half-written MLLM.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    encoder = mllm.encoder
-    save_encoder_checkpoint(encoder.model.state_dict(), {"family": encoder.family, "arch": encoder.arch, "options": encoder.options}, tmp / "encoder.safetensors")
-    save_file({k: v.detach().cpu().contiguous() for k, v in mllm.projector.state_dict().items()}, str(tmp / "projector.safetensors"))
-    mllm.lm.save_pretrained(tmp / "lm")
-    mllm.tokenizer.save_pretrained(tmp / "lm")
-    projector = mllm.projector
-    meta = {
-        "format": MLLM_FORMAT, "version": MLLM_VERSION, "visual_layer": mllm.visual_layer, "max_length": mllm.max_length, "prompt_layout": mllm.prompt_layout,
-        "projector": {"encoder_dim": projector.fc1.in_features, "hidden": projector.fc1.out_features, "lm_dim": projector.fc2.out_features},
-        "encoder_weights_hash": encoder.weights_hash, **(extra or {}),
-    }
-    (tmp / "mllm.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    if path.exists():
-        import shutil
-
-        old = path.with_name(path.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(path)
+    meta = write_mllm_files(mllm, tmp, extra)
+    (tmp / MLLM_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    replace_folder(tmp, path)
     return path
 
 
+def write_mllm_files(mllm: MLLM, folder: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parts of an MLLM directory written into ``folder``; returns what mllm.json must hold."""
+    from safetensors.torch import save_file
+
+    encoder = mllm.encoder
+    if encoder.family == "hf":  # a transformers tower: a model directory, as transformers writes it
+        from encoders.families.hf_family import write_processor_config
+
+        encoder.model.save_pretrained(folder / HF_ENCODER_DIR)
+        write_processor_config(encoder.preprocess, encoder.arch, folder / HF_ENCODER_DIR)
+    else:
+        save_encoder_checkpoint(encoder.model.state_dict(), {"family": encoder.family, "arch": encoder.arch, "options": encoder.options}, folder / ENCODER_FILE)
+    save_file({k: v.detach().cpu().contiguous() for k, v in mllm.projector.state_dict().items()}, str(folder / "projector.safetensors"))
+    mllm.lm.save_pretrained(folder / "lm")
+    mllm.tokenizer.save_pretrained(folder / "lm")
+    return {
+        "format": MLLM_FORMAT, "version": MLLM_VERSION, "visual_layer": mllm.visual_layer, "keep_prefix": mllm.keep_prefix, "max_length": mllm.max_length,
+        "prompt_layout": mllm.prompt_layout, **({"prompt": mllm.prompt.to_dict()} if mllm.prompt.kind != "chat-template" else {}),
+        "projector": mllm.projector.describe(), "image": mllm.image_input.save(folder),
+        "image_token_id": mllm.image_token_id, "answer_end": mllm.answer_end, "encoder_weights_hash": encoder.weights_hash,
+        **({"source": mllm.source} if mllm.source else {}), **(extra or {}),
+    }
+
+
+def replace_folder(new: Path, path: Path) -> None:
+    """Put the finished folder ``new`` at ``path`` (an older one there is replaced only once ``new`` is complete)."""
+    if path.exists():
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+        new.rename(path)
+        shutil.rmtree(old)
+    else:
+        new.rename(path)
+
+
 def load_mllm(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> MLLM:
-    """Read an MLLM directory written by :func:`save_mllm`; MLLMError names the file and the fix.
-    ``dtype`` (e.g. ``torch.bfloat16``) casts the tower, the projector and the LM; None keeps fp32."""
-    from safetensors.torch import load_file
+    """The one gate to every MLLM: a project MLLM directory, or any layout registered in
+    :mod:`train.mllm_layouts` (transformers Llava, the LLaVA-NeXT repository's checkpoints), read by the
+    layout's reader. MLLMError names the file and the fix. ``dtype`` (e.g. ``torch.bfloat16``) is the
+    dtype of the tower, the projector and the LM; None keeps fp32."""
+    from .mllm_layouts import find_layout
 
     path = Path(path)
-    meta_path = path / "mllm.json"
-    if not meta_path.exists():
-        raise MLLMError(f"{path}: not an MLLM directory (no mllm.json); pass a folder written by `python -m train` or train.mllm.save_mllm")
+    mllm = find_layout(path).read(path, dtype=dtype)
+    return mllm.to(device).eval()
+
+
+def read_project_mllm(path: Path, dtype: torch.dtype | None = None) -> MLLM:
+    """Read an MLLM directory written by :func:`save_mllm` (mllm.json version 1 or 2)."""
+    from safetensors.torch import load_file
+
+    meta_path = path / MLLM_FILE
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != MLLM_FORMAT:
         raise MLLMError(f"{meta_path}: format {meta.get('format')!r}, expected {MLLM_FORMAT!r}")
-    for name in ("encoder.safetensors", "projector.safetensors", "lm"):
-        if not (path / name).exists():
-            raise MLLMError(f"{path / name}: missing from the MLLM directory; re-export the MLLM (python -m train ... writes all three parts)")
+    if meta.get("version", 1) not in READABLE_VERSIONS:
+        raise MLLMError(f"{meta_path}: version {meta.get('version')!r}; this project reads versions {READABLE_VERSIONS} (update the project)")
+    tower = project_encoder_path(path)
+    for part in (tower, path / "projector.safetensors", path / "lm"):
+        if part is None or not part.exists():
+            raise MLLMError(f"{part or path / ENCODER_FILE}: missing from the MLLM directory; re-export the MLLM (python -m train ... writes every part)")
     try:
-        encoder = load_encoder(path / "encoder.safetensors", name=path.name)
+        encoder = load_encoder(tower, name=path.name)
     except CheckpointError as err:
-        raise MLLMError(f"{path / 'encoder.safetensors'}: {err}") from None
-    lm, tokenizer = load_lm(path / "lm")
+        raise MLLMError(f"{tower}: {err}") from None
+    lm, tokenizer = load_lm(path / "lm", dtype=dtype or torch.float32)
     dims = meta["projector"]
-    projector = Projector(dims["encoder_dim"], dims["lm_dim"], dims["hidden"])
-    state = load_file(str(path / "projector.safetensors"))
+    projector = Projector(dims["encoder_dim"], dims["lm_dim"], dims["hidden"], act=dims.get("act", "gelu"), bias=dims.get("bias", True), depth=dims.get("depth", 2))
     try:
-        projector.load_state_dict(state, strict=True)
+        projector.load_state_dict(load_file(str(path / "projector.safetensors")), strict=True)
     except RuntimeError as err:
         raise MLLMError(f"{path / 'projector.safetensors'}: does not match mllm.json's projector sizes ({err})") from None
-    if encoder.embed_dim != dims["encoder_dim"]:
+    if encoder.embed_dim * (len(meta["visual_layer"]) if isinstance(meta["visual_layer"], list) else 1) != dims["encoder_dim"]:
         raise MLLMError(f"{path}: the encoder's width {encoder.embed_dim} differs from the projector's input {dims['encoder_dim']}")
     layout = meta.get("prompt_layout", "image-question")  # directories written before the field existed: LLaVA's layout
-    if layout not in PROMPT_LAYOUTS:
+    if "prompt" not in meta and layout not in PROMPT_LAYOUTS:
         raise MLLMError(f"{meta_path}: prompt_layout {layout!r} is not one of {', '.join(PROMPT_LAYOUTS)}; fix mllm.json")
-    mllm = MLLM(encoder, projector, lm, tokenizer, visual_layer=int(meta["visual_layer"]), max_length=int(meta.get("max_length", 2048)), prompt_layout=layout)
-    return mllm.to(device=device, dtype=dtype).eval() if dtype is not None else mllm.to(device).eval()
+    try:
+        prompt = PromptFormat.from_dict(meta["prompt"]) if "prompt" in meta else PromptFormat(layout=layout)
+        image_input = load_image_input(path, meta.get("image"), encoder.preprocess)
+    except (PromptError, FileNotFoundError, ValueError) as err:
+        raise MLLMError(f"{meta_path}: {err}") from None
+    mllm = MLLM(encoder, projector, lm, tokenizer, visual_layer=meta["visual_layer"], max_length=int(meta.get("max_length", 2048)), prompt=prompt,
+                keep_prefix=bool(meta.get("keep_prefix", False)), image_input=image_input, image_token_id=meta.get("image_token_id"),
+                answer_end=meta.get("answer_end"), source=meta.get("source"))
+    return mllm.to(dtype=dtype) if dtype is not None else mllm
+
+
+def project_encoder_path(path: Path) -> Path | None:
+    """The vision tower of a project MLLM directory: ``encoder.safetensors`` (a project encoder checkpoint)
+    or ``encoder/`` (a transformers vision model directory, for towers imported from transformers)."""
+    for candidate in (path / ENCODER_FILE, path / HF_ENCODER_DIR):
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def projector_encoder(mllm: MLLM, name: str = "") -> Encoder:
@@ -370,13 +504,13 @@ def projector_encoder(mllm: MLLM, name: str = "") -> Encoder:
         from encoders import EncoderOutput, LayerTokens
 
         tokens = mllm.visual_tokens(images)
-        prefix = tokens.new_zeros(tokens.shape[0], 0, tokens.shape[-1])
-        return EncoderOutput(tokens.mean(dim=1), tokens, mllm.grid, prefix, {index: LayerTokens(prefix, tokens) for index in layers})
+        prefix, patches = tokens[:, : mllm.visual_prefix], tokens[:, mllm.visual_prefix :]
+        return EncoderOutput(patches.mean(dim=1), patches, mllm.grid, prefix, {index: LayerTokens(prefix, patches) for index in layers})
 
     source = mllm.encoder
     return Encoder(
         nn.ModuleDict({"encoder": source.model, "projector": mllm.projector}), name=name or f"{source.name}+projector", family="mllm-projector",
-        arch=f"{source.family}:{source.arch}+projector", preprocess=source.preprocess, adapter=adapter, num_layers=1, num_prefix_tokens=0,
-        embed_dim=mllm.projector.fc2.out_features, weights_hash=weights_hash(state), checkpoint=source.checkpoint,
+        arch=f"{source.family}:{source.arch}+projector", preprocess=source.preprocess, adapter=adapter, num_layers=1, num_prefix_tokens=mllm.visual_prefix,
+        embed_dim=mllm.projector.out_features, weights_hash=weights_hash(state), checkpoint=source.checkpoint,
         checkpoint_format="mllm", remap=source.remap, options={**source.options, "visual_layer": mllm.visual_layer},
     )

@@ -106,7 +106,7 @@ def _maps_for(context: RunContext, mllm, reference, split, items) -> tuple[dict,
                                objectives=_objectives(), reference=reference, beta=BETA, item_ids=[f"{split.item_id(index)} ({item.question!r})" for index, item, _ in part])
         for key, value in result.maps.items():
             maps.setdefault(key, []).append(value)
-        covers.append(patch_cover(torch.stack([_frame(region, mllm.encoder.preprocess) for _, _, region in part]), mllm.grid))
+        covers.append(patch_cover(torch.stack([_frame(region, mllm.preprocess) for _, _, region in part]), mllm.grid))
     return {key: torch.cat(values) for key, values in maps.items()}, torch.cat(covers)
 
 
@@ -115,10 +115,8 @@ def _figure(path: Path, mllm, split, items, maps: dict, title: str) -> None:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-    from torchvision import transforms as T
-
-    preprocess = mllm.encoder.preprocess
-    geometry = T.Compose([T.Resize(round(preprocess.resolution / preprocess.crop_pct)), T.CenterCrop(preprocess.resolution)])
+    preprocess = mllm.preprocess
+    geometry = preprocess.geometry("bilinear")
     fig, axes = plt.subplots(len(items), 3, figsize=(5.2, 1.8 * len(items)), squeeze=False)
     for row, (index, item, region) in enumerate(items):
         image = np.asarray(geometry(split.load_image(index)))

@@ -115,11 +115,9 @@ def write_figure(path: Path, split, indices: list[int], preprocess, maps: dict[i
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-    from torchvision import transforms as T
-
     from probes.gradcam import upsample
 
-    geometry = T.Compose([T.Resize(round(preprocess.resolution / preprocess.crop_pct)), T.CenterCrop(preprocess.resolution)])
+    geometry = preprocess.geometry("bilinear")
     blocks = sorted(maps)
     fig, axes = plt.subplots(len(indices), 1 + len(blocks), figsize=(1.6 * (1 + len(blocks)), 1.6 * len(indices)), squeeze=False)
     for row, index in enumerate(indices):

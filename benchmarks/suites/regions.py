@@ -30,12 +30,8 @@ def box_region(boxes: list[Box], shape: tuple[int, int]) -> np.ndarray:
 
 def to_encoder_frame(region: np.ndarray, preprocess: PreprocessConfig) -> torch.Tensor:
     """A (H, W) bool region of the original image as (R, R) bool in the encoder's input: the image's
-    resize (shorter side to R / crop_pct, nearest) and centre crop."""
-    from torchvision import transforms as T
-
-    resize = round(preprocess.resolution / preprocess.crop_pct)
-    geometry = T.Compose([T.Resize(resize, interpolation=T.InterpolationMode.NEAREST), T.CenterCrop(preprocess.resolution)])
-    image = geometry(Image.fromarray(region.astype(np.uint8) * 255, "L"))
+    resize rule (``PreprocessConfig.geometry``, nearest), e.g. shorter side to R / crop_pct and centre crop."""
+    image = preprocess.geometry("nearest")(Image.fromarray(region.astype(np.uint8) * 255, "L"))
     return torch.from_numpy(np.asarray(image) > 127)
 
 

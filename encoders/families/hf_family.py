@@ -59,6 +59,59 @@ def _features(model: nn.Module, images: torch.Tensor, layers: Sequence[int]) -> 
     return EncoderOutput(pooled, final[:, prefix_count:], grid, final[:, :prefix_count], per_layer)
 
 
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
+
+
+def read_processor_config(folder: str | Path) -> dict[str, Any]:
+    """The image processor's settings in a model directory: ``preprocessor_config.json``, or the
+    ``image_processor`` entry of a processor's ``processor_config.json`` (transformers 5); {} if neither."""
+    for name in PROCESSOR_FILES:
+        path = Path(folder) / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            return dict(data.get("image_processor", data)) if name == "processor_config.json" else data
+    return {}
+
+
+def preprocess_from_processor(model: nn.Module, arch: str, processor: Mapping[str, Any]) -> PreprocessConfig:
+    """The tower's eval preprocessing from its image processor's settings (mean, std, resample, size;
+    a ``shortest_edge`` size with a crop gives the crop fraction); the tower's defaults where unset.
+    Encoder suites always resize the shorter side and centre-crop (PreprocessConfig ``shorter``)."""
+    clip = arch == "CLIPVisionModel"
+    mean, std = (CLIP_MEAN, CLIP_STD) if clip else ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    interpolation = "bicubic" if clip else "bilinear"
+    # NaFlex SigLIP2 has no fixed image size: use the square grid of its position-embedding table.
+    side = int(round(getattr(model.config, "num_patches", 256) ** 0.5))
+    resolution = int(getattr(model.config, "image_size", 0) or side * model.config.patch_size)
+    crop_pct = 1.0
+    size = processor.get("size") or {}
+    crop = processor.get("crop_size") if processor.get("do_center_crop", True) else None
+    if isinstance(size, dict) and "shortest_edge" in size and isinstance(crop, dict) and "height" in crop:
+        resolution, crop_pct = int(crop["height"]), int(crop["height"]) / int(size["shortest_edge"])
+    elif isinstance(size, dict) and "height" in size:
+        resolution = int(size["height"])
+    names = {code: name for name, code in RESAMPLE.items()}
+    interpolation = names.get(processor.get("resample"), interpolation)
+    return PreprocessConfig(resolution, tuple(processor.get("image_mean", mean)), tuple(processor.get("image_std", std)), interpolation, crop_pct)
+
+
+def write_processor_config(preprocess: PreprocessConfig, arch: str, folder: str | Path) -> Path:
+    """A ``preprocessor_config.json`` (a SigLIP or CLIP image processor) that :func:`preprocess_from_processor`
+    reads back as ``preprocess``; written next to a tower saved with ``save_pretrained``."""
+    kind = "CLIPImageProcessor" if arch == "CLIPVisionModel" else "SiglipImageProcessor"
+    config: dict[str, Any] = {"image_processor_type": kind, "image_mean": list(preprocess.mean), "image_std": list(preprocess.std), "do_normalize": True,
+                              "do_rescale": True, "rescale_factor": 1 / 255, "do_resize": True, "resample": RESAMPLE[preprocess.interpolation]}
+    if preprocess.crop_pct != 1.0 or kind == "CLIPImageProcessor":
+        config.update(size={"shortest_edge": int(round(preprocess.resolution / preprocess.crop_pct))}, crop_size={"height": preprocess.resolution, "width": preprocess.resolution},
+                      do_center_crop=True)
+    else:
+        config["size"] = {"height": preprocess.resolution, "width": preprocess.resolution}
+    path = Path(folder) / "preprocessor_config.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
 @register_family
 class HuggingFaceFamily(EncoderFamily):
     name = "hf"
@@ -80,17 +133,7 @@ class HuggingFaceFamily(EncoderFamily):
         return getattr(transformers, arch)(config)
 
     def preprocess(self, model: nn.Module, arch: str, options: Mapping[str, Any], source: Path | None = None) -> PreprocessConfig:
-        mean, std = (CLIP_MEAN, CLIP_STD) if arch == "CLIPVisionModel" else ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-        interpolation = "bicubic" if arch == "CLIPVisionModel" else "bilinear"
-        # NaFlex SigLIP2 has no fixed image size: use the square grid of its position-embedding table.
-        side = int(round(getattr(model.config, "num_patches", 256) ** 0.5))
-        resolution = int(getattr(model.config, "image_size", 0) or side * model.config.patch_size)
-        processor = Path(source) / "preprocessor_config.json" if source else None
-        if processor and processor.exists():
-            cfg = json.loads(processor.read_text())
-            mean = tuple(cfg.get("image_mean", mean))
-            std = tuple(cfg.get("image_std", std))
-        return PreprocessConfig(resolution, mean, std, interpolation)
+        return preprocess_from_processor(model, arch, read_processor_config(source) if source else {})
 
     def adapter(self, model: nn.Module):
         return _features

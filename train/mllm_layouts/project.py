@@ -1,0 +1,38 @@
+"""The project's own MLLM directories (``mllm.json``, written by ``train.mllm.save_mllm``)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .base import MLLMLayout, register_layout
+
+
+@register_layout
+class ProjectMLLM(MLLMLayout):
+    name = "project"
+    summary = "an MLLM directory written by python -m train (mllm.json)"
+
+    def detect(self, path: Path, config: dict[str, Any] | None) -> bool:
+        from ..mllm import MLLM_FILE
+
+        return (path / MLLM_FILE).is_file()
+
+    def read(self, path: Path, dtype: torch.dtype | None = None, **options: Any):
+        from ..mllm import read_project_mllm
+
+        return read_project_mllm(path, dtype)
+
+    def read_encoder(self, path: Path, **options: Any):
+        from encoders import CheckpointError, load_encoder
+
+        from ..mllm import MLLMError, project_encoder_path
+
+        tower = project_encoder_path(path)
+        if tower is None:
+            raise MLLMError(f"{path}: the MLLM directory has no vision tower (encoder.safetensors or encoder/); re-export the MLLM")
+        try:
+            return load_encoder(tower, name=path.name)
+        except CheckpointError as err:
+            raise MLLMError(str(err)) from None
