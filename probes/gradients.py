@@ -121,7 +121,8 @@ def gradient_maps(
                 which = item_ids[first] if item_ids is not None else f"batch position {first}"
                 raise AttributionError(f"{mllm.encoder.name}: {name} gradient map at the {site} output is NaN/Inf for item {which} "
                                        f"({int(bad.sum())} of {len(bad)} in the batch); check the MLLM's weights (inf/NaN) or run at fp32")
-            maps[(name, site)] = grad.reshape(grad.shape[0], h, w).float().cpu()
+            # Prefix tokens an MLLM keeps (CLS, transformers' ``full``) come first; the grid's h * w tokens last.
+            maps[(name, site)] = grad[:, -h * w:].reshape(grad.shape[0], h, w).float().cpu()
     return GradientMaps(maps, {k: v.cpu() for k, v in losses.items()})
 
 

@@ -59,13 +59,21 @@ class ImageInput:
         entry: dict[str, Any] = {"pad_to_square": self.pad_to_square}
         if self.processor is not None:
             self.processor.save_pretrained(Path(folder) / PROCESSOR_DIR)
-            entry["processor"] = PROCESSOR_DIR
+            entry.update(processor=PROCESSOR_DIR, backend=processor_backend(self.processor))
         return entry
 
     @classmethod
     def from_processor(cls, processor: Any, pad_to_square: bool = False) -> "ImageInput":
         """The image side of a transformers image processor (its output size, mean/std and resize rule)."""
         return cls(processor_geometry(processor, pad_to_square), processor, pad_to_square)
+
+
+def processor_backend(processor: Any) -> str:
+    """``pil`` or ``torchvision``: which of transformers' two implementations ``processor`` is (their pixels
+    differ slightly, and a saved config does not say which one wrote it)."""
+    from transformers.image_processing_backends import PilBackend
+
+    return "pil" if isinstance(processor, PilBackend) else "torchvision"
 
 
 def processor_geometry(processor: Any, pad_to_square: bool = False) -> PreprocessConfig:
@@ -97,4 +105,5 @@ def load_image_input(folder: str | os.PathLike, entry: dict[str, Any] | None, de
     if not (path / "preprocessor_config.json").is_file():
         raise FileNotFoundError(f"{path}: the MLLM's image processor is missing (preprocessor_config.json); re-import the MLLM (python -m train import-mllm)")
     json.loads((path / "preprocessor_config.json").read_text())
-    return ImageInput.from_processor(AutoImageProcessor.from_pretrained(path, local_files_only=True), pad)
+    processor = AutoImageProcessor.from_pretrained(path, local_files_only=True, backend=entry.get("backend", "torchvision"))
+    return ImageInput.from_processor(processor, pad)

@@ -36,7 +36,6 @@ from .prompts import IMAGE_TOKEN, PROMPT_LAYOUTS, PromptError, PromptFormat
 MLLM_FORMAT = "vision-encoder-eval-mllm"
 MLLM_FILE = "mllm.json"
 ENCODER_FILE = "encoder.safetensors"
-HF_ENCODER_DIR = "encoder"
 MLLM_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 IGNORE = -100
@@ -134,6 +133,21 @@ def load_lm(lm_dir: str | os.PathLike, dtype: torch.dtype = torch.float32):
     tokenizer = load_tokenizer(lm_dir)
     lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=dtype, local_files_only=True)
     return lm, tokenizer
+
+
+def load_language_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
+    """(LM, tokenizer) of a transformers causal-LM directory, or the LM of an MLLM directory of any layout
+    (a project MLLM's ``lm/``; a Llava or LLaVA-NeXT checkpoint's LM, read with its MLLM)."""
+    from .mllm_layouts import detect_layout
+
+    path = Path(path)
+    layout = detect_layout(path)
+    if layout is None:
+        return load_lm(path, dtype)
+    if layout.name == "project":
+        return load_lm(path / "lm", dtype)
+    mllm = layout.read(path, dtype=dtype)
+    return mllm.lm, mllm.tokenizer
 
 
 class MLLM(nn.Module):
@@ -316,20 +330,22 @@ class MLLM(nn.Module):
             raise MLLMError(f"{visual_tokens.shape[0]}x{visual_tokens.shape[1]} visual tokens for {expected} image positions; the encoder's grid changed since prepare()")
         return embeddings.masked_scatter(is_image.unsqueeze(-1), visual_tokens.to(embeddings.dtype))
 
-    def answer_logprobs(self, batch: MLLMBatch, visual_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed log-probability (nats) of each item's answer tokens (B,) and their count (B,).
-
-        Only the positions that predict an answer token go through the LM head, so memory stays small
-        with large vocabularies. ``visual_tokens`` (B, N, D_lm) replaces the images' projector outputs.
-        """
+    def answer_logits(self, batch: MLLMBatch, visual_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (K, V) of the K positions that predict an answer token, in fp32, with those tokens (K,)
+        and the item each belongs to (K,). Only these positions go through the LM head, so memory stays
+        small with large vocabularies. ``visual_tokens`` (B, N, D_lm) replaces the images' projector outputs."""
         hidden = self.lm.get_decoder()(inputs_embeds=self.embed(batch, visual_tokens), attention_mask=batch.attention_mask).last_hidden_state
         targets = batch.labels[:, 1:]
         scored = targets != IGNORE
         logits = self.lm.get_output_embeddings()(hidden[:, :-1][scored]).float()
-        token_logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[scored].unsqueeze(-1)).squeeze(-1)
-        item = scored.nonzero()[:, 0]
+        return logits, targets[scored], scored.nonzero()[:, 0]
+
+    def answer_logprobs(self, batch: MLLMBatch, visual_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed log-probability (nats) of each item's answer tokens (B,) and their count (B,)."""
+        logits, targets, item = self.answer_logits(batch, visual_tokens)
+        token_logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         logp = torch.zeros(len(batch), dtype=token_logp.dtype, device=token_logp.device).index_add(0, item, token_logp)
-        return logp, scored.sum(dim=1)
+        return logp, (batch.labels[:, 1:] != IGNORE).sum(dim=1)
 
     def forward(self, batch: MLLMBatch, image_repeats: int = 1, encoded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`answer_logprobs` (the call that DDP / FSDP wrap). With ``image_repeats`` k the batch holds
@@ -399,13 +415,7 @@ def write_mllm_files(mllm: MLLM, folder: Path, extra: dict[str, Any] | None = No
     from safetensors.torch import save_file
 
     encoder = mllm.encoder
-    if encoder.family == "hf":  # a transformers tower: a model directory, as transformers writes it
-        from encoders.families.hf_family import write_processor_config
-
-        encoder.model.save_pretrained(folder / HF_ENCODER_DIR)
-        write_processor_config(encoder.preprocess, encoder.arch, folder / HF_ENCODER_DIR)
-    else:
-        save_encoder_checkpoint(encoder.model.state_dict(), {"family": encoder.family, "arch": encoder.arch, "options": encoder.options}, folder / ENCODER_FILE)
+    save_encoder_checkpoint(encoder.model.state_dict(), {"family": encoder.family, "arch": encoder.arch, "options": encoder.options}, folder / ENCODER_FILE)
     save_file({k: v.detach().cpu().contiguous() for k, v in mllm.projector.state_dict().items()}, str(folder / "projector.safetensors"))
     mllm.lm.save_pretrained(folder / "lm")
     mllm.tokenizer.save_pretrained(folder / "lm")
@@ -452,10 +462,10 @@ def read_project_mllm(path: Path, dtype: torch.dtype | None = None) -> MLLM:
         raise MLLMError(f"{meta_path}: format {meta.get('format')!r}, expected {MLLM_FORMAT!r}")
     if meta.get("version", 1) not in READABLE_VERSIONS:
         raise MLLMError(f"{meta_path}: version {meta.get('version')!r}; this project reads versions {READABLE_VERSIONS} (update the project)")
-    tower = project_encoder_path(path)
+    tower = path / ENCODER_FILE
     for part in (tower, path / "projector.safetensors", path / "lm"):
-        if part is None or not part.exists():
-            raise MLLMError(f"{part or path / ENCODER_FILE}: missing from the MLLM directory; re-export the MLLM (python -m train ... writes every part)")
+        if not part.exists():
+            raise MLLMError(f"{part}: missing from the MLLM directory; re-export the MLLM (python -m train ... writes all three parts)")
     try:
         encoder = load_encoder(tower, name=path.name)
     except CheckpointError as err:
@@ -481,15 +491,6 @@ def read_project_mllm(path: Path, dtype: torch.dtype | None = None) -> MLLM:
                 keep_prefix=bool(meta.get("keep_prefix", False)), image_input=image_input, image_token_id=meta.get("image_token_id"),
                 answer_end=meta.get("answer_end"), source=meta.get("source"))
     return mllm.to(dtype=dtype) if dtype is not None else mllm
-
-
-def project_encoder_path(path: Path) -> Path | None:
-    """The vision tower of a project MLLM directory: ``encoder.safetensors`` (a project encoder checkpoint)
-    or ``encoder/`` (a transformers vision model directory, for towers imported from transformers)."""
-    for candidate in (path / ENCODER_FILE, path / HF_ENCODER_DIR):
-        if candidate.exists():
-            return candidate
-    return None
 
 
 def projector_encoder(mllm: MLLM, name: str = "") -> Encoder:

@@ -54,20 +54,22 @@ def caption_lm(loaded: LoadedEncoder, encoders: list[LoadedEncoder], override: s
     """(LM directory, '') or ('', reason there is none)."""
     if override:
         return override, ""
+    from train.mllm_layouts import is_mllm_dir
+
     by_name = {other.name: other for other in encoders}
     for candidate in (by_name.get(loaded.spec.base), loaded):
-        if candidate is not None and candidate.spec.mllm and Path(candidate.spec.mllm, "lm", "config.json").is_file():
-            return str(Path(candidate.spec.mllm, "lm")), ""
+        if candidate is not None and candidate.spec.mllm and is_mllm_dir(candidate.spec.mllm):
+            mllm = Path(candidate.spec.mllm)
+            return str(mllm / "lm" if (mllm / "lm" / "config.json").is_file() else mllm), ""
     return "", "no language model: pass --align-lm DIR (a local transformers causal LM) or give the encoder an mllm directory in the manifest"
 
 
 def caption_embeddings(lm_dir: str, captions: list[str], *, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
-    """(n, H) float64: per caption, the mean over its tokens of the LM's last hidden state."""
-    from train.mllm import (
-        load_lm,  # reads word-level tokenizers as declared, where AutoTokenizer would not
-    )
+    """(n, H) float64: per caption, the mean over its tokens of the LM's last hidden state. ``lm_dir``: a
+    causal-LM directory, or an MLLM directory of any layout (its LM)."""
+    from train.mllm import load_language_model  # reads word-level tokenizers as declared, where AutoTokenizer would not
 
-    model, tokenizer = load_lm(lm_dir)
+    model, tokenizer = load_language_model(lm_dir)
     model = model.to(device).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

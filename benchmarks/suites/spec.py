@@ -118,7 +118,8 @@ def needs_an_mllm(options: Any, specs: list["EncoderSpec"]) -> str:
 
 
 def has_mllm(spec: "EncoderSpec") -> bool:
-    """The encoder comes with an MLLM: a manifest ``mllm`` field, or an MLLM directory as its checkpoint."""
-    from pathlib import Path
+    """The encoder comes with an MLLM: a manifest ``mllm`` field, or an MLLM directory (of any layout
+    ``train.mllm.load_mllm`` reads) as its checkpoint."""
+    from train.mllm_layouts import is_mllm_dir
 
-    return bool(spec.mllm) or (Path(spec.checkpoint) / "mllm.json").is_file()
+    return bool(spec.mllm) or is_mllm_dir(spec.checkpoint)

@@ -236,7 +236,13 @@ class _Rows:
 
 
 def _check_mllm_dir(path: Path) -> str:
-    """Why ``path`` is not a usable MLLM directory ('' when its parts are there), without loading it."""
+    """Why ``path`` is not a usable MLLM directory ('' when its parts are there), without loading it.
+    Layouts other than the project's (transformers Llava, LLaVA-NeXT) are checked by their reader."""
+    from train.mllm_layouts import detect_layout
+
+    layout = detect_layout(path)
+    if layout is not None and layout.name != "project":
+        return ""
     for part, fix in (("mllm.json", "pass a folder written by `python -m train` or train.mllm.save_mllm"),
                       ("encoder.safetensors", "re-export the MLLM"), ("projector.safetensors", "re-export the MLLM"),
                       ("lm", "re-export the MLLM (its LM directory, with config.json and the tokenizer, belongs in lm/)"),

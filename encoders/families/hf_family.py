@@ -60,6 +60,9 @@ def _features(model: nn.Module, images: torch.Tensor, layers: Sequence[int]) -> 
 
 
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+# Options a project checkpoint of a tower embeds (an imported MLLM's): the tower's config and its image
+# processor's settings; they rebuild the model and its preprocessing, and are no config keyword.
+EMBEDDED_OPTIONS = ("hf_config", "processor")
 RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
 
 
@@ -96,22 +99,6 @@ def preprocess_from_processor(model: nn.Module, arch: str, processor: Mapping[st
     return PreprocessConfig(resolution, tuple(processor.get("image_mean", mean)), tuple(processor.get("image_std", std)), interpolation, crop_pct)
 
 
-def write_processor_config(preprocess: PreprocessConfig, arch: str, folder: str | Path) -> Path:
-    """A ``preprocessor_config.json`` (a SigLIP or CLIP image processor) that :func:`preprocess_from_processor`
-    reads back as ``preprocess``; written next to a tower saved with ``save_pretrained``."""
-    kind = "CLIPImageProcessor" if arch == "CLIPVisionModel" else "SiglipImageProcessor"
-    config: dict[str, Any] = {"image_processor_type": kind, "image_mean": list(preprocess.mean), "image_std": list(preprocess.std), "do_normalize": True,
-                              "do_rescale": True, "rescale_factor": 1 / 255, "do_resize": True, "resample": RESAMPLE[preprocess.interpolation]}
-    if preprocess.crop_pct != 1.0 or kind == "CLIPImageProcessor":
-        config.update(size={"shortest_edge": int(round(preprocess.resolution / preprocess.crop_pct))}, crop_size={"height": preprocess.resolution, "width": preprocess.resolution},
-                      do_center_crop=True)
-    else:
-        config["size"] = {"height": preprocess.resolution, "width": preprocess.resolution}
-    path = Path(folder) / "preprocessor_config.json"
-    path.write_text(json.dumps(config, indent=2))
-    return path
-
-
 @register_family
 class HuggingFaceFamily(EncoderFamily):
     name = "hf"
@@ -123,17 +110,23 @@ class HuggingFaceFamily(EncoderFamily):
         return VISION_CLASSES[model_type]
 
     def build(self, arch: str, options: Mapping[str, Any], hf_config: Mapping[str, Any] | None = None) -> nn.Module:
+        """The tower of ``arch`` from a model directory's config.json (``hf_config``) or, for a project
+        checkpoint of a tower (an imported MLLM's), the config it embeds (``options['hf_config']``)."""
         import transformers
 
         if arch not in CONFIG_CLASSES:
             raise ValueError(f"unknown hf vision architecture {arch!r}; supported: {sorted(CONFIG_CLASSES)}")
-        if hf_config is None:
+        embedded = options.get("hf_config")
+        options = {key: value for key, value in options.items() if key not in EMBEDDED_OPTIONS}
+        source = hf_config if hf_config is not None else embedded
+        if source is None:
             raise ValueError("the hf family builds from a model directory's config.json; pass a Hugging Face directory as the checkpoint")
-        config = getattr(transformers, CONFIG_CLASSES[arch])(**{k: v for k, v in _vision_config(hf_config).items() if k != "model_type"}, **dict(options))
+        config = getattr(transformers, CONFIG_CLASSES[arch])(**{k: v for k, v in _vision_config(source).items() if k != "model_type"}, **options)
         return getattr(transformers, arch)(config)
 
     def preprocess(self, model: nn.Module, arch: str, options: Mapping[str, Any], source: Path | None = None) -> PreprocessConfig:
-        return preprocess_from_processor(model, arch, read_processor_config(source) if source else {})
+        processor = options.get("processor") or (read_processor_config(source) if source else {})
+        return preprocess_from_processor(model, arch, processor)
 
     def adapter(self, model: nn.Module):
         return _features

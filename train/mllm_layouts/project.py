@@ -27,11 +27,11 @@ class ProjectMLLM(MLLMLayout):
     def read_encoder(self, path: Path, **options: Any):
         from encoders import CheckpointError, load_encoder
 
-        from ..mllm import MLLMError, project_encoder_path
+        from ..mllm import ENCODER_FILE, MLLMError
 
-        tower = project_encoder_path(path)
-        if tower is None:
-            raise MLLMError(f"{path}: the MLLM directory has no vision tower (encoder.safetensors or encoder/); re-export the MLLM")
+        tower = path / ENCODER_FILE
+        if not tower.exists():
+            raise MLLMError(f"{tower}: missing from the MLLM directory; re-export the MLLM")
         try:
             return load_encoder(tower, name=path.name)
         except CheckpointError as err:

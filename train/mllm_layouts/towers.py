@@ -71,9 +71,11 @@ def tower_encoder(tower: nn.Module, *, name: str, checkpoint: Path, layout: str,
     arch = type(tower).__name__
     num_layers, num_prefix, dim = family.structure(tower)
     preprocess: PreprocessConfig = preprocess_from_processor(tower, arch, processor)
+    # The options rebuild this tower from a project checkpoint (train.mllm.save_mllm's encoder.safetensors).
+    options = {"hf_config": tower.config.to_dict(), "processor": dict(processor)}
     return Encoder(tower.eval(), name=name, family="hf", arch=arch, preprocess=preprocess, adapter=family.adapter(tower), num_layers=num_layers,
                    num_prefix_tokens=num_prefix, embed_dim=dim, weights_hash=weights_hash(tower.state_dict()), checkpoint=str(checkpoint),
-                   checkpoint_format=layout, remap=report)
+                   checkpoint_format=layout, remap=report, options=options)
 
 
 def route_tower_key(rest: str, tower_keys: set[str]) -> str | None:
