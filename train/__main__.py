@@ -10,6 +10,9 @@ Examples::
     python -m train demo --out runs/demo/lineage --replicates 3
     python -m train pivot-eval --encoder ckpt.safetensors --lm /models/Qwen2.5-0.5B --data data/shapes --out runs/pe
     python -m train pivot-eval --encoders lineage.toml --lm runs/demo/lineage/lm --data shapes:n=240:seed=3 --out runs/pe
+    python -m train import-mllm /models/llava-onevision-qwen2-0.5b-si runs/ov --vision-config /models/siglip-so400m-patch14-384 --dtype bf16
+    python -m train export-mllm runs/dpo/mllm runs/dpo-hf --format llava-hf
+    python -m train tiny-llava runs/tiny-llava --layout llava-hf
 """
 from __future__ import annotations
 
@@ -77,7 +80,32 @@ def build_parser() -> argparse.ArgumentParser:
     pivot.add_argument("--device", default=None)
     for name, kind in PIVOT_NUMBERS:
         pivot.add_argument(f"--{name}", type=kind, default=None, help=_number_help(name))
+    _transfer_parsers(sub)
     return parser
+
+
+def _transfer_parsers(sub) -> None:
+    """import-mllm, export-mllm and tiny-llava: MLLMs in and out of the field's layouts."""
+    from .mllm_import import DEFAULT_TOLERANCE, DTYPES
+
+    imp = sub.add_parser("import-mllm", help="a transformers Llava directory or a LLaVA-NeXT checkpoint as a project MLLM directory, checked against transformers")
+    imp.add_argument("source", help="the MLLM to read: a LlavaForConditionalGeneration directory or a LLaVA-NeXT/OneVision checkpoint")
+    imp.add_argument("out", help="the project MLLM directory to write (mllm.json records the source and the import check)")
+    imp.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="dtype of the written weights (default fp32)")
+    imp.add_argument("--vision-config", default=None, metavar="DIR", help="LLaVA-NeXT: a folder with the vision tower's config.json (when mm_vision_tower is a hub name the project does not know)")
+    imp.add_argument("--check-tolerance", type=float, default=DEFAULT_TOLERANCE, help=f"largest |logit difference| the import check accepts (default {DEFAULT_TOLERANCE:g}, fp32)")
+    exp = sub.add_parser("export-mllm", help="a project MLLM as a transformers LlavaForConditionalGeneration directory (for transformers, lmms-eval's llava_hf)")
+    exp.add_argument("mllm", help="an MLLM directory (python -m train ... OUT/mllm, or any layout import-mllm reads)")
+    exp.add_argument("out", help="the LlavaForConditionalGeneration directory to write")
+    exp.add_argument("--format", choices=("llava-hf",), default="llava-hf")
+    exp.add_argument("--check-tolerance", type=float, default=DEFAULT_TOLERANCE, help=f"largest |logit difference| the export check accepts (default {DEFAULT_TOLERANCE:g})")
+    tiny = sub.add_parser("tiny-llava", help="write a tiny random LLaVA (transformers Llava or LLaVA-NeXT layout) to try import-mllm, export-mllm and the MLLM suites")
+    tiny.add_argument("out")
+    tiny.add_argument("--layout", choices=("llava-hf", "llava-next"), default="llava-hf")
+    tiny.add_argument("--tower", choices=("siglip", "clip"), default="siglip")
+    tiny.add_argument("--lm", choices=("qwen2", "llama"), default="qwen2")
+    tiny.add_argument("--image-size", type=int, default=64, help="the tower's input size in pixels (patch 16)")
+    tiny.add_argument("--corpus", default=None, help="a caption or preference JSONL whose words the tokenizer should know (python -m train shapes-data)")
 
 
 def _is_negative_number(value: str) -> bool:
@@ -136,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"lineage manifest: {pivot_eval_lineage(args.encoders, args.lm, data, args.out, device=args.device, progress=sys.stderr.isatty(), **stages)}")
             else:
                 print(f"MLLM: {pivot_eval(args.encoder, args.lm, data, args.out, arch=args.arch, device=args.device, progress=sys.stderr.isatty(), **stages)}")
+        elif args.command in ("import-mllm", "export-mllm", "tiny-llava"):
+            _transfer(args)
         elif args.command == "demo":
             from .demo import make_demo_lineage
 
@@ -147,6 +177,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2 if not isinstance(err, TrainingError) else 1
     return 0
+
+
+def _transfer(args: argparse.Namespace) -> None:
+    if args.command == "import-mllm":
+        from .mllm_import import import_mllm
+
+        print(f"MLLM written to {import_mllm(args.source, args.out, dtype=args.dtype, vision_config=args.vision_config, tolerance=args.check_tolerance)}")
+    elif args.command == "export-mllm":
+        from .mllm import load_mllm
+        from .mllm_export import export_llava_hf
+
+        print(f"{args.format} directory written to {export_llava_hf(load_mllm(args.mllm), args.out, tolerance=args.check_tolerance)}")
+    else:
+        from .tiny_llava import write_tiny_llava
+
+        print(f"tiny {args.layout} written to {write_tiny_llava(args.out, layout=args.layout, tower=args.tower, lm=args.lm, image_size=args.image_size, corpus=args.corpus)}")
 
 
 def _check_usage(args: argparse.Namespace) -> dict[str, StageConfig]:

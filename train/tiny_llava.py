@@ -265,3 +265,24 @@ def _without_image_token(llava_dir: Path, out: Path) -> None:
 def corpus_of(questions: Iterable[str]) -> tuple[str, ...]:
     """A corpus for the tokenizer that covers ``questions`` and answers (plus the default words)."""
     return (*DEFAULT_CORPUS, *questions)
+
+
+def write_tiny_llava(out: str | os.PathLike, *, layout: str = "llava-hf", tower: str = "siglip", lm: str = "qwen2", image_size: int = 64,
+                     corpus: str | os.PathLike | None = None) -> Path:
+    """``python -m train tiny-llava``: a tiny random LLaVA in ``layout`` (``llava-hf``, or ``llava-next``
+    with a SigLIP tower: the tower's config is then in ``OUT/siglip_tower``, which ``mm_vision_tower`` names),
+    whose tokenizer knows the words of ``corpus`` (a caption / preference JSONL)."""
+    words = DEFAULT_CORPUS
+    if corpus:
+        lines = [json.loads(line) for line in Path(corpus).read_text().splitlines() if line.strip()]
+        words = corpus_of(" ".join(str(value) for value in record.values() if isinstance(value, str)) for record in lines)
+    config = TinyLlavaConfig(tower=tower, lm=lm, image_size=image_size, patch_size=16, corpus=tuple(words))
+    out = Path(out)
+    if layout == "llava-hf":
+        return build_llava_hf(out, config)
+    if tower != "siglip":
+        raise ValueError("--layout llava-next: the tiny LLaVA-NeXT checkpoint has a SigLIP tower (--tower siglip)")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        return write_llava_next_layout(build_llava_hf(Path(scratch) / "llava", config), out)
