@@ -377,20 +377,23 @@ class MLLM(nn.Module):
         }
 
 
-def build_mllm(encoder: Encoder | str | os.PathLike, lm_dir: str | os.PathLike, *, visual_layer: int = -2, projector_hidden: int | None = None, max_length: int = 2048, seed: int = 0,
-               prompt_layout: str = "image-question") -> MLLM:
+def build_mllm(encoder: Encoder | str | os.PathLike, lm_dir: str | os.PathLike, *, visual_layer: int | list[int] = -2, projector_hidden: int | None = None,
+               max_length: int = 2048, seed: int = 0, prompt_layout: str = "image-question", keep_prefix: bool = False, image_input: ImageInput | None = None) -> MLLM:
     """A new MLLM: an encoder (or its checkpoint), a freshly initialised projector, and the LM of ``lm_dir``;
-    ``prompt_layout`` places the image before (LLaVA) or after the question (see the module docstring)."""
+    ``prompt_layout`` places the image before (LLaVA) or after the question (see the module docstring).
+    ``keep_prefix`` and ``image_input`` carry over another MLLM's vision side (PIVOT's transplant)."""
     if not isinstance(encoder, Encoder):
         encoder = load_encoder(encoder)
+    layers = visual_layer if isinstance(visual_layer, list) else [visual_layer]
     try:
-        encoder.resolve_layers([visual_layer])  # before the LM loads
+        encoder.resolve_layers(layers)  # before the LM loads
     except ValueError as err:
         raise MLLMError(f"--visual-layer {visual_layer}: {err}") from None
     lm, tokenizer = load_lm(lm_dir)
     torch.manual_seed(seed)
-    projector = Projector(encoder.embed_dim, lm.get_input_embeddings().embedding_dim, projector_hidden)
-    return MLLM(encoder, projector, lm, tokenizer, visual_layer=visual_layer, max_length=max_length, prompt_layout=prompt_layout)
+    projector = Projector(encoder.embed_dim * len(layers), lm.get_input_embeddings().embedding_dim, projector_hidden)
+    return MLLM(encoder, projector, lm, tokenizer, visual_layer=visual_layer, max_length=max_length, prompt_layout=prompt_layout, keep_prefix=keep_prefix,
+                image_input=image_input)
 
 
 def save_mllm(mllm: MLLM, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:

@@ -59,20 +59,21 @@ def pivot_eval(encoder: str | os.PathLike, lm: str | os.PathLike, data: PivotEva
                prompt_layout: str = "image-question", log: Callable[[str], None] = print, progress: bool = True) -> Path:
     """Train a fresh MLLM around the frozen ``encoder`` (see the module docstring); returns its directory.
     ``prompt_layout``: where the image goes in the prompt (``train.mllm.PROMPT_LAYOUTS``)."""
-    from encoders import EncoderSpec, load_encoder
-
     from .loop import TrainingError, train_stage
     from .mllm import build_mllm, load_mllm, save_mllm
 
     if align.stage != "align" or instruct.trains_encoder:
         raise ValueError("pivot-eval trains the projector (align) then projector + LM with the encoder frozen (freeze_encoder=True)")
     out = Path(out)
-    loaded = load_encoder(EncoderSpec(checkpoint=str(encoder), arch=arch))
+    vision = _vision_side(encoder, arch)
+    loaded = vision.encoder
     before = loaded.weights_hash
     start = out / "mllm-init"
     existing = json.loads((start / "mllm.json").read_text()) if (start / "mllm.json").exists() else {}
     if existing.get("encoder_weights_hash") != before or existing.get("prompt_layout", "image-question") != prompt_layout:
-        save_mllm(build_mllm(loaded, lm, seed=align.seed, prompt_layout=prompt_layout), start, extra={"pivot_eval": {"encoder": str(encoder), "lm": str(lm)}})
+        fresh = build_mllm(loaded, lm, seed=align.seed, prompt_layout=prompt_layout, visual_layer=vision.visual_layer, keep_prefix=vision.keep_prefix,
+                           image_input=vision.image_input)
+        save_mllm(fresh, start, extra={"pivot_eval": {"encoder": str(encoder), "lm": str(lm)}})
     began = time.perf_counter()
     first = train_stage(start, data.captions, out / "align", align, device=device, log=log, progress=progress)
     second = train_stage(first.mllm_dir, data.instructions, out / "instruct", instruct, device=device, log=log, progress=progress)
@@ -87,6 +88,23 @@ def pivot_eval(encoder: str | os.PathLike, lm: str | os.PathLike, data: PivotEva
     }, indent=2))
     log(f"pivot-eval: {encoder} -> fresh MLLM {second.mllm_dir} (encoder unchanged, hash {before[:12]})")
     return second.mllm_dir
+
+
+def _vision_side(encoder: str | os.PathLike, arch: str):
+    """The encoder to freeze: an encoder checkpoint (its penultimate block's patch tokens, its own
+    preprocessing), or the vision side of an MLLM of any layout (its tower, visual block(s), prefix rule and
+    image processor, so the fresh MLLM sees the image as the source did)."""
+    from encoders import EncoderSpec, load_encoder
+
+    from .mllm_layouts import VisionSide, detect_layout
+
+    layout = detect_layout(encoder)
+    if layout is not None:
+        return layout.read_vision(Path(encoder))
+    loaded = load_encoder(EncoderSpec(checkpoint=str(encoder), arch=arch))
+    from .image_input import ImageInput
+
+    return VisionSide(loaded, -2, False, ImageInput(loaded.preprocess))
 
 
 def _mark_protocol(mllm_dir: Path, details: dict[str, str]) -> None:

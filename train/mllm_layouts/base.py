@@ -9,6 +9,7 @@ suites, without the LM's weights). Other packages add layouts through the entry-
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,19 @@ from encoders.registry import Registry
 if TYPE_CHECKING:
     from encoders import Encoder
 
+    from ..image_input import ImageInput
     from ..mllm import MLLM
+
+
+@dataclass
+class VisionSide:
+    """An MLLM's vision side without its LM: the tower, the block(s) its visual tokens come from, whether
+    prefix tokens are kept, and the image input (what PIVOT's protocol moves into a fresh MLLM)."""
+
+    encoder: "Encoder"
+    visual_layer: int | list[int]
+    keep_prefix: bool
+    image_input: "ImageInput"
 
 
 class MLLMLayout:
@@ -38,7 +51,12 @@ class MLLMLayout:
 
     def read_encoder(self, path: Path, **options: Any) -> "Encoder":
         """The MLLM's vision tower alone, as the MLLM uses it (fp32)."""
-        return self.read(path, **options).encoder
+        return self.read_vision(path, **options).encoder
+
+    def read_vision(self, path: Path, **options: Any) -> VisionSide:
+        """The MLLM's :class:`VisionSide` (default: read the whole MLLM and keep its vision side)."""
+        mllm = self.read(path, **options)
+        return VisionSide(mllm.encoder, mllm.visual_layer, mllm.keep_prefix, mllm.image_input)
 
 
 def _from_entry_point(loaded: object) -> MLLMLayout:

@@ -23,7 +23,7 @@ import torch
 
 from encoders import RemapReport
 
-from .base import MLLMLayout, read_config, register_layout
+from .base import MLLMLayout, VisionSide, read_config, register_layout
 from .towers import build_tower, route_tower_key, tower_encoder, vision_config
 from .weights import load_parts, weight_files
 
@@ -231,6 +231,15 @@ class LlavaHF(MLLMLayout):
 
     def read_encoder(self, path: Path, **options: Any):
         return read_tower_only(path, plan_llava(path, read_config(path) or {}).vision, self.name)
+
+    def read_vision(self, path: Path, **options: Any) -> VisionSide:
+        from ..image_input import ImageInput
+
+        plan = plan_llava(path, read_config(path) or {})
+        image_input = ImageInput.from_processor(image_processor(path))
+        check_image_side(path, plan, image_input)
+        encoder = read_tower_only(path, plan.vision, self.name)
+        return VisionSide(encoder, plan.layers if len(plan.layers) > 1 else plan.layers[0], plan.keep_prefix, image_input)
 
 
 def read_tower_only(path: Path, vision, layout: str):

@@ -35,7 +35,7 @@ import torch
 
 from encoders import RemapReport
 
-from .base import MLLMLayout, read_config, register_layout
+from .base import MLLMLayout, VisionSide, read_config, register_layout
 from .llava_hf import build_lm, no_tower_weights, tied_lm_head
 from .towers import KNOWN_TOWERS, build_tower, route_tower_key, tower_encoder, vision_config
 from .weights import Drop, load_parts, weight_files
@@ -225,7 +225,7 @@ class LlavaNextRepo(MLLMLayout):
                     keep_prefix=plan.keep_prefix, image_input=image_input, image_token_id=IMAGE_TOKEN_INDEX, answer_end=[plan.answer_end],
                     source={"format": self.name, "path": str(path.resolve()), **plan.notes, "dropped": report.dropped})
 
-    def read_encoder(self, path: Path, vision_config: str | Path | None = None, **options: Any):
+    def read_vision(self, path: Path, vision_config: str | Path | None = None, **options: Any) -> VisionSide:
         from ..image_input import ImageInput
         from ..mllm import MLLMError
 
@@ -234,8 +234,9 @@ class LlavaNextRepo(MLLMLayout):
         report = load_parts(weight_files(path), {"tower": tower}, next_route(set(tower.state_dict()), plan.depth), only={"tower"}, source=str(path))
         if not report.copied.get("tower"):
             raise MLLMError(no_tower_weights(path, (TOWER_PREFIX,)))
-        processor = ImageInput.from_processor(next_image_processor(plan, vision_config), pad_to_square=plan.pad).processor
-        return tower_encoder(tower, name=path.name, checkpoint=path, layout=self.name, processor=processor.to_dict(), report=self._remap(report))
+        image_input = ImageInput.from_processor(next_image_processor(plan, vision_config), pad_to_square=plan.pad)
+        encoder = tower_encoder(tower, name=path.name, checkpoint=path, layout=self.name, processor=image_input.processor.to_dict(), report=self._remap(report))
+        return VisionSide(encoder, plan.layer, plan.keep_prefix, image_input)
 
     def _remap(self, report) -> RemapReport:
         dropped = {"projector": report.copied.get("projector", report.dropped.get("projector", 0)), "llm": report.copied.get("lm", report.dropped.get("lm", 0))}

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .base import MLLMLayout, register_layout
+from .base import MLLMLayout, VisionSide, register_layout
 
 
 @register_layout
@@ -36,3 +36,13 @@ class ProjectMLLM(MLLMLayout):
             return load_encoder(tower, name=path.name)
         except CheckpointError as err:
             raise MLLMError(str(err)) from None
+
+    def read_vision(self, path: Path, **options: Any) -> VisionSide:
+        import json
+
+        from ..image_input import load_image_input
+        from ..mllm import MLLM_FILE
+
+        meta = json.loads((path / MLLM_FILE).read_text())
+        encoder = self.read_encoder(path)
+        return VisionSide(encoder, meta["visual_layer"], bool(meta.get("keep_prefix", False)), load_image_input(path, meta.get("image"), encoder.preprocess))
