@@ -165,8 +165,11 @@ def export_llava_hf(mllm: MLLM, out: str | os.PathLike, *, tolerance: float = 1e
     shutil.rmtree(tmp, ignore_errors=True)
     llava.save_pretrained(tmp)
     tokenizer = mllm.tokenizer
+    template = processor_chat_template(mllm)
+    if not tokenizer.chat_template:  # lmms-eval's llava_hf renders string content with the tokenizer's template
+        tokenizer.chat_template = template
     processor = LlavaProcessor(image_processor=_export_image_processor(mllm), tokenizer=tokenizer, patch_size=mllm.encoder.model.config.patch_size,
-                               vision_feature_select_strategy=llava.config.vision_feature_select_strategy, chat_template=processor_chat_template(mllm),
+                               vision_feature_select_strategy=llava.config.vision_feature_select_strategy, chat_template=template,
                                image_token=IMAGE_TOKEN, num_additional_image_tokens=mllm.encoder.num_prefix_tokens)
     processor.save_pretrained(tmp)
     try:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 IMAGE_TOKEN = "<image>"
+BOS = "<s>"
 SPARE_ROWS = 8
 # llava-hf's Qwen template (llava-interleave-qwen): images first, then the text of each user turn.
 QWEN_PROCESSOR_TEMPLATE = (
@@ -76,6 +77,11 @@ def _tokenizer(config: TinyLlavaConfig, image_token: bool):
     from .tiny_lm import IM_START, build_tokenizer
 
     tokenizer = build_tokenizer(config.corpus)
+    if config.lm == "llama":  # Llama tokenizers start every text with BOS (the processor adds it)
+        from tokenizers import processors
+
+        tokenizer.add_special_tokens({"bos_token": BOS})
+        tokenizer._tokenizer.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, tokenizer.bos_token_id)])
     if image_token:
         tokenizer.add_special_tokens({"additional_special_tokens": [IM_START, IMAGE_TOKEN]})
     tokenizer.chat_template = QWEN_PROCESSOR_TEMPLATE if config.lm == "qwen2" else VICUNA_PROCESSOR_TEMPLATE

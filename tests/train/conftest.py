@@ -44,3 +44,6 @@ def tiny_mllm_dir(tmp_path_factory, tiny_lm_dir) -> Path:
     folder = tmp_path_factory.mktemp("mllm")
     encoder = write_tiny_encoder(folder / "encoder.safetensors")
     return save_mllm(build_mllm(encoder, tiny_lm_dir, visual_layer=-2, seed=0), folder / "mllm0")
+
+
+from tests.train.llava_reference import llava_dirs, next_dir  # noqa: E402,F401  (tiny Llava / LLaVA-NeXT fixtures)

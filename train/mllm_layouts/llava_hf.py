@@ -75,11 +75,12 @@ def plan_llava(path: Path, config: dict[str, Any]) -> LlavaPlan:
     from ..mllm import MLLMError
 
     where = path / "config.json"
+    visual_layers(path, config.get("vision_feature_layer", -2), 10**6)  # its type, before transformers' own validation
     try:
         parsed = LlavaConfig.from_dict({key: value for key, value in config.items() if key != "model_type"})
         vision = vision_config(parsed.vision_config.to_dict())
-    except (ValueError, TypeError) as err:
-        raise MLLMError(f"{where}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - transformers' strict config classes raise their own validation errors
+        raise MLLMError(f"{where}: {' '.join(str(err).split())[:300]}") from None
     layers = visual_layers(path, parsed.vision_feature_layer, vision.num_hidden_layers)
     strategy = parsed.vision_feature_select_strategy
     if strategy not in ("default", "full"):

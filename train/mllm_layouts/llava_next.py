@@ -95,7 +95,9 @@ def plan_next(path: Path, config: dict[str, Any], vision_config_dir: str | Path 
     from transformers import AutoConfig
 
     name = str(config.get("mm_vision_tower") or "")
-    siglip, clip = "siglip" in name.lower(), "clip" in name.lower() and "siglip" not in name.lower()
+    # The repository's builder: CLIP for openai / laion / ShareGPT4V names or local folders, else SigLIP by name.
+    clip = "clip" in name and (Path(name).exists() or (path / name).is_dir() or name.startswith(("openai", "laion")) or "ShareGPT4V" in name)
+    siglip = not clip and "siglip" in name
     if not (siglip or clip):
         raise _fail(path, f"mm_vision_tower {name!r}: the repository picks its tower class by name, and only its SigLIP and CLIP towers are read here")
     for key, value in (("mm_resampler_type", config.get("mm_resampler_type")), ("mm_use_im_start_end", config.get("mm_use_im_start_end"))):

@@ -94,3 +94,25 @@ def test_grad_with_some_regions_scores_the_inside_mass_on_those_items(tmp_path, 
     assert all(e["items_without_region"] == 3 and e["items_without_score"] == 3 for e in inside.extra)
     assert (frame[frame.metric.isin(["sft_entropy", "dpo_gini"])].n == 9).all()
     assert (frame[frame.metric == "dpo_minus_sft_inside_mass"].n == 6).all()
+
+
+@pytest.mark.parametrize("tower, strategy", [("siglip", "full"), ("clip", "full")])
+def test_grad_on_a_transformers_llava_directory_equals_grad_on_its_import(tmp_path, tower, strategy):
+    """The study's MLLMs as users have them: a LlavaForConditionalGeneration directory read directly, and its
+    import-mllm output, give the same grad rows value for value (CLIP's kept CLS is no grid cell)."""
+    from train.mllm_import import import_mllm
+    from train.tiny_llava import TinyLlavaConfig, build_llava_hf
+
+    prefs = write_prefs(tmp_path / "mmpr", n=6, regions=True)
+    llava = build_llava_hf(tmp_path / "llava", TinyLlavaConfig(tower=tower, strategy=strategy, image_size=64, patch_size=16))
+    imported = import_mllm(llava, tmp_path / "imported", log=lambda line: None)
+    frames = []
+    for name, source in (("direct", llava), ("imported", imported)):
+        assert run.main(["--encoder", str(source), "--data", f"prefs:file={prefs}", "--out", str(tmp_path / name), "--cache-dir", str(tmp_path / "cache"),
+                         "--workers", "0", "--no-report", "--suite", "grad", "--grad-items", "0"]) == 0
+        frames.append(read_frame(tmp_path / name))
+    direct, copy = frames
+    assert (direct.status == "ok").all(), direct[["metric", "status", "reason"]]
+    columns = ["task", "metric", "value", "ci_low", "ci_high", "n", "weights_hash"]  # the encoder's name is its folder's
+    assert direct[columns].equals(copy[columns])
+    assert all(e["grid"] == [4, 4] for e in direct.extra)
