@@ -123,7 +123,7 @@ def _join_numbers(argv: list[str]) -> list[str]:
     flag ("expected one argument"), which would hide the real cause, a value out of range."""
     from benchmarks.options import join_negative_values
 
-    numeric = {f"--{name}" for name, _ in STAGE_NUMBERS + PIVOT_NUMBERS} | {"--visual-layer", "--replicates"}
+    numeric = {f"--{name}" for name, _ in STAGE_NUMBERS + PIVOT_NUMBERS} | {"--visual-layer", "--replicates", "--check-tolerance", "--image-size"}
     return join_negative_values(argv, numeric, looks_negative=_is_negative_number)
 
 
@@ -226,6 +226,10 @@ def _check_usage(args: argparse.Namespace) -> dict[str, StageConfig]:
         for config in configs.values():
             check_world(config, world)
         return configs
+    if args.command in ("import-mllm", "export-mllm") and not (args.check_tolerance >= 0 and args.check_tolerance != float("inf")):
+        raise SettingsError(f"--check-tolerance {args.check_tolerance}: the largest accepted |logit difference| must be a finite number >= 0; pass e.g. 1e-4")
+    if args.command == "tiny-llava" and (args.image_size < 16 or args.image_size % 16):
+        raise SettingsError(f"--image-size {args.image_size}: the tiny tower's patches are 16 px; pass a multiple of 16 (e.g. 64)")
     if args.command == "demo" and args.replicates is not None:
         from .demo import check_replicates
 

@@ -371,7 +371,8 @@ class MLLM(nn.Module):
     def describe(self) -> dict[str, Any]:
         """Identity: the encoder's description, LM architecture and size, visual layer, token count."""
         return {
-            "encoder": self.encoder.describe(), "visual_layer": self.visual_layer, "prompt_layout": self.prompt_layout, "grid": list(self.grid),
+            "encoder": self.encoder.describe(), "visual_layer": self.visual_layer, "keep_prefix": self.keep_prefix, "prompt": self.prompt.kind,
+            "prompt_layout": self.prompt_layout, "grid": list(self.grid), **({"source": self.source} if self.source else {}),
             "lm": type(self.lm).__name__, "lm_parameters": sum(p.numel() for p in self.lm.parameters()),
             "projector_parameters": sum(p.numel() for p in self.projector.parameters()),
         }

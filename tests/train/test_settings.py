@@ -104,7 +104,8 @@ def test_every_numeric_option_of_every_command_has_a_declared_range():
     from train import __main__ as cli
 
     checked_elsewhere = {("build", "--visual-layer"),  # a block index, checked against the loaded encoder before the LM loads
-                         ("demo", "--replicates")}  # train.demo.check_replicates (test below)
+                         ("demo", "--replicates"),  # train.demo.check_replicates (test below)
+                         ("import-mllm", "--check-tolerance"), ("export-mllm", "--check-tolerance"), ("tiny-llava", "--image-size")}  # test below
     subparsers = next(action for action in cli.build_parser()._actions if isinstance(action, argparse._SubParsersAction))
     numeric = {(command, option) for command, sub in subparsers.choices.items() for action in sub._actions
                if action.type in (int, float) for option in action.option_strings}
@@ -207,3 +208,14 @@ def test_build_checks_the_visual_layer_before_loading_the_lm(tmp_path, capsys, m
     status = train_main(["build", "--encoder", str(encoder), "--lm", str(tmp_path / "lm"), "--out", str(tmp_path / "m"), "--visual-layer", "9"])
     err = _one_line_error(capsys)
     assert status == 2 and "--visual-layer 9" in err and "3 blocks" in err and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["import-mllm", "SRC", "OUT", "--check-tolerance", "-1"], "--check-tolerance -1.0: the largest accepted |logit difference| must be a finite number >= 0"),
+    (["export-mllm", "SRC", "OUT", "--check-tolerance", "inf"], "--check-tolerance inf"),
+    (["tiny-llava", "OUT", "--image-size", "40"], "--image-size 40: the tiny tower's patches are 16 px"),
+])
+def test_the_mllm_transfer_commands_check_their_numbers_first(argv, words, tmp_path, capsys):
+    argv = [str(tmp_path / a) if a in ("SRC", "OUT") else a for a in argv]
+    assert train_main(argv) == 2
+    assert words in _one_line_error(capsys) and not (tmp_path / "OUT").exists()
