@@ -19,11 +19,9 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Callable, Iterable
 
+from common.errors import UsageError  # a bad flag or plan value: one line naming it, exit status 2
+
 META_KEY = "vee_option"
-
-
-class UsageError(Exception):
-    """A user error on the command line or in a file it names; printed as one line, exit status 2."""
 
 
 @dataclass(frozen=True)

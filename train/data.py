@@ -20,12 +20,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from common.errors import DataError  # a training file that cannot be used: names the file and the fix
+
 CAPTION_PROMPT = "Describe the image."
 DEFAULT_MAX_BAD_FRACTION = 0.05
-
-
-class DataError(ValueError):
-    """A training file that cannot be used; names the file and the fix."""
 
 
 @dataclass(frozen=True)

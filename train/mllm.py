@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.errors import DataError
 from encoders import CheckpointError, Encoder, load_encoder, save_encoder_checkpoint
 
 IMAGE_TOKEN = "<image>"
@@ -36,7 +37,7 @@ IGNORE = -100
 PROMPT_LAYOUTS = ("image-question", "question-image")
 
 
-class MLLMError(ValueError):
+class MLLMError(DataError):
     """An MLLM directory or input that cannot be used; the message names the file and the fix."""
 
 
