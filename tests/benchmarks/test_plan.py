@@ -39,9 +39,9 @@ def test_every_option_is_in_help_and_in_the_readme():
 
 
 def test_flags_become_typed_options_and_defaults_are_written_once():
-    plan = _plan("--seg-iters", "60", "--seg-protocols", "patch_probe,fast_linear", "--loc-layers", "-1", "--vqa-tasks", "a,b")
+    plan = _plan("--seg-iters", "60", "--seg-protocols", "patch_probe,fast_linear", "--loc-layers", "-1", "--vqa-tasks", "mme,shapes_vqa")
     assert plan.options_of("seg").iters == 60 and plan.options_of("seg").protocols == ("patch_probe", "fast_linear")
-    assert plan.options_of("loc").layers == (-1,) and plan.options_of("vqa").tasks == ("a", "b")
+    assert plan.options_of("loc").layers == (-1,) and plan.options_of("vqa").tasks == ("mme", "shapes_vqa")
     default = _plan()
     assert default.options_of("vqa").items == 200 and default.options_of("cls").linear_epochs == 10
 
