@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.datasets.files import set_verify_content
 from benchmarks.features import ExtractionConfig, FeatureError
 from benchmarks.loading import load_run_encoder
 from benchmarks.options import join_negative_values, negative_list_flags
@@ -141,18 +142,16 @@ def validate(namespace: argparse.Namespace) -> tuple[Plan, Path]:
     out = Path(plan.settings.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
     check_out(out)
     check_cache_dir(Path(plan.settings.cache_dir))
+    set_verify_content(plan.settings.verify_data)  # the splits opened now carry the fingerprints the run's cache keys use
     check_requirements(plan)
     return plan, out
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 a failed row, 2 a usage error)."""
-    from benchmarks.datasets.files import set_verify_content
-
     namespace = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         plan, out = validate(namespace)
-        set_verify_content(plan.settings.verify_data)
         rank, _ = _init_distributed(plan.settings.device)
         make_dir(out, "--out")
         make_dir(Path(plan.settings.cache_dir), "--cache-dir")
