@@ -7,12 +7,9 @@ line, a failed row, exit 2, the other suites' rows kept."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from benchmarks import run
 from benchmarks.results import read_frame
