@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmarks.results import RESULTS_FILE, STATUS_OK, STATUS_SKIPPED, ResultRow, read_rows
+from common.errors import UsageError  # a problem with the command line or its files: main() prints it and exits 2
 
 BASELINE_FORMAT = "vision-encoder-eval/baseline"
 BASELINE_VERSION = 1
@@ -82,10 +83,6 @@ NEW = "new"
 FAILING = (REGRESSION, MISSING, SKIPPED, FAILED)
 
 EntryKey = tuple[str, str, str, str, str]
-
-
-class UsageError(Exception):
-    """A problem with the command line or its files; main() prints it and exits 2."""
 
 
 def entry_key(entry: dict[str, Any]) -> EntryKey:

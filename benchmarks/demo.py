@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--cache-dir", default=".cache/features")
     parser.add_argument("--retrain", action="store_true", help="train the lineage again even if its recipe is unchanged")
-    parser.add_argument("--replicates", type=int, default=None, help="Stage-2 training seeds per arm (default: train.demo.DEFAULT_REPLICATES)")
+    parser.add_argument("--replicates", type=int, default=None, help="Stage-2 training seeds per arm, 1 to 16 (default: train.demo.DEFAULT_REPLICATES; each one adds 6 trainings)")
     parser.add_argument("--control", action="store_true", help="also run loc, seg and grad on the positive (token-shuffled) and null (seed-only) controls")
     args = parser.parse_args(argv)
     from train.demo import DEFAULT_REPLICATES, check_replicates, make_demo_lineage, schedule_note

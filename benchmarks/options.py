@@ -19,11 +19,9 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Callable, Iterable
 
+from common.errors import UsageError  # a bad flag or plan value: one line naming it, exit status 2
+
 META_KEY = "vee_option"
-
-
-class UsageError(Exception):
-    """A user error on the command line or in a file it names; printed as one line, exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +92,8 @@ class Option:
         if self.spec.choices is not None:
             extras.append("choices: " + ", ".join(str(choice) for choice in self.spec.choices))
         if self.spec.minimum is not None or self.spec.maximum is not None:
-            low = f">= {self.spec.minimum:g}" if self.spec.minimum is not None else ""
-            high = f"<= {self.spec.maximum:g}" if self.spec.maximum is not None else ""
+            low = f">= {_bound(self.spec.minimum)}" if self.spec.minimum is not None else ""
+            high = f"<= {_bound(self.spec.maximum)}" if self.spec.maximum is not None else ""
             extras.append(" and ".join(part for part in (low, high) if part))
         shown = format_value(self.default)
         if shown != "":
@@ -119,6 +117,11 @@ def options_of(cls: type, prefix: str = "") -> list[Option]:
             raise TypeError(f"{cls.__name__}.{item.name}: use tuple[X, ...] for list options")
         found.append(Option(item.name, kind, default, flag, spec))
     return found
+
+
+def _bound(value: float) -> str:
+    """A bound as written: integers in full (a seed's 9223372036854775807), other numbers as ``%g``."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def format_value(value: Any) -> str:
@@ -184,8 +187,17 @@ def convert(opt: Option, raw: Any) -> Any:
             part = part.strip()
             if not part:
                 continue
+        elif isinstance(part, str) and not part.strip():
+            raise ValueError("an empty value; give one, or leave the flag out")
         items.append(_convert_scalar(opt.item_type, part))
     return tuple(items)
+
+
+def empty_problem(opt: Option) -> str:
+    """Why a list option given as an empty list is refused (it would run nothing, silently)."""
+    what = f"one of {', '.join(map(str, opt.spec.choices))}" if opt.spec.choices else "one value"
+    default = format_value(opt.default)
+    return f"an empty list; give at least {what}, or leave it out for the default" + (f" ({default})" if default else "")
 
 
 def problem(opt: Option, value: Any) -> str:
@@ -197,16 +209,19 @@ def problem(opt: Option, value: Any) -> str:
             return f"{'unknown ' + ', '.join(map(str, bad)) if opt.is_list else 'not one of the choices'}; choose from {', '.join(map(str, opt.spec.choices))}"
     for v in values:
         if opt.spec.minimum is not None and v < opt.spec.minimum:
-            return f"must be >= {opt.spec.minimum:g}"
+            return f"must be >= {_bound(opt.spec.minimum)}"
         if opt.spec.maximum is not None and v > opt.spec.maximum:
-            return f"must be <= {opt.spec.maximum:g}"
+            return f"must be <= {_bound(opt.spec.maximum)}"
     return opt.spec.check(value) if opt.spec.check else ""
 
 
-def build(cls: type, values: dict[str, Any], where: Callable[[Option], str], prefix: str = "") -> Any:
+def build(cls: type, values: dict[str, Any], where: Callable[[Option], str], prefix: str = "", written_out: Iterable[str] = ()) -> Any:
     """An instance of ``cls`` from ``values`` (field name -> raw value; absent fields take their
-    defaults), every value converted and checked; UsageError naming ``where(option)`` on the first
-    bad one (e.g. the flag, or the plan file and key)."""
+    defaults), every value converted and checked; UsageError naming ``where(option)`` on the first bad
+    one (e.g. the flag, or the plan file and key). A list given empty is refused (it would run nothing,
+    or silently the default), except for the fields ``written_out`` (a plan's values: a run's
+    config.json writes every default) whose default is empty too."""
+    written_out = set(written_out)
     by_name = {opt.name: opt for opt in options_of(cls, prefix)}
     unknown = sorted(set(values) - set(by_name))
     if unknown:
@@ -215,10 +230,13 @@ def build(cls: type, values: dict[str, Any], where: Callable[[Option], str], pre
     for name, opt in by_name.items():
         if name in values:
             raw = values[name]
+            shown = ",".join(map(str, raw)) if isinstance(raw, list) else format_value(raw)
             try:
                 value = convert(opt, raw)
             except ValueError as err:
-                raise UsageError(f"{where(opt)} {format_value(raw) if not isinstance(raw, list) else ','.join(map(str, raw))!r}: {err}") from None
+                raise UsageError(f"{where(opt)} {shown!r}: {err}") from None
+            if opt.is_list and not value and not (name in written_out and not opt.default):
+                raise UsageError(f"{where(opt)} {shown!r}: {empty_problem(opt)}")
         else:
             value = opt.default
         trouble = problem(opt, value)

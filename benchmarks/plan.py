@@ -39,8 +39,10 @@ from benchmarks.loading import FEATURE_SOURCES
 from benchmarks.options import Option, UsageError, add_flags, as_dict, build, given, hashed_part, option, options_of
 from benchmarks.results import package_version
 from benchmarks.suites.spec import SuiteSpec, suite_specs
+from common.errors import DataError
 
 DEFAULT_DATA = "shapes:n=2000:seed=0"
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 PLAN_KEY = "plan"  # where config.json keeps the resolved plan
 
 
@@ -68,7 +70,7 @@ class Inputs:
     suite: tuple[str, ...] = option((), "all (the default), or a comma list of suites; repeatable (merged)", repeat=True, metavar="SUITES")
     data: tuple[str, ...] = option((), "dataset of every suite (SPEC, e.g. shapes:n=2000:seed=0, digits, imagenet:root=DIR, ade20k:root=DIR, coco:root=DIR, pairs:file=F, prefs:file=F) or of one suite (SUITE=SPEC, e.g. seg=ade20k:root=DIR); repeatable", repeat=True, metavar="[SUITE=]SPEC")
     plan: str = option("", "plan file: TOML with per-suite data and options, or a run's config.json to run it again; flags override it", metavar="FILE")
-    variables: tuple[str, ...] = option((), "a plan variable ${NAME}; repeatable", flag="--set", repeat=True, metavar="NAME=VALUE")
+    variables: tuple[str, ...] = option((), "a plan variable ${NAME} (one the plan uses); repeatable", flag="--set", repeat=True, metavar="NAME=VALUE")
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class RunSettings:
     device: str = option(default_factory=_default_device, help="torch device: cpu, cuda or cuda:N (its default is cuda when a GPU is visible)")
     precision: str = option("fp32", "fp32; bf16 (autocast) and bf16-weights on GPUs or AMX/AVX-512-BF16 CPUs; int8-dynamic, an opt-in for trained encoders on other CPUs (see benchmarks/perf/README.md); part of the cache key", choices=PRECISIONS)
     compile: bool = option(False, "torch.compile the feature call (same numbers, faster on large splits; about a minute to compile)", affects_numbers=False)
-    seed: int = option(0, "seed of every probe and resampling", minimum=0)
+    seed: int = option(0, "seed of every probe and resampling", minimum=0, maximum=MAX_SEED)
     batch_size: int = option(64, "images per forward pass", minimum=1)
     workers: int = option(default_factory=_default_workers, help="DataLoader workers (0 = load images in the main process)", minimum=0, affects_numbers=False)
     features: str = option("encoder", "encoder: the vision tower; projector: an MLLM's encoder + projector outputs (--encoder an MLLM directory, or manifest entries with mllm = ...)", choices=FEATURE_SOURCES)
@@ -115,14 +117,20 @@ class Plan:
     encoder_specs: list[Any]
     source: str = ""
     requested: list[str] = field(default_factory=lambda: ["all"])  # the suites as asked for ("all" or names)
+    options: dict[str, Any] = field(default_factory=dict)  # every registered suite's options, checked whether or not it runs
+    notices: list[str] = field(default_factory=list)  # values given for suites that do not run (one line each, on stderr)
+    opened: dict[tuple[str, str], Any] = field(default_factory=dict)  # (data, split) -> the split opened before loading (or its DataError)
 
     def suite(self, name: str) -> SuitePlan | None:
         return next((item for item in self.suites if item.name == name), None)
 
     def options_of(self, name: str) -> Any:
-        """The typed options of suite ``name`` (its defaults when it is not in the run)."""
+        """The typed options of suite ``name``: as resolved (plan and flags) whether or not it runs, so a
+        suite that ``uses`` another gets what was asked of that one."""
         found = self.suite(name)
-        return found.options if found else _spec(name).options()
+        if found:
+            return found.options
+        return self.options[name] if name in self.options else _spec(name).options()
 
     def config_hash(self, name: str) -> str:
         """16 hex digits of everything that can change suite ``name``'s numbers: its dataset and options,
@@ -196,12 +204,47 @@ class PlanFile:
 
         def replace(match: re.Match) -> str:
             name = match.group(1)
-            for found in (self.variables.get(name), os.environ.get(name), os.environ.get(name.upper())):
-                if found is not None:
-                    return found
-            raise UsageError(f"{self.path}: {where} uses ${{{name}}}, which is not set; pass --set {name}=VALUE or export {name.upper()}=VALUE")
+            found = self.value_of(name)
+            if found is None:
+                raise UsageError(f"{self.path}: {where} uses ${{{name}}}, which is not set; pass --set {name}=VALUE or export {name.upper()}=VALUE")
+            return found
 
         return _VARIABLE.sub(replace, value)
+
+    def value_of(self, name: str) -> str | None:
+        """Variable ``name``: ``--set name=VALUE``, else the environment variable ``name`` or ``NAME``."""
+        for found in (self.variables.get(name), os.environ.get(name), os.environ.get(name.upper())):
+            if found is not None:
+                return found
+        return None
+
+    def unset(self, value: Any) -> list[str]:
+        """The variables ``value`` uses that are not set."""
+        return [name for name in variable_names(value) if self.value_of(name) is None]
+
+
+def variable_names(value: Any) -> set[str]:
+    """Every ``${name}`` in ``value``'s strings (lists and tables walked)."""
+    if isinstance(value, str):
+        return set(_VARIABLE.findall(value))
+    if isinstance(value, dict):
+        return {name for part in value.values() for name in variable_names(part)}
+    if isinstance(value, list):
+        return {name for part in value for name in variable_names(part)}
+    return set()
+
+
+def check_variables(variables: dict[str, str], plan_file: PlanFile | None) -> None:
+    """Every ``--set NAME=VALUE`` names a variable the plan uses (a misspelt one would be ignored);
+    UsageError listing the plan's variables."""
+    if not variables:
+        return
+    if plan_file is None:
+        raise UsageError(f"--set {next(iter(variables))}: no --plan is given; --set NAME=VALUE fills a plan file's ${{NAME}}")
+    used = variable_names(plan_file.document)
+    unknown = [name for name in variables if name not in used]
+    if unknown:
+        raise UsageError(f"--set {unknown[0]}: --plan {plan_file.path} uses no ${{{unknown[0]}}}; its variables: {', '.join(sorted(used)) or 'none'}")
 
 
 def parse_variables(items: tuple[str, ...]) -> dict[str, str]:
@@ -245,48 +288,98 @@ def read_plan_file(path: str, variables: dict[str, str]) -> PlanFile:
 
 
 def resolve(namespace: argparse.Namespace) -> tuple[Inputs, Plan, PlanFile | None]:
-    """The run's inputs and plan from parsed flags (and the plan file they name), every value checked;
-    encoder specs are filled in by the caller (they need the manifest). UsageError on the first bad value."""
+    """The run's inputs and plan from parsed flags (and the plan file they name), every value checked,
+    those of the suites that do not run too (a value given for one is a ``notice``); encoder specs are
+    filled in by the caller (they need the manifest). UsageError on the first bad value."""
     from benchmarks.validate import parse_suites
 
     inputs = build(Inputs, given(namespace, "inputs"), _flag)
     variables = parse_variables(inputs.variables)
     plan_file = read_plan_file(inputs.plan, variables) if inputs.plan else None
+    check_variables(variables, plan_file)
     document = plan_file.document if plan_file else {}
 
     settings = _build_layered(RunSettings, {k: v for k, v in document.items() if k in {f.name for f in fields(RunSettings)}},
                               given(namespace, "settings"), plan_file, "", "")
-    cli_suites = list(inputs.suite)
     plan_suites = document.get("suites")
     if plan_suites is not None and not (isinstance(plan_suites, (list, str))):
         raise UsageError(f"--plan {plan_file.path}: suites must be a list of suite names or \"all\"")  # type: ignore[union-attr]
-    requested = cli_suites or ([plan_suites] if isinstance(plan_suites, str) else plan_suites) or ["all"]
+    requested = list(inputs.suite) or ([plan_suites] if isinstance(plan_suites, str) else plan_suites) or ["all"]
     specs = suite_specs()
     names = parse_suites(requested, [spec.name for spec in specs])
-    explicit = {name for value in requested for name in str(value).split(",") if name.strip() and name.strip() != "all"}
-    explicit = {name.strip() for name in explicit}
+    explicit = {name.strip() for value in requested for name in str(value).split(",") if name.strip() and name.strip() != "all"}
 
     default_data, suite_data = _split_data(inputs.data, [spec.name for spec in specs])
-    plan_default = document.get("data")
+    options = {spec.name: _suite_options(spec, document, namespace, plan_file, runs=spec.name in names) for spec in specs}
     suites = []
     for spec in (spec for name in names for spec in specs if spec.name == name):
-        table = document.get(spec.name, {})
+        data = _suite_data(spec, document, suite_data, default_data, plan_file)
+        suites.append(SuitePlan(spec, data, options[spec.name], spec.name in explicit))
+    for spec in specs:  # a dataset given for a suite that does not run is checked too: a typo meant for a later run is not lost
+        if spec.name not in names:
+            _check_unused_data(spec, document.get(spec.name, {}), suite_data, plan_file)
+    notices = unused_values(namespace, specs, names, suite_data)
+    return inputs, Plan(settings, suites, [], plan_file.path if plan_file else "", [str(value) for value in requested], options, notices), plan_file
+
+
+def _suite_options(spec: SuiteSpec, document: dict[str, Any], namespace: argparse.Namespace, plan_file: PlanFile | None, runs: bool) -> Any:
+    """Suite ``spec``'s options from its plan table and its flags, checked whether or not it runs; the
+    plan values of a suite that does not run may use variables that are not set (they are left out)."""
+    plan_options = {k: v for k, v in document.get(spec.name, {}).items() if k != "data"}
+    if not runs and plan_file is not None:
+        plan_options = {k: v for k, v in plan_options.items() if not plan_file.unset(v)}
+    return _build_layered(spec.options, plan_options, given(namespace, spec.name), plan_file, spec.name, spec.flag_prefix)
+
+
+def _suite_data(spec: SuiteSpec, document: dict[str, Any], suite_data: dict[str, str], default_data: str | None, plan_file: PlanFile | None) -> str:
+    """The dataset spec of a suite that runs, first found: --data SUITE=SPEC, the plan's [suite] data,
+    --data SPEC, the plan's data, the built-in default."""
+    table = document.get(spec.name, {})
+    if spec.name in suite_data:
+        data = suite_data[spec.name]
+    elif "data" in table:
+        data = plan_file.expand(table["data"], f"[{spec.name}] data")  # type: ignore[union-attr]
+    elif default_data is not None:
+        data = default_data
+    elif document.get("data") is not None:
+        data = plan_file.expand(document["data"], "data")  # type: ignore[union-attr]
+    else:
+        data = DEFAULT_DATA
+    if not isinstance(data, str) or not data.strip():
+        raise UsageError(f"suite {spec.name}: its dataset spec is empty; pass --data {spec.name}=SPEC")
+    return data
+
+
+def _check_unused_data(spec: SuiteSpec, table: dict[str, Any], suite_data: dict[str, str], plan_file: PlanFile | None) -> None:
+    """The dataset spec given for a suite that does not run parses (kind, keys, values); its files are
+    not opened. A plan's spec whose variables are not set is left alone."""
+    from benchmarks.datasets import parse_spec
+
+    if spec.name in suite_data:
+        data, where = suite_data[spec.name], f"--data {spec.name}="
+    elif "data" in table and plan_file is not None and not plan_file.unset(table["data"]):
+        data, where = plan_file.expand(table["data"], f"[{spec.name}] data"), f"--plan {plan_file.path} [{spec.name}] data = "
+    else:
+        return
+    try:
+        parse_spec(data)
+    except ValueError as err:
+        raise UsageError(f"{where}{data!r}: {str(err.args[0] if err.args else err).splitlines()[0]}") from None
+
+
+def unused_values(namespace: argparse.Namespace, specs: list[SuiteSpec], names: list[str], suite_data: dict[str, str]) -> list[str]:
+    """``--loc-items is set but loc does not run``: one line per flag given for a suite that does not run
+    and that no running suite ``uses`` (loc fits its head with cls's options), and per ``--data SUITE=``
+    given for a suite that does not run."""
+    used = set(names) | {other for spec in specs if spec.name in names for other in spec.uses}
+    notices = []
+    for spec in (spec for spec in specs if spec.name not in names):
+        if spec.name not in used:
+            flags = {opt.name: opt.flag for opt in options_of(spec.options, spec.flag_prefix)}
+            notices += [f"{flags[name]} is set but {spec.name} does not run" for name in given(namespace, spec.name)]
         if spec.name in suite_data:
-            data = suite_data[spec.name]
-        elif "data" in table:
-            data = plan_file.expand(table["data"], f"[{spec.name}] data")  # type: ignore[union-attr]
-        elif default_data is not None:
-            data = default_data
-        elif plan_default is not None:
-            data = plan_file.expand(plan_default, "data")  # type: ignore[union-attr]
-        else:
-            data = DEFAULT_DATA
-        if not isinstance(data, str) or not data.strip():
-            raise UsageError(f"suite {spec.name}: its dataset spec is empty; pass --data {spec.name}=SPEC")
-        plan_options = {k: v for k, v in table.items() if k != "data"}
-        options = _build_layered(spec.options, plan_options, given(namespace, spec.name), plan_file, spec.name, spec.flag_prefix)
-        suites.append(SuitePlan(spec, data, options, spec.name in explicit))
-    return inputs, Plan(settings, suites, [], plan_file.path if plan_file else "", [str(value) for value in requested]), plan_file
+            notices.append(f"--data {spec.name}=... is set but {spec.name} does not run")
+    return notices
 
 
 def _flag(opt: Option | None) -> str:
@@ -307,7 +400,7 @@ def _build_layered(cls: type, from_plan: dict[str, Any], from_cli: dict[str, Any
             return opt.flag
         return f"--plan {plan_file.path} {where_table}{opt.name} ="
 
-    return build(cls, values, where, prefix)
+    return build(cls, values, where, prefix, written_out=set(from_plan) - set(from_cli))
 
 
 def _split_data(values: tuple[str, ...], suite_names: list[str]) -> tuple[str | None, dict[str, str]]:
@@ -337,22 +430,58 @@ def _split_data(values: tuple[str, ...], suite_names: list[str]) -> tuple[str | 
 
 
 def check_requirements(plan: Plan) -> None:
-    """Before any model loads: each suite's dataset spec parses and provides what the suite ``needs``,
-    and the encoders satisfy its ``encoder_check``. A suite named explicitly that cannot run is a
-    UsageError; under ``all`` it is marked (``unmet``) and writes skipped rows with the reason."""
+    """Before any model loads: each suite's dataset spec parses and provides what the suite ``needs``
+    (image files too under ``--decode gpu``), the encoders satisfy its ``encoder_check``, and every split
+    it reads opens (files present and parseable, the record rules and thresholds: ``open_data``). A suite
+    named explicitly that cannot run is a usage error (a DataError for its data files); under ``all`` it
+    is marked (``unmet``) and writes skipped rows with the reason."""
     for item in plan.suites:
-        reason = unmet_data_needs(item.spec, item.data)
+        reason = unmet_data_needs(item.spec, item.data) or _decode_problem(item.spec, item.data, plan.settings.decode)
         if not reason and item.spec.encoder_check is not None:
             reason = item.spec.encoder_check(item.options, plan.encoder_specs)
         if reason and item.explicit:
             raise UsageError(f"--suite {item.name}: {reason}")
+        if not reason:
+            try:
+                open_data(plan, item)
+            except DataError as err:
+                if item.explicit:
+                    raise DataError(f"suite {item.name}: {err.problem}", err.fix) from None
+                reason = err.one_line()
         item.unmet = reason
+
+
+def open_data(plan: Plan, item: SuitePlan) -> None:
+    """Open every split suite ``item`` reads, once per (dataset, split) for the whole run: the run's
+    suites reuse these splits (``RunContext.open_split``), so a file is read once, before any model
+    loads. DataError naming the file, the record and the fix (kept, so a second suite on the same
+    data gets it without a second read)."""
+    from benchmarks.datasets import open_split
+
+    for split in item.spec.needs.splits:
+        key = (item.data, split)
+        if key not in plan.opened:
+            try:
+                plan.opened[key] = open_split(item.data, split)
+            except DataError as err:
+                plan.opened[key] = err
+        if isinstance(plan.opened[key], DataError):
+            raise plan.opened[key]
+
+
+def _decode_problem(spec: SuiteSpec, data: str, decode: str) -> str:
+    """'' unless ``--decode gpu`` is asked of a suite that decodes images from a dataset without image files."""
+    from benchmarks.datasets import IMAGE_FILES, dataset_capabilities
+
+    if decode != "gpu" or spec.needs.none or not spec.needs.decoded or IMAGE_FILES in dataset_capabilities(data):
+        return ""
+    return f"--decode gpu reads image files, and dataset {data} has none (its images are generated or embedded); pass --decode cpu, or a dataset of image files with --data {spec.name}=SPEC"
 
 
 def unmet_data_needs(spec: SuiteSpec, data: str) -> str:
     """'' when dataset ``data`` has every capability and split ``spec`` needs, else why not (naming
     what is missing, the dataset kinds that have it, and the flag that picks another dataset).
-    UsageError when the spec itself is malformed or its files are missing."""
+    UsageError when the spec itself is malformed, DataError when its root or table is missing."""
     from benchmarks.datasets import CAPABILITIES, available_splits, dataset_capabilities, kinds_with
 
     if spec.needs.none:
@@ -360,6 +489,8 @@ def unmet_data_needs(spec: SuiteSpec, data: str) -> str:
     try:
         capabilities = dataset_capabilities(data)
         splits = available_splits(data)
+    except DataError as err:  # a missing root or table: its fix says what to lay out
+        raise DataError(f"--data {data!r} (suite {spec.name}): {err.problem}", err.fix) from None
     except (ValueError, KeyError, FileNotFoundError, NotADirectoryError) as err:
         message = str(err.args[0]) if err.args else str(err)
         raise UsageError(f"--data {data!r} (suite {spec.name}): {message.splitlines()[0]}") from None

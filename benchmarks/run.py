@@ -11,12 +11,15 @@ Examples::
 
 Every suite has its own dataset (``--data SPEC`` for all, ``--data SUITE=SPEC`` for one) and typed
 options (the flags below, or a ``[suite]`` table of a ``--plan`` file). Everything is checked before any
-model loads: a bad value, or a suite named with ``--suite`` whose dataset lacks what it needs, is a
-usage error (exit 2); under ``--suite all`` such a suite writes skipped rows with the reason.
+model loads: every value given (a suite's flags too when it does not run; they are named on stderr), and
+every split a suite reads is opened (files, records, thresholds). A bad value, or a suite named with
+``--suite`` whose dataset lacks what it needs or fails to open, is a user error: one line and its fix,
+exit 2; under ``--suite all`` such a suite writes skipped rows with the reason.
 
 Writes ``results.jsonl``, ``results.csv``, ``config.json`` (with the resolved plan), ``run.log``,
 ``per_item/`` and ``report.html`` to ``--out`` (default ``runs/<timestamp>``). Any failed row makes
-the exit status 1.
+the exit status 1; a suite stopped by a user error found while it runs (e.g. too many unreadable images)
+makes it 2, after the other suites' results are written.
 """
 from __future__ import annotations
 
@@ -27,20 +30,26 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
-from benchmarks.features import ExtractionConfig
+from benchmarks.datasets.files import set_verify_content
+from benchmarks.features import ExtractionConfig, FeatureError
 from benchmarks.loading import load_run_encoder
 from benchmarks.options import join_negative_values, negative_list_flags
 from benchmarks.plan import PLAN_KEY, Inputs, Plan, PlanFile, add_plan_flags, all_options, check_requirements, resolve
 from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED, ResultRow, append_rows, environment, write_csv
 from benchmarks.suites import LoadedEncoder, RunContext
 from benchmarks.validate import UsageError, check_arch, check_cache_dir, check_device, check_encoder_paths, check_out, make_dir, parse_layers
+from common.errors import UserError
 from encoders import CheckpointError, EncoderSpec, ManifestError, load_manifest
+
+# What the user can fix, found while a suite runs: one line in the log and on stderr, no traceback.
+# FeatureError (too many unreadable images, NaN features) comes from benchmarks.features.
+USER_ERRORS = (UserError, FeatureError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,9 +126,12 @@ def _init_distributed(device: str) -> tuple[int, int]:
 
 
 def validate(namespace: argparse.Namespace) -> tuple[Plan, Path]:
-    """The plan, every value, file and suite requirement checked before any model is loaded
-    (UsageError: one line, exit 2)."""
+    """The plan, every value, file and suite requirement checked and every suite's data opened before
+    any model is loaded (a UserError: one line and its fix, exit 2). Values given for suites that do not
+    run are named on stderr, one line each."""
     inputs, plan, plan_file = resolve(namespace)
+    for notice in plan.notices:
+        print(f"benchmarks.run: warning: {notice}", file=sys.stderr)
     check_encoder_paths(inputs.encoder)
     check_arch(inputs.arch)
     try:
@@ -130,25 +142,23 @@ def validate(namespace: argparse.Namespace) -> tuple[Plan, Path]:
     out = Path(plan.settings.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
     check_out(out)
     check_cache_dir(Path(plan.settings.cache_dir))
+    set_verify_content(plan.settings.verify_data)  # the splits opened now carry the fingerprints the run's cache keys use
     check_requirements(plan)
     return plan, out
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 a failed row, 2 a usage error)."""
-    from benchmarks.datasets.files import set_verify_content
-
     namespace = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         plan, out = validate(namespace)
-        set_verify_content(plan.settings.verify_data)
         rank, _ = _init_distributed(plan.settings.device)
         make_dir(out, "--out")
         make_dir(Path(plan.settings.cache_dir), "--cache-dir")
         lock = _out_lock(out) if rank == 0 else contextlib.nullcontext()
         with lock:
             return _run(plan, out, rank)
-    except UsageError as err:
+    except UserError as err:
         print(f"benchmarks.run: error: {err}", file=sys.stderr)
         return 2
     finally:
@@ -189,32 +199,28 @@ def _config(plan: Plan, out: Path, loaded: list[LoadedEncoder]) -> dict:
     }
 
 
+@dataclass
+class _Results:
+    """The rows of the run so far, appended to ``results.jsonl`` as they come (rank 0), so an interrupted
+    run keeps every finished suite's rows; and the user errors that stopped a suite."""
+
+    out: Path
+    rank: int
+    rows: list[ResultRow] = field(default_factory=list)
+    user_errors: list[str] = field(default_factory=list)
+
+    def record(self, new_rows: list[ResultRow]) -> None:
+        self.rows.extend(new_rows)
+        if self.rank == 0:
+            append_rows(self.out, new_rows)
+
+
 def _run(plan: Plan, out: Path, rank: int) -> int:
     settings = plan.settings
     log = _Log(out / "run.log", enabled=rank == 0)
     torch.manual_seed(settings.seed)
     timings: dict[str, float] = {}
-    rows: list[ResultRow] = []
-
-    def record(new_rows: list[ResultRow]) -> None:
-        """Keep and append at once, so an interrupted run keeps every finished suite's rows."""
-        rows.extend(new_rows)
-        if rank == 0:
-            append_rows(out, new_rows)
-
-    loaded: list[LoadedEncoder] = []
-    load_failures: list[ResultRow] = []
-    for spec in plan.encoder_specs:
-        started = time.perf_counter()
-        try:
-            spec, encoder = load_run_encoder(spec, settings.features, device=settings.device)
-        except CheckpointError as err:
-            log(f"FAILED to load {spec.display_name()}: {err}")
-            load_failures.extend(_row(spec, plan, item.name, status=STATUS_FAILED, reason=f"checkpoint: {err}") for item in plan.suites)
-            continue
-        timings[f"load {encoder.name}"] = round(time.perf_counter() - started, 3)
-        log(f"loaded {encoder.name}: {encoder.family}:{encoder.arch}, {encoder.num_parameters():,} parameters, hash {encoder.weights_hash[:12]}, layout {encoder.remap.summary()}")
-        loaded.append(LoadedEncoder(spec, encoder))
+    loaded, load_failures = _load_encoders(plan, log, timings)
     for item in plan.suites:  # usage errors found once loaded: the earlier results stay where they are
         if not item.unmet and item.spec.check_loaded is not None:
             problem = item.spec.check_loaded(item.options, loaded)
@@ -223,48 +229,91 @@ def _run(plan: Plan, out: Path, rank: int) -> int:
     results_path = out / "results.jsonl"
     if rank == 0 and results_path.exists():
         results_path.rename(out / f"results.{int(time.time())}.previous.jsonl")  # one results file per run; keep the old one
-    record(load_failures)
+    results = _Results(out, rank)
+    results.record(load_failures)
     config = _config(plan, out, loaded)
     if rank == 0:
         (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    _run_suites(plan, _base_context(plan, out, rank, log), loaded, results, timings)
+    if rank != 0:
+        return 0
+    return _finish(plan, out, results, config, timings, log)
+
+
+def _load_encoders(plan: Plan, log: _Log, timings: dict[str, float]) -> tuple[list[LoadedEncoder], list[ResultRow]]:
+    """The encoders that load, and a failed row per suite for each one that does not (its checkpoint error)."""
+    loaded: list[LoadedEncoder] = []
+    failures: list[ResultRow] = []
+    for spec in plan.encoder_specs:
+        started = time.perf_counter()
+        try:
+            spec, encoder = load_run_encoder(spec, plan.settings.features, device=plan.settings.device)
+        except CheckpointError as err:
+            log(f"FAILED to load {spec.display_name()}: {err}")
+            failures.extend(_row(spec, plan, item.name, status=STATUS_FAILED, reason=f"checkpoint: {err}") for item in plan.suites)
+            continue
+        timings[f"load {encoder.name}"] = round(time.perf_counter() - started, 3)
+        log(f"loaded {encoder.name}: {encoder.family}:{encoder.arch}, {encoder.num_parameters():,} parameters, hash {encoder.weights_hash[:12]}, layout {encoder.remap.summary()}")
+        loaded.append(LoadedEncoder(spec, encoder))
+    return loaded, failures
+
+
+def _base_context(plan: Plan, out: Path, rank: int, log: _Log) -> RunContext:
+    """What every suite's context shares: where to write and cache, the extraction settings, the seed, the
+    ``cls`` blocks, the other suites' options and the splits opened before loading."""
+    settings = plan.settings
     cls_plan = plan.suite("cls")
-    base = RunContext(
-        data="", run_dir=out, cache_dir=Path(settings.cache_dir),
-        extraction=ExtractionConfig(batch_size=settings.batch_size, workers=settings.workers, precision=settings.precision, compile=settings.compile,
-                                    device=settings.device, decode=settings.decode, progress=rank == 0 and sys.stderr.isatty()),
-        seed=settings.seed, layers=parse_layers(cls_plan.options.layers) if cls_plan else None, log=log, options_of=plan.options_of,
-    )
+    extraction = ExtractionConfig(batch_size=settings.batch_size, workers=settings.workers, precision=settings.precision, compile=settings.compile,
+                                  device=settings.device, decode=settings.decode, progress=rank == 0 and sys.stderr.isatty())
+    return RunContext(data="", run_dir=out, cache_dir=Path(settings.cache_dir), extraction=extraction, seed=settings.seed,
+                      layers=parse_layers(cls_plan.options.layers) if cls_plan else None, log=log, options_of=plan.options_of, opened=plan.opened)
+
+
+def _run_suites(plan: Plan, base: RunContext, loaded: list[LoadedEncoder], results: _Results, timings: dict[str, float]) -> None:
+    """Every suite in order; one that cannot run writes skipped rows, one that fails a failed row (a user
+    error as one line, a bug with its traceback), and the others go on."""
+    log = base.log
     for item in plan.suites:
         started = time.perf_counter()
         context = replace(base, suite=item.name, data=item.data, options=item.options, config_hash=plan.config_hash(item.name), variant_fields=item.spec.variant_fields)
         if item.unmet:
-            record([context.skipped(l, item.unmet) for l in loaded])
+            results.record([context.skipped(l, item.unmet) for l in loaded])
             log(f"suite {item.name}: skipped ({item.unmet})")
             continue
         if not loaded:
             continue
         try:
             suite_rows = item.spec.run(context, loaded)
-        except Exception as err:  # a failing suite must not lose the others' results
+        except USER_ERRORS as err:  # the user's to fix: one line, and the other suites' results are kept
+            reason = err.one_line() if isinstance(err, UserError) else str(err)
+            log(f"suite {item.name} FAILED: {reason}")
+            results.user_errors.append(f"suite {item.name}: {err}")
+            suite_rows = [context.row(l, suite=item.name, task="-", dataset=item.data, metric="-", value=None, status=STATUS_FAILED, reason=reason) for l in loaded]
+        except Exception as err:  # a bug: its traceback, and the other suites' results are kept
             log(f"suite {item.name} FAILED: {err}\n{traceback.format_exc()}")
             suite_rows = [context.row(l, suite=item.name, task="-", dataset=item.data, metric="-", value=None, status=STATUS_FAILED, reason=f"{type(err).__name__}: {err}") for l in loaded]
-        record(suite_rows)
+        results.record(suite_rows)
         timings[f"suite {item.name}"] = round(time.perf_counter() - started, 3)
         log(f"suite {item.name}: {len(suite_rows)} rows in {timings[f'suite {item.name}']:.1f} s")
-    if rank != 0:
-        return 0
+
+
+def _finish(plan: Plan, out: Path, results: _Results, config: dict, timings: dict[str, float], log: _Log) -> int:
+    """results.csv, the timings in config.json, the report; the exit status: 2 when a suite stopped on a
+    user error (each printed on stderr), else 1 when a row failed, else 0."""
     write_csv(out)
     config["timings"] = timings
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    failed = [row for row in rows if row.status == STATUS_FAILED]
-    skipped = sum(row.status == STATUS_SKIPPED for row in rows)
-    log(f"results: {out / 'results.jsonl'} ({len(rows)} rows, {len(failed)} failed, {skipped} skipped)")
-    if settings.report:
+    failed = [row for row in results.rows if row.status == STATUS_FAILED]
+    skipped = sum(row.status == STATUS_SKIPPED for row in results.rows)
+    log(f"results: {out / 'results.jsonl'} ({len(results.rows)} rows, {len(failed)} failed, {skipped} skipped)")
+    if plan.settings.report:
         from reports.build import build_report
 
         report = build_report([out], out / "report.html")
         log(f"report: {report.resolve()}")
-    return 1 if failed else 0
+    for error in results.user_errors:
+        print(f"benchmarks.run: error: {error}", file=sys.stderr)
+    return 2 if results.user_errors else 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def parse_suites(values: Sequence[str] | str | None, known: Sequence[str], extra
 
 
 def check_device(device: str) -> None:
-    """``--device``: a device torch knows; ``cuda`` only with a visible GPU (and an index below the count)."""
+    """``--device``: a device torch knows; ``cuda`` only with a visible GPU (and an index below the count),
+    ``mps`` / ``xpu`` only when this torch has that backend and sees the device."""
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
@@ -71,7 +72,12 @@ def check_device(device: str) -> None:
             raise UsageError(f"--device {device}: no CUDA GPU is visible here; use --device cpu (or check CUDA_VISIBLE_DEVICES and the driver)")
         if parsed.index is not None and parsed.index >= count:
             raise UsageError(f"--device {device}: only {count} GPU(s) visible (cuda:0..cuda:{count - 1})")
-    elif parsed.type not in ("cpu", "cuda", "mps", "xpu"):
+    elif parsed.type in ("mps", "xpu"):
+        backend = torch.backends.mps if parsed.type == "mps" else getattr(torch, "xpu", None)
+        if backend is None or not backend.is_available():
+            raise UsageError(f"--device {device}: this torch ({torch.__version__}) has no usable {parsed.type.upper()} device here "
+                             f"(torch.{'backends.mps' if parsed.type == 'mps' else 'xpu'}.is_available() is False); use --device cpu, or cuda on a GPU")
+    elif parsed.type not in ("cpu", "cuda"):
         raise UsageError(f"--device {device!r}: unsupported device type {parsed.type!r}; use cpu or cuda")
 
 

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import torch
 
+from common.errors import UserError
+
 from .fileformat import open_problem, sniff
 
 PROJECT_FORMAT = "vision-encoder-eval/encoder@1"
@@ -27,17 +29,15 @@ MLLM_FILE = "mllm.json"  # marks an MLLM directory (python -m train); its vision
 NESTED_STATE_KEYS = ("state_dict", "model", "module", "model_state_dict", "params")
 
 
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used: the message names the file, what is wrong and the fix."""
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used: ``problem`` is ``<file>: <what is wrong>``, ``fix`` the fix."""
 
     def __init__(self, path: str | os.PathLike, problem: str, fix: str = "") -> None:
         self.path = str(path)
-        self.problem = problem
-        self.fix = fix
-        message = f"{self.path}: {problem}"
-        if fix:
-            message += f"\n  fix: {fix}"
-        super().__init__(message)
+        super().__init__(f"{self.path}: {problem}", fix)
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.problem.removeprefix(f"{self.path}: "), self.fix))
 
 
 @dataclass

@@ -23,6 +23,8 @@ import os
 import tomllib
 from pathlib import Path
 
+from common.errors import UsageError
+
 from .loader import EncoderSpec
 
 # Field -> the TOML type it must have.
@@ -34,7 +36,7 @@ ALLOWED_FIELDS = set(FIELD_TYPES)
 TYPE_NAMES = {str: "a string", dict: "a table (e.g. options = { img_size = 384 })", bool: "true or false", int: "a whole number (e.g. replicate = 1)"}
 
 
-class ManifestError(ValueError):
+class ManifestError(UsageError, ValueError):
     """A manifest that cannot be used; the message names the file, the entry and the fix."""
 
 

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train the demo lineage (original, +SFT, +PIVOT) on the shapes world, on CPU")
     demo.add_argument("--out", default="runs/demo/lineage")
     demo.add_argument("--force", action="store_true", help="retrain even when a lineage made with the same recipe exists")
-    demo.add_argument("--replicates", type=int, default=None, help="Stage-2 training seeds per arm (sft, dpo) from the one Stage-1 model, >= 1 (default 1, what fits the demo's 15-minute first run on 2 cores; --control needs 2)")
+    demo.add_argument("--replicates", type=int, default=None, help="Stage-2 training seeds per arm (sft, dpo) from the one Stage-1 model, 1 to 16 (default 1, what fits the demo's 15-minute first run on 2 cores; --control needs 2; each one adds 6 trainings)")
     pivot = sub.add_parser("pivot-eval", help="PIVOT's protocol: each encoder frozen inside a fresh MLLM (new LM; projector, then projector + LM)")
     pivot.add_argument("--encoder", help="encoder checkpoint")
     pivot.add_argument("--encoders", help="lineage manifest: every encoder gets its own fresh MLLM; OUT/lineage.toml is written")

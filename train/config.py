@@ -13,12 +13,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from common.errors import UsageError
+
 STAGES = ("align", "pretrain", "sft", "dpo")
 STRATEGIES = ("ddp", "fsdp")
 MAX_SEED = 2**32 - 1
 
 
-class SettingsError(ValueError):
+class SettingsError(UsageError, ValueError):
     """A stage setting outside its valid range; one line naming the flag, the range and the fix (exit 2)."""
 
 

@@ -3,29 +3,32 @@ turn the shapes world into both.
 
 Preference lines: ``{"image": "images/0001.png", "question": ..., "chosen": ..., "rejected": ...}``;
 caption lines: ``{"image": ..., "caption": ...}`` (trained as the answer to :data:`CAPTION_PROMPT`).
-Image paths are relative to the JSONL file. Items with a missing or unreadable image, an empty answer,
-``chosen == rejected`` (preference files) or a sequence longer than the maximum length are skipped and
-counted; above ``max_bad_fraction`` of the file the read stops with an error naming the file.
+Image paths are relative to the JSONL file. The lines are read by the project's one record reader
+(``common.records``: its rules for preference items and captions, and its skip accounting, shared with
+the ``prefs`` and ``pairs`` datasets of ``benchmarks``). Items with a missing or unreadable image, an
+empty question or answer, ``chosen == rejected`` or a sequence longer than the maximum length are skipped
+and counted; above ``max_bad_fraction`` of the file the read stops with a ``DataError`` naming the file.
 """
 from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from common.errors import DataError  # a training file that cannot be used: names the file and the fix
+from common.records import MAX_BAD_FRACTION, PREFERENCE_FIELDS, Skips, caption, preference, read_jsonl
+
 CAPTION_PROMPT = "Describe the image."
-DEFAULT_MAX_BAD_FRACTION = 0.05
+DEFAULT_MAX_BAD_FRACTION = MAX_BAD_FRACTION
+FIX = "each line is a JSON object with image + caption, or image + question + chosen + rejected; fix the file or raise --max-bad-fraction"
 
-
-class DataError(ValueError):
-    """A training file that cannot be used; names the file and the fix."""
+__all__ = ["CAPTION_PROMPT", "DataError", "ItemDataset", "TrainItem", "read_items", "write_shapes_data"]
 
 
 @dataclass(frozen=True)
@@ -38,25 +41,6 @@ class TrainItem:
     chosen: str
     rejected: str = ""
     line: int = 0
-
-
-@dataclass
-class ReadReport:
-    """What reading a file kept and skipped (reason -> count), with the first few skipped lines."""
-
-    path: str
-    kept: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    examples: list[str] = field(default_factory=list)
-
-    def skip(self, line: int, reason: str) -> None:
-        self.skipped[reason] += 1
-        if len(self.examples) < 5:
-            self.examples.append(f"line {line}: {reason}")
-
-    def summary(self) -> str:
-        skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(self.skipped.items())) or "none"
-        return f"{self.path}: {self.kept} items kept, skipped: {skipped}"
 
 
 def _image_ok(path: Path, cache: dict[Path, str]) -> str:
@@ -74,68 +58,47 @@ def _image_ok(path: Path, cache: dict[Path, str]) -> str:
     return cache[path]
 
 
+def _texts(fields: dict) -> tuple[str, str, str] | str:
+    """(question, chosen, rejected) of a caption line (the caption is the chosen answer to
+    :data:`CAPTION_PROMPT`, no rejected one) or of a preference line, or why the line is neither."""
+    if "caption" in fields:
+        found = caption(fields)
+        return found if isinstance(found, str) else (CAPTION_PROMPT, found.text, "")
+    if set(PREFERENCE_FIELDS) & set(fields):
+        found = preference(fields)
+        return found if isinstance(found, str) else tuple(found)
+    return "neither a caption nor a preference item (needs caption, or question + chosen + rejected)"
+
+
 def read_items(
     path: str | os.PathLike, *, length_of: Callable[[str, str], int] | None = None, max_length: int = 2048,
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
-) -> tuple[list[TrainItem], ReadReport]:
-    """Read a preference or caption JSONL file (the kind is told by each line's keys).
+) -> tuple[list[TrainItem], Skips]:
+    """Read a preference or caption JSONL file (the kind is told by each line's keys); returns the items
+    and what was skipped (``Skips``: ``summary()``, ``skipped`` reason -> count).
 
     ``length_of(question, answer)`` gives a sequence's token count (visual tokens included); items whose
     longer answer makes it exceed ``max_length`` are skipped as ``over max length``.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: training file not found")
-    report = ReadReport(str(path))
+    skips = Skips(path)
     items: list[TrainItem] = []
     images: dict[Path, str] = {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    total = 0
-    for number, text in enumerate(lines, 1):
-        if not text.strip():
-            continue
-        total += 1
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError:
-            report.skip(number, "not JSON")
-            continue
-        if not isinstance(record, dict) or "image" not in record:
-            report.skip(number, "no image field")
-            continue
-        if "caption" in record:
-            question, chosen, rejected = CAPTION_PROMPT, str(record["caption"]).strip(), ""
-        elif {"question", "chosen", "rejected"} <= set(record):
-            question, chosen, rejected = (str(record[key]).strip() for key in ("question", "chosen", "rejected"))
-            if rejected and chosen == rejected:
-                report.skip(number, "chosen equals rejected")
-                continue
-            if not rejected:
-                report.skip(number, "empty answer")
-                continue
-        else:
-            report.skip(number, "neither a caption nor a preference item (needs caption, or question + chosen + rejected)")
-            continue
-        if not chosen or not question:
-            report.skip(number, "empty answer" if not chosen else "empty question")
-            continue
-        image = Path(record["image"])
+    for record in read_jsonl(path, skips):
+        texts = _texts(record.fields)
+        image = Path(record.image)
         image = image if image.is_absolute() else path.parent / image
-        problem = _image_ok(image, images)
+        problem = texts if isinstance(texts, str) else _image_ok(image, images)
+        if not problem:
+            question, chosen, rejected = texts
+            if length_of is not None and max(length_of(question, chosen), length_of(question, rejected or chosen)) > max_length:
+                problem = "over max length"
         if problem:
-            report.skip(number, problem)
+            skips.skip(record.where, problem)
             continue
-        if length_of is not None and max(length_of(question, chosen), length_of(question, rejected or chosen)) > max_length:
-            report.skip(number, "over max length")
-            continue
-        items.append(TrainItem(str(image), question, chosen, rejected, number))
-    report.kept = len(items)
-    bad = sum(report.skipped.values())
-    if total == 0:
-        raise DataError(f"{path}: no items; each line is a JSON object with image + caption, or image + question + chosen + rejected")
-    if bad > max_bad_fraction * total:
-        raise DataError(f"{path}: {bad} of {total} lines unusable (above {max_bad_fraction:.0%}): {'; '.join(report.examples)}; fix the file or raise --max-bad-fraction")
-    return items, report
+        items.append(TrainItem(str(image), question, chosen, rejected, record.number))
+    skips.check(FIX, max_bad_fraction)
+    return items, skips
 
 
 class ItemDataset(Dataset):

@@ -66,6 +66,7 @@ PIVOT_EVAL_STAGES: dict[str, StageConfig] = {
 # Stage-2 training seeds per arm in `make demo`: the most that fits its 15-minute first run on 2 cores. K=2 took
 # 532 s of training (the suites then ran past 15 minutes); `--replicates 2` is what `--control` and the arms need.
 DEFAULT_REPLICATES = 1
+MAX_REPLICATES = 16  # each replicate adds 6 trainings (sft, dpo, and PIVOT's two stages for each of their encoders)
 DONE_FILE = "demo.json"
 PIVOT_EVAL_MANIFEST = "pivot-eval/lineage.toml"
 
@@ -97,9 +98,16 @@ def recipe_hash(replicates: int = DEFAULT_REPLICATES) -> str:
 
 
 def check_replicates(replicates: int) -> None:
-    """ValueError naming the flag unless ``replicates`` is a whole number >= 1."""
-    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
-        raise ValueError(f"--replicates {replicates!r}: the number of Stage-2 training seeds per arm must be a whole number >= 1 (e.g. --replicates 3)")
+    """ValueError naming the flag unless ``replicates`` is a whole number in [1, MAX_REPLICATES]."""
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or not 1 <= replicates <= MAX_REPLICATES:
+        raise ValueError(f"--replicates {replicates!r}: the number of Stage-2 training seeds per arm must be a whole number >= 1 and <= {MAX_REPLICATES} "
+                         f"(each one adds 6 trainings); e.g. --replicates 3")
+
+
+def training_count(replicates: int) -> int:
+    """The trainings of a demo lineage: the original ViT, Stage 1's align and pretrain, Stage 2's sft and dpo per
+    replicate, and PIVOT's evaluation (align, then instruct) of each of the 1 + 2 x replicates encoders."""
+    return 1 + 2 + 2 * replicates + 2 * (1 + 2 * replicates)
 
 
 def manifest_text(replicates: int) -> str:
@@ -166,6 +174,8 @@ def make_demo_lineage(out: str | os.PathLike, *, replicates: int = DEFAULT_REPLI
     if not force and done.exists() and manifest.exists() and (out / PIVOT_EVAL_MANIFEST).exists() and json.loads(done.read_text()).get("recipe_hash") == key:
         log(f"demo lineage: reusing {out} (recipe {key} unchanged, {replicates} replicate(s) per arm)")
         return manifest
+    log(f"demo lineage: {training_count(replicates)} trainings to run in {out} (the original ViT, Stage 1's align and pretrain, sft and dpo x "
+        f"{replicates} replicate(s), PIVOT's align and instruct for each of the {1 + 2 * replicates} encoders)")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

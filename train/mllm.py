@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.errors import DataError
 from encoders import CheckpointError, Encoder, PreprocessConfig, load_encoder, save_encoder_checkpoint
 
 from .image_input import ImageInput, load_image_input
@@ -41,7 +42,7 @@ READABLE_VERSIONS = (1, 2)
 IGNORE = -100
 
 
-class MLLMError(ValueError):
+class MLLMError(DataError):
     """An MLLM directory or input that cannot be used; the message names the file and the fix."""
 
 

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from common.errors import DataError
+
 from .base import BOXES, IGNORE_INDEX, IMAGE_FILES, MASKS, BadImageError, Box, ImageSplit, hash_parts, image_size, open_rgb
-from .files import image_files, name_list, require_dir
+from .files import image_files, layout_fix, name_list, require_dir
 from .registry import Param, register_dataset
 
 # mmsegmentation's ADE20KDataset.METAINFO['classes'] (its 'bed ' written without the trailing space).
@@ -77,15 +79,13 @@ class ADE20KSplit(ImageSplit):
 
         images = image_files(self.image_dir)
         if not images:
-            raise ValueError(f"no images (.jpg/.jpeg/.png) in {self.image_dir}. Expected layout:\n{LAYOUT}")
+            raise DataError(f"no images (.jpg/.jpeg/.png) in {self.image_dir}", layout_fix(LAYOUT))
         annotations = {entry.name: entry for entry in image_files(self.annotation_dir, (".png",))}
         by_stem = {Path(name).stem: name for name in annotations}
         missing = [entry.name for entry in images if Path(entry.name).stem not in by_stem]
         if missing:
-            raise FileNotFoundError(
-                f"{len(missing)} image(s) in {self.image_dir} have no annotation <stem>.png in "
-                f"{self.annotation_dir}: {name_list(missing)}"
-            )
+            raise DataError(f"{len(missing)} image(s) in {self.image_dir} have no annotation <stem>.png in {self.annotation_dir}: {name_list(missing)}",
+                            "restore the annotations from the ADEChallengeData2016 archive, or remove the images without one")
         self._images = [entry.name for entry in images]
         self._annotations = [by_stem[Path(name).stem] for name in self._images]
         self.classes = []

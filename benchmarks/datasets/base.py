@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Iterable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from common.errors import DataError
+
 IGNORE_INDEX = 255
 """Mask value for pixels that no metric should count (ADE20K "other", unlabelled pixels)."""
 
@@ -76,16 +78,14 @@ CAPABILITIES = {
 }
 
 
-class BadImageError(Exception):
+class BadImageError(DataError):
     """An image file that cannot be decoded (corrupt, truncated, not an image, unsupported mode)."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path = str(path)
         self.reason = reason
-        super().__init__(
-            f"cannot read image {self.path}: {reason}. Fix: restore this file from a good copy "
-            f"(re-download or re-extract it), or delete it from the dataset folder"
-        )
+        super().__init__(f"cannot read image {self.path}: {reason}",
+                         "restore this file from a good copy (re-download or re-extract it), or delete it from the dataset folder")
 
     def __reduce__(self):  # so the error survives the trip back from a DataLoader worker
         return (type(self), (self.path, self.reason))

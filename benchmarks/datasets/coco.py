@@ -48,8 +48,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from common.errors import DataError
+
 from .base import BOXES, CAPTIONS, IGNORE_INDEX, IMAGE_FILES, LABELS, MASKS, BadImageError, Box, ImageSplit, hash_parts, image_size, open_rgb
-from .files import file_identity, image_files, name_list, pack_paths, require_dir, unpack_path
+from .files import file_identity, image_files, layout_fix, name_list, pack_paths, require_dir, unpack_path
 from .records import MAX_BAD_FRACTION, DataWarning
 from .registry import Param, register_dataset
 
@@ -100,15 +102,15 @@ def _paths(root: Path, split: str, year: str) -> tuple[Path, Path, Path]:
 
 def _read_json(path: Path, what: str) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"COCO {what} file {path} does not exist. Expected layout:\n{LAYOUT}")
+        raise DataError(f"COCO {what} file {path} does not exist", layout_fix(LAYOUT))
     try:
         with path.open("rb") as handle:
             document = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); restore the file from the COCO annotations archive") from None
+        raise DataError(f"{path}: not valid JSON ({err})", "restore the file from the COCO annotations archive") from None
     keys = ("images", "annotations") + (("categories",) if what == "instances" else ())
     if not isinstance(document, dict) or not all(isinstance(document.get(key), list) for key in keys):
-        raise ValueError(f"{path}: not a COCO {what} file (needs the lists {', '.join(keys)})")
+        raise DataError(f"{path}: not a COCO {what} file (needs the lists {', '.join(keys)})", "restore the file from the COCO annotations archive")
     return document
 
 
@@ -169,7 +171,7 @@ def read_instances(path: Path) -> _Instances:
     document = _read_json(path, "instances")
     categories = sorted((c for c in document["categories"] if isinstance(c, dict) and "id" in c), key=lambda c: c["id"])
     if not categories:
-        raise ValueError(f"{path}: no categories; a COCO instances file lists its categories (id, name)")
+        raise DataError(f"{path}: no categories", "a COCO instances file lists its categories (id, name): restore it from the COCO annotations archive")
     labels = {c["id"]: k for k, c in enumerate(categories)}
     sizes: dict[int, tuple[str, int, int]] = {}
     found = _Instances([str(c.get("name", c["id"])) for c in categories], [], {})
@@ -177,7 +179,8 @@ def read_instances(path: Path) -> _Instances:
         try:
             sizes[int(image["id"])] = (str(image["file_name"]), int(image["width"]), int(image["height"]))
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}: an image entry lacks id, file_name, width or height ({str(image)[:120]})") from None
+            raise DataError(f"{path}: an image entry lacks id, file_name, width or height ({str(image)[:120]})",
+                            "restore the file from the COCO annotations archive") from None
     for annotation in document["annotations"]:
         found.total += 1
         image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
@@ -237,7 +240,7 @@ class CocoSplit(ImageSplit):
 
     @classmethod
     def available_splits(cls, **params: Any) -> list[str]:
-        """Splits with both their instances file and their image folder; FileNotFoundError naming the
+        """Splits with both their instances file and their image folder; DataError naming the
         missing one when a split has only one of them, or when the root has no split at all."""
         root = Path(params["root"]).expanduser()
         require_dir(root, "COCO root", LAYOUT)
@@ -248,9 +251,9 @@ class CocoSplit(ImageSplit):
                 found.append(split)
             elif instances.is_file() or images.is_dir():
                 missing = f"image folder {images}" if instances.is_file() else f"annotation file {instances}"
-                raise FileNotFoundError(f"COCO {split} split: the {missing} does not exist. Expected layout:\n{LAYOUT}")
+                raise DataError(f"COCO {split} split: the {missing} does not exist", layout_fix(LAYOUT))
         if not found:
-            raise FileNotFoundError(f"COCO root {root} has no split (neither annotations/instances_val{params['year']}.json with val{params['year']}/ nor train). Expected layout:\n{LAYOUT}")
+            raise DataError(f"COCO root {root} has no split (neither annotations/instances_val{params['year']}.json with val{params['year']}/ nor train)", layout_fix(LAYOUT))
         return found
 
     @classmethod
@@ -271,7 +274,7 @@ class CocoSplit(ImageSplit):
         require_dir(self.root, "COCO root", LAYOUT)
         self.instances_file, self.captions_file, self.image_dir = _paths(self.root, split, year)
         if not self.instances_file.is_file():
-            raise FileNotFoundError(f"COCO {split} annotation file {self.instances_file} does not exist. Expected layout:\n{LAYOUT}")
+            raise DataError(f"COCO {split} annotation file {self.instances_file} does not exist", layout_fix(LAYOUT))
         require_dir(self.image_dir, f"COCO {split} image folder", LAYOUT)
         instances = read_instances(self.instances_file)
         self.notes: list[str] = []
@@ -283,8 +286,8 @@ class CocoSplit(ImageSplit):
             message = (f"{len(missing)} of {len(instances.images)} images named in {self.instances_file} are not in "
                        f"{self.image_dir}: {name_list(missing)}")
             if len(missing) > MAX_BAD_FRACTION * len(instances.images):
-                raise FileNotFoundError(f"{message}; above {MAX_BAD_FRACTION:.0%}: restore the image folder (re-extract {split}{year}.zip) "
-                                        f"or use the annotation file of the images you have")
+                raise DataError(f"{message}: above {MAX_BAD_FRACTION:.0%}",
+                                f"restore the image folder (re-extract {split}{year}.zip) or use the annotation file of the images you have")
             self._note(f"{message}; left out")
         absent = set(missing)
         kept = [image for image in instances.images if image[1] not in absent]
@@ -297,7 +300,7 @@ class CocoSplit(ImageSplit):
         self._objects: dict[int, list[CocoObject]] | None = instances.objects
         self._captions: dict[int, list[str]] | None = None
         if not kept:
-            raise ValueError(f"{self.instances_file}: no image with an object annotation is in {self.image_dir}. Expected layout:\n{LAYOUT}")
+            raise DataError(f"{self.instances_file}: no image with an object annotation is in {self.image_dir}", layout_fix(LAYOUT))
         parts = ["coco", f"format={FORMAT_VERSION}", f"year={year}", f"split={split}",
                  f"{self.instances_file.name}\t{file_identity(self.instances_file, self.instances_file.stat())}"]
         parts += [f"{name}\t{on_disk[name].identity}" for _, name, _, _ in kept]
@@ -318,7 +321,7 @@ class CocoSplit(ImageSplit):
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(instances.skipped.items()))
         message = f"{self.instances_file}: {count} of {instances.total} annotations skipped ({reasons}; {'; '.join(instances.examples)})"
         if count > MAX_BAD_FRACTION * instances.total:
-            raise ValueError(f"{message}; above {MAX_BAD_FRACTION:.0%}: this file does not describe these images (another year's file?); restore it")
+            raise DataError(f"{message}: above {MAX_BAD_FRACTION:.0%}", "restore it from the COCO annotations archive (a file of another year or split does not describe these images)")
         self._note(message)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -378,8 +381,8 @@ class CocoSplit(ImageSplit):
         image_id = int(self._ids[self._check_index(index)])
         found = self._captions.get(image_id)
         if not found:
-            raise ValueError(f"{self.captions_file}: image {self.item_id(index)} (id {image_id}) has no non-empty caption; "
-                             "use the captions file of the same release as the instances file")
+            raise DataError(f"{self.captions_file}: image {self.item_id(index)} (id {image_id}) has no non-empty caption",
+                            "use the captions file of the same release as the instances file")
         if self.caption_choice == "first":
             return found[0]
         return found[int(np.random.default_rng([self.seed, image_id]).integers(len(found)))]

@@ -8,14 +8,21 @@ from typing import NamedTuple
 
 import numpy as np
 
+from common.errors import DataError
+
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
 
 def require_dir(path: Path, what: str, layout: str) -> None:
-    """FileNotFoundError naming ``path`` and the expected layout if ``path`` is not a directory."""
+    """DataError naming ``path`` (and the expected layout, as its fix) if ``path`` is not a directory."""
     if not path.is_dir():
         state = "is not a directory" if path.exists() else "does not exist"
-        raise FileNotFoundError(f"{what} {path} {state}. Expected layout:\n{layout}")
+        raise DataError(f"{what} {path} {state}", layout_fix(layout))
+
+
+def layout_fix(layout: str) -> str:
+    """A dataset's layout (one path per line) as the one-line fix of a DataError."""
+    return "expected layout: " + "; ".join(line.strip() for line in layout.splitlines() if line.strip())
 
 
 def subdirs(folder: Path) -> list[str]:

@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from common.errors import DataError
+
 from .base import BOXES, IMAGE_FILES, LABELS, Box, ImageSplit, hash_parts, open_rgb
-from .files import FileEntry, image_files, name_list, pack_paths, require_dir, subdirs, unpack_path
+from .files import FileEntry, image_files, layout_fix, name_list, pack_paths, require_dir, subdirs, unpack_path
 from .registry import Param, register_dataset
 
 LAYOUT = (
@@ -96,22 +98,22 @@ class ImageNetSplit(ImageSplit):
 
         self.wnids = subdirs(train_dir)
         if not self.wnids:
-            raise ValueError(f"no class folders in {train_dir}. Expected layout:\n{LAYOUT}")
+            raise DataError(f"no class folders in {train_dir}", layout_fix(LAYOUT))
+        if len(self.wnids) < 2:
+            raise DataError(f"{train_dir} has one class folder ({self.wnids[0]}): image-level classification needs at least 2 classes",
+                            "add the other class folders (root/train/<wnid>/ and root/val/<wnid>/), or point root= at the full dataset")
         if split != "train":
             found = subdirs(split_dir)
             if not found and image_files(split_dir):
-                raise ValueError(
-                    f"{split_dir} holds images directly, not in class folders; move each image into "
-                    f"{split_dir}/<wnid>/ (its class from LOC_val_solution.csv or the devkit). Expected layout:\n{LAYOUT}"
-                )
+                raise DataError(f"{split_dir} holds images directly, not in class folders",
+                                f"move each image into {split_dir}/<wnid>/ (its class from LOC_val_solution.csv or the devkit); {layout_fix(LAYOUT)}")
             missing = sorted(set(self.wnids) - set(found))
             extra = sorted(set(found) - set(self.wnids))
             if missing or extra:
-                raise ValueError(
+                raise DataError(
                     f"class folders of {split_dir} differ from {train_dir}: "
-                    + (f"missing in {split}: {name_list(missing)}; " if missing else "")
-                    + (f"not in train: {name_list(extra)}; " if extra else "")
-                    + "both splits need the same class folders"
+                    + "; ".join(([f"missing in {split}: {name_list(missing)}"] if missing else []) + ([f"not in train: {name_list(extra)}"] if extra else [])),
+                    "both splits need the same class folders: add the missing ones or remove the extra ones",
                 )
         self.classes = _human_names(self.root, self.wnids)
         self.seg_classes = []
@@ -137,9 +139,10 @@ class ImageNetSplit(ImageSplit):
                 parts.append(f"{rel}\t{identity}")
                 local_parts.append(local)
         if not paths:
-            raise ValueError(f"no images (.JPEG/.jpg/.jpeg/.png) in the class folders of {split_dir}. Expected layout:\n{LAYOUT}")
+            raise DataError(f"no images (.JPEG/.jpg/.jpeg/.png) in the class folders of {split_dir}", layout_fix(LAYOUT))
         if empty:
-            raise ValueError(f"empty class folder(s) in {split_dir}: {name_list(empty)}; every class needs at least one image")
+            raise DataError(f"empty class folder(s) in {split_dir}: {name_list(empty)}",
+                            "every class needs at least one image in each split: restore its images, or remove the class from both splits")
         self._paths = pack_paths(paths)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.fingerprint = hash_parts(parts)
@@ -179,12 +182,14 @@ class ImageNetSplit(ImageSplit):
             for row_no, row in enumerate(csv.DictReader(handle), start=2):
                 fields = (row.get("PredictionString") or "").split()
                 if len(fields) % 5:
-                    raise ValueError(f"{csv_file}:{row_no}: PredictionString must hold groups of 'wnid xmin ymin xmax ymax'")
+                    raise DataError(f"{csv_file}:{row_no}: PredictionString must hold groups of 'wnid xmin ymin xmax ymax'",
+                                    "restore the file from the ImageNet localization (Kaggle LOC) archive")
                 found = []
                 for k in range(0, len(fields), 5):
                     wnid = fields[k]
                     if wnid not in index_of:
-                        raise ValueError(f"{csv_file}:{row_no}: wnid {wnid} is not a class folder of {self.root / 'train'}")
+                        raise DataError(f"{csv_file}:{row_no}: wnid {wnid} is not a class folder of {self.root / 'train'}",
+                                        "use the LOC file of the classes you have, or add the class folder")
                     x0, y0, x1, y1 = (int(float(v)) for v in fields[k + 1 : k + 5])
                     found.append(Box(x0, y0, x1 + 1, y1 + 1, index_of[wnid]))
                 boxes[row["ImageId"]] = found

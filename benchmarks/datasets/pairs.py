@@ -4,13 +4,16 @@ bytes of a Hugging Face parquet export). ``train/``'s caption JSONL (``{"image",
 
 Every kept record is one item of the ``val`` split (the file is the split; the suites read their
 alignment set from ``val``), in file order. A record without a caption, with an empty one (after
-stripping white space), or whose image file is missing is skipped and counted (the first few named by
-line); above 5% of the file the dataset is refused with an error naming the file. There are no labels,
+stripping white space; the rule of ``common.records.caption``), or whose image file is missing is
+skipped and counted (the first few named by line); above 5% of the file the dataset is refused with a
+``DataError`` naming the file, as is a parquet file without a ``caption`` column. There are no labels,
 masks or boxes.
 """
 from __future__ import annotations
 
 from typing import Any
+
+from common.records import caption
 
 from .base import CAPTIONS, IMAGE_FILES
 from .records import RecordSplit, files_capability
@@ -36,22 +39,16 @@ class PairsSplit(RecordSplit):
         self.spec, self.split, self.name = spec, split, "pairs"
         self.classes, self.seg_classes = [], []
         records, skips = self._read(file)
+        self._require_columns(("caption",), "name the caption column caption (one caption per image)")
         kept, self._captions = [], []
         for record in records:
-            if "caption" not in record.fields:
-                skips.skip(record.where, "no caption field")
-                continue
-            caption = record.fields["caption"]
-            caption = caption.strip() if isinstance(caption, str) else ""
-            if not caption:
-                skips.skip(record.where, "empty caption")
-                continue
-            problem = self._image_problem(record)
+            found = caption(record.fields)
+            problem = found if isinstance(found, str) else self._image_problem(record)
             if problem:
                 skips.skip(record.where, problem)
                 continue
             kept.append(record)
-            self._captions.append(caption)
+            self._captions.append(found.text)
         self._keep(kept, skips, FIX, [])
 
     def caption(self, index: int) -> str:

@@ -14,9 +14,10 @@ claim the ``masks`` or ``boxes`` capabilities: a region per question is not a se
 dataset.
 
 Every kept record is one item of the ``val`` split, in file order. Skipped and counted (the first few
-named by line; above 5% of the file the dataset is refused with an error naming the file): a record
-that is not a preference item, an empty question or answer, ``chosen == rejected``, a missing image,
-and for regions: a malformed or empty box, a box outside the image, a missing or unreadable mask, a
+named by line; above 5% of the file the dataset is refused with a ``DataError`` naming the file): a
+record that is not a preference item, an empty question or answer, ``chosen == rejected`` (the rules of
+``common.records.preference``, which ``train`` reads its preference files with), a missing image, and
+for regions: a malformed or empty box, a box outside the image, a missing or unreadable mask, a
 mask of another size than its image, an empty mask. Regions are checked when the split opens (the image
 header and the mask are read for records that have one).
 """
@@ -27,6 +28,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from common.records import PREFERENCE_FIELDS, preference
 
 from .base import IMAGE_FILES, PREFERENCES, BadImageError, Box, VQAItem
 from .files import file_identity
@@ -83,18 +86,15 @@ class PrefsSplit(RecordSplit):
         self.spec, self.split, self.name = spec, split, "prefs"
         self.classes, self.seg_classes = [], ["outside", "region"]
         records, skips = self._read(file)
+        self._require_columns(PREFERENCE_FIELDS, "name the columns question, chosen and rejected (MMPR / RLAIF-V layout)")
         kept: list[Record] = []
         self._items: list[VQAItem] = []
         self._masks: list[str] = []
         parts = []
         for record in records:
             fields = record.fields
-            if not {"question", "chosen", "rejected"} <= set(fields):
-                skips.skip(record.where, "not a preference item (needs question, chosen, rejected)")
-                continue
-            question, chosen, rejected = (fields[key].strip() if isinstance(fields[key], str) else "" for key in ("question", "chosen", "rejected"))
-            problem = ("empty question" if not question else "empty answer" if not chosen or not rejected
-                       else "chosen equals rejected" if chosen == rejected else self._image_problem(record))
+            texts = preference(fields)
+            problem = texts if isinstance(texts, str) else self._image_problem(record)
             region: tuple[Box | None, str] | str = (None, "")  # (box, mask path) or why the region is unusable
             if not problem and (fields.get("box") is not None or fields.get("mask")):
                 region = self._region(record)
@@ -103,6 +103,7 @@ class PrefsSplit(RecordSplit):
                 skips.skip(record.where, problem)
                 continue
             box, mask = region
+            question, chosen, rejected = texts
             kind = fields.get("kind") if isinstance(fields.get("kind"), str) and fields.get("kind") else DEFAULT_KIND
             kept.append(record)
             self._items.append(VQAItem(question, chosen, rejected, kind, box))

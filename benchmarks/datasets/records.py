@@ -4,34 +4,36 @@ JSON object per line) or a parquet file (one record per row), each record with a
 ``image`` is a path relative to the table file (or absolute): a string, or ``{"path": ...}``. In a
 parquet file it may also be the image's bytes, as the parquet exports of Hugging Face datasets store
 an ``Image`` feature: a binary column, or a struct ``{bytes, path}`` (the bytes when present, else the
-path). A record that cannot be used is skipped and counted by reason, the first few named by line (JSONL)
-or row (parquet); above ``MAX_BAD_FRACTION`` of the table the read stops with an error naming the file.
-Embedded images are read from their parquet row group when asked for (the last group read is kept), so
-a split holds only offsets and pickles cheaply into DataLoader workers.
+path). JSONL is read by the project's one record reader (``common.records``, which ``train`` reads its
+files with too); its ``Skips`` count the records that cannot be used by reason, the first few named by
+line (JSONL) or row (parquet), and above ``MAX_BAD_FRACTION`` of the table the split is refused with a
+``DataError`` naming the file. Embedded images are read from their parquet row group when asked for
+(the last group read is kept), so a split holds only offsets and pickles cheaply into DataLoader workers.
 """
 from __future__ import annotations
 
 import io
-import json
 import warnings
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from common.errors import DataError
+from common.records import MAX_BAD_FRACTION, Record, Skips, read_jsonl
+
 from .base import BadImageError, ImageSplit, hash_parts, open_rgb
 from .files import file_identity, local_identity, pack_paths, unpack_path
 
-MAX_BAD_FRACTION = 0.05
-"""Above this fraction of skipped records a table is refused (as ``train.data`` does for training files)."""
+__all__ = ["MAX_BAD_FRACTION", "DataWarning", "Record", "RecordSplit", "Skips", "files_capability", "read_records", "table_format"]
+
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 IMAGE_FORMAT = (
     "image: a path relative to the file (or absolute), or, in parquet, the image bytes (a binary column or a "
     "{bytes, path} struct as in Hugging Face parquet exports)"
 )
+TABLE_FIX = "pass file=<a .jsonl (one JSON object per line) or .parquet file>"
 
 
 class DataWarning(UserWarning):
@@ -39,100 +41,28 @@ class DataWarning(UserWarning):
 
 
 def table_format(path: Path) -> str:
-    """``jsonl`` or ``parquet`` by the file's suffix; ValueError naming the file and the suffixes read."""
+    """``jsonl`` or ``parquet`` by the file's suffix; DataError naming the file and the suffixes read."""
     found = SUFFIXES.get(path.suffix.lower())
     if found is None:
-        raise ValueError(f"{path}: unknown table format {path.suffix or '(no suffix)'}; name it .jsonl (one JSON object per line) or .parquet")
+        raise DataError(f"{path}: unknown table format {path.suffix or '(no suffix)'}", "name it .jsonl (one JSON object per line) or .parquet")
     return found
 
 
-@dataclass
-class Skips:
-    """Records of one table that were skipped, by reason, with the first few named."""
-
-    file: Path
-    total: int = 0
-    counts: Counter = field(default_factory=Counter)
-    examples: list[str] = field(default_factory=list)
-
-    def skip(self, where: str, reason: str) -> None:
-        self.counts[reason] += 1
-        if len(self.examples) < 5:
-            self.examples.append(f"{where}: {reason}")
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts.values())
-
-    def summary(self) -> str:
-        """``FILE: 3 of 120 records skipped (2 missing image, 1 empty caption; line 4: empty caption, ...)``."""
-        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()))
-        return f"{self.file}: {self.count} of {self.total} records skipped ({reasons}; {'; '.join(self.examples)})"
-
-    def check(self, fix: str) -> list[str]:
-        """ValueError when more than ``MAX_BAD_FRACTION`` of the records were skipped (or none is left);
-        else the notes to keep (empty when nothing was skipped), also issued as a ``DataWarning``."""
-        if self.total and self.count >= self.total:
-            raise ValueError(f"{self.summary()}: no usable record; {fix}")
-        if self.count > MAX_BAD_FRACTION * self.total:
-            raise ValueError(f"{self.summary()}: above {MAX_BAD_FRACTION:.0%} of the file; {fix}")
-        if not self.count:
-            return []
-        note = self.summary()
-        warnings.warn(note, DataWarning, stacklevel=3)
-        return [note]
-
-
-@dataclass(frozen=True)
-class Record:
-    """One line / row: its 1-based ``number``, every field but the image, the image's path as written
-    ('' when embedded) or its (row group, row) in the parquet file."""
-
-    number: int
-    fields: dict[str, Any]
-    image: str = ""
-    embedded: tuple[int, int] | None = None
-    unit: str = "line"
-
-    @property
-    def where(self) -> str:
-        return f"{self.unit} {self.number}"
-
-
-def _jsonl_records(path: Path, skips: Skips) -> list[Record]:
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, 1):
-            if not text.strip():
-                continue
-            skips.total += 1
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError:
-                skips.skip(f"line {number}", "not JSON")
-                continue
-            if not isinstance(record, dict):
-                skips.skip(f"line {number}", "not a JSON object")
-                continue
-            image = record.pop("image", None)
-            if isinstance(image, dict) and image.get("bytes") is None:
-                image = image.get("path")
-            if not isinstance(image, str) or not image.strip():
-                skips.skip(f"line {number}", "no image path (JSONL images are paths; embed bytes in parquet)")
-                continue
-            records.append(Record(number, record, image=image.strip()))
-    return records
+def checked_notes(skips: Skips, fix: str) -> list[str]:
+    """``skips.check(fix)`` (DataError above the threshold), its note issued as a ``DataWarning`` and
+    returned as the split's notes (empty when nothing was skipped)."""
+    note = skips.check(fix)
+    if not note:
+        return []
+    warnings.warn(note, DataWarning, stacklevel=3)
+    return [note]
 
 
 def _parquet_image_kind(path: Path, schema) -> str:
-    """``path``, ``bytes`` or ``struct`` for the ``image`` column's arrow type; ValueError otherwise."""
+    """``path``, ``bytes`` or ``struct`` for the ``image`` column's arrow type; DataError otherwise."""
     import pyarrow as pa
 
-    if "image" not in schema.names:
-        raise ValueError(
-            f"{path}: parquet file has no 'image' column (columns: {', '.join(schema.names) or 'none'}); "
-            f"name the image column image ({IMAGE_FORMAT})"
-        )
+    require_column(path, schema.names, "image", f"name the image column image ({IMAGE_FORMAT})")
     kind = schema.field("image").type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return "path"
@@ -140,7 +70,13 @@ def _parquet_image_kind(path: Path, schema) -> str:
         return "bytes"
     if pa.types.is_struct(kind) and {kind.field(i).name for i in range(kind.num_fields)} & {"bytes", "path"}:
         return "struct"
-    raise ValueError(f"{path}: column 'image' has type {kind}; expected {IMAGE_FORMAT}")
+    raise DataError(f"{path}: column 'image' has type {kind}", f"store {IMAGE_FORMAT}")
+
+
+def require_column(path: Path, columns: list[str], name: str, fix: str) -> None:
+    """DataError naming the parquet file and its columns when column ``name`` is not among them."""
+    if name not in columns:
+        raise DataError(f"{path}: parquet file has no '{name}' column (columns: {', '.join(columns) or 'none'})", fix)
 
 
 def _parquet_records(path: Path, skips: Skips) -> list[Record]:
@@ -187,38 +123,42 @@ def _lengths(array) -> list[int]:
 
 
 def read_records(path: Path) -> tuple[list[Record], Skips, str]:
-    """Every record of the table at ``path`` with an image, the skips so far, and the format. Errors:
-    FileNotFoundError for a missing file, ValueError for an unknown format, a parquet file without an
-    ``image`` column or with one of another type, or an unreadable file (each naming the file)."""
-    if not path.is_file():
-        state = "is a directory" if path.is_dir() else "does not exist"
-        raise FileNotFoundError(f"{path} {state}; pass file=<a .jsonl or .parquet file>")
+    """Every record of the table at ``path`` with an image, the skips so far, and the format. DataError
+    naming the file when it is missing, of an unknown format, not UTF-8 (JSONL), not readable parquet or
+    a parquet file without a usable ``image`` column."""
+    require_table(path)
     fmt = table_format(path)
-    if fmt == "parquet":
-        parquet_image_kind(path)  # a file that is not parquet, or has no image column, is named here
     skips = Skips(path)
+    if fmt == "jsonl":
+        return read_jsonl(path, skips), skips, fmt
+    parquet_image_kind(path)  # a file that is not parquet, or has no image column, is named here
     try:
-        records = _jsonl_records(path, skips) if fmt == "jsonl" else _parquet_records(path, skips)
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err}); a .jsonl file holds one JSON object per line") from None
+        return _parquet_records(path, skips), skips, fmt
     except OSError as err:
-        raise ValueError(f"{path}: cannot read it as {fmt} ({err})") from None
-    if not skips.total:
-        raise ValueError(f"{path}: no records; each {'line' if fmt == 'jsonl' else 'row'} is one item with an image")
-    return records, skips, fmt
+        raise DataError(f"{path}: cannot read it as parquet ({err})", TABLE_FIX) from None
 
 
-def parquet_image_kind(path: Path) -> str:
-    """The ``image`` column's kind (``path``, ``bytes`` or ``struct``) from the parquet schema alone;
-    ValueError naming the file when it is not parquet or has no usable ``image`` column."""
+def require_table(path: Path) -> None:
+    """DataError naming ``path`` unless it is a file."""
+    if not path.is_file():
+        raise DataError(f"{path} {'is a directory' if path.is_dir() else 'does not exist'}", TABLE_FIX)
+
+
+def parquet_schema(path: Path):
+    """The arrow schema of a parquet file; DataError naming the file when it is not readable parquet."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        schema = pq.read_schema(path)
+        return pq.read_schema(path)
     except (pa.ArrowException, OSError) as err:
-        raise ValueError(f"{path}: not a readable parquet file ({err})") from None
-    return _parquet_image_kind(path, schema)
+        raise DataError(f"{path}: not a readable parquet file ({err})", TABLE_FIX) from None
+
+
+def parquet_image_kind(path: Path) -> str:
+    """The ``image`` column's kind (``path``, ``bytes`` or ``struct``) from the parquet schema alone;
+    DataError naming the file when it is not parquet or has no usable ``image`` column."""
+    return _parquet_image_kind(path, parquet_schema(path))
 
 
 def decode_bytes(data: bytes, where: str) -> Image.Image:
@@ -242,8 +182,7 @@ class RecordSplit(ImageSplit):
         """All of ``SPLITS`` once the file exists and its format (and a parquet file's ``image`` column)
         is one this reads: checked before any model loads, so a bad file is a usage error."""
         path = Path(params["file"]).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} {'is a directory' if path.is_dir() else 'does not exist'}; pass file=<a .jsonl or .parquet file>")
+        require_table(path)
         if table_format(path) == "parquet":
             parquet_image_kind(path)
         return list(cls.SPLITS)
@@ -256,6 +195,14 @@ class RecordSplit(ImageSplit):
         self._locals: dict[str, str] = {}
         self._group_cache: tuple[int, Any] | None = None
         return records, skips
+
+    def _require_columns(self, names: tuple[str, ...], fix: str) -> None:
+        """A parquet table has columns ``names`` (DataError naming the file, its columns and ``fix``); a
+        JSONL file's records are checked one by one."""
+        if self.format == "parquet":
+            columns = list(parquet_schema(self.file).names)
+            for name in names:
+                require_column(self.file, columns, name, fix)
 
     def _resolve(self, image: str) -> Path:
         path = Path(image).expanduser()
@@ -279,7 +226,7 @@ class RecordSplit(ImageSplit):
     def _keep(self, records: list[Record], skips: Skips, fix: str, parts: list[str]) -> None:
         """Keep ``records`` as the split's items (after the bad-fraction check); ``parts`` are the
         subclass's own fingerprint parts (what it reads besides images)."""
-        self.notes = skips.check(fix)
+        self.notes = checked_notes(skips, fix)
         self._numbers = np.array([r.number for r in records], dtype=np.int64)
         self._images = pack_paths([r.image for r in records])
         self._groups = np.array([r.embedded[0] if r.embedded else -1 for r in records], dtype=np.int64)
@@ -369,6 +316,6 @@ def files_capability(file: str) -> bool:
     try:
         fmt = table_format(path)
         return fmt == "jsonl" or parquet_image_kind(path) == "path"
-    except (ValueError, OSError):
+    except (DataError, OSError):
         return False
 

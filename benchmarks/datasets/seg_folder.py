@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.errors import DataError
+
 from .base import IGNORE_INDEX, ImageSplit, hash_parts
 
 SUBDIRS = {"train": "training", "val": "validation"}
@@ -42,7 +44,8 @@ def export_seg_folder(train: ImageSplit, val: ImageSplit, cache_dir: str | os.Pa
                 raise ValueError(f"{split.spec}/{split.split} has no segmentation masks; the seg suite needs per-pixel labels")
             image = split.load_image(index)
             if mask.shape != (image.size[1], image.size[0]):
-                raise ValueError(f"{split.spec}/{split.split} item {split.item_id(index)}: mask {mask.shape[1]}x{mask.shape[0]} but image {image.size[0]}x{image.size[1]}")
+                raise DataError(f"{split.spec}/{split.split} item {split.item_id(index)}: mask {mask.shape[1]}x{mask.shape[0]} but image {image.size[0]}x{image.size[1]}",
+                                "a mask has its image's size: restore the mask or the image")
             stored = np.where(mask == IGNORE_INDEX, 0, mask.astype(np.int64) + 1)
             if stored.max() > 255:
                 raise ValueError(f"{split.spec}: class ids above 254 do not fit an 8-bit annotation")

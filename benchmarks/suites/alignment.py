@@ -37,6 +37,8 @@ K = 10
 
 
 def _lm_problem(path: str) -> str:
+    if path and not Path(path).is_dir():
+        return f"{'is a file, not a folder' if Path(path).exists() else 'no such folder'}; pass a local causal-LM folder (save_pretrained output)"
     if path and not (Path(path) / "config.json").is_file():
         return "not a transformers model directory (no config.json); pass a local causal-LM folder (save_pretrained output)"
     return ""

@@ -36,7 +36,9 @@ class RunContext:
     extract once into the same store entry. ``shared``: results that one suite of the run computes
     and another reuses, keyed by what determines them (e.g. the linear head selection ``loc`` shares
     with ``cls``), so the outcome never depends on the suites' order. ``options_of(name)``: another
-    suite's options, for the suites a spec declares it ``uses``.
+    suite's options, for the suites a spec declares it ``uses``. ``opened``: the splits the run opened
+    before loading any model, by (dataset spec, split), which ``open_split`` hands out instead of reading
+    the files again.
     """
 
     data: str
@@ -52,6 +54,7 @@ class RunContext:
     variant_fields: tuple[str, ...] = ()
     shared: dict[Any, Any] = field(default_factory=dict)
     options_of: Callable[[str], Any] | None = None
+    opened: dict[tuple[str, str], ImageSplit] = field(default_factory=dict)
 
     def row(self, loaded: LoadedEncoder, **fields: Any) -> ResultRow:
         """A result row with the encoder's identity, the run's provenance and the row's variant filled in."""
@@ -73,9 +76,12 @@ class RunContext:
         )
 
     def open_split(self, split: str) -> ImageSplit:
-        """Split ``split`` of this suite's dataset; what opening it skipped (the split's ``notes``: missing
-        images, unusable annotations) goes to the run log once per run."""
-        opened = open_split(self.data, split)
+        """Split ``split`` of this suite's dataset (the one the run opened before loading, when it did);
+        what opening it skipped (the split's ``notes``: missing images, unusable annotations) goes to the
+        run log once per run."""
+        opened = self.opened.get((self.data, split))
+        if not isinstance(opened, ImageSplit):
+            opened = open_split(self.data, split)
         key = ("notes logged", self.data, split)
         if opened.notes and key not in self.shared:
             self.shared[key] = True

@@ -32,12 +32,15 @@ class NoOptions:
 class DataNeeds:
     """What a suite requires of its dataset: every capability in ``all_of`` (``benchmarks.datasets``
     capability names: labels, masks, boxes, captions, preferences, image_files), at least one of
-    ``any_of`` (when given), and the ``splits``. ``none`` marks a suite that reads no dataset of ours."""
+    ``any_of`` (when given), and the ``splits`` (the run opens each before any model loads and hands the
+    suite the opened split). ``none`` marks a suite that reads no dataset of ours; ``decoded``: its images
+    go through the feature extractor, so ``--decode gpu`` applies to them (it needs image files)."""
 
     all_of: tuple[str, ...] = ()
     any_of: tuple[str, ...] = ()
     splits: tuple[str, ...] = ()
     none: bool = False
+    decoded: bool = True
 
     def describe(self) -> str:
         if self.none:

@@ -54,6 +54,13 @@ Z95 = 1.959964
 SHAPES_DEFAULT_DATA = "shapes:n=800:seed=0"
 
 
+def _tasks_problem(tasks: tuple[str, ...]) -> str:
+    """Every ``--vqa-tasks`` name is a task (group or tag) of the installed lmms-eval or a shapes-world task."""
+    from benchmarks.lmms.task_index import unknown_tasks_problem
+
+    return unknown_tasks_problem(tasks, SHAPES_TASKS)
+
+
 def _results_problem(path: str) -> str:
     return f"no such file or directory ({path}); pass an lmms-eval results file or a folder of them" if path and not Path(path).exists() else ""
 
@@ -62,7 +69,7 @@ def _results_problem(path: str) -> str:
 class VqaOptions:
     """Options of the ``vqa`` suite (flags ``--vqa-...``)."""
 
-    tasks: tuple[str, ...] = option((), "lmms-eval tasks to run on each encoder's MLLM, comma list (default: the 16 Cambrian benchmarks; shapes_vqa,shapes_vqa_mc = the offline shapes-world tasks)", metavar="TASKS")
+    tasks: tuple[str, ...] = option((), "lmms-eval tasks to run on each encoder's MLLM, comma list (default: the 16 Cambrian benchmarks; shapes_vqa,shapes_vqa_mc = the offline shapes-world tasks)", check=_tasks_problem, metavar="TASKS")
     items: int = option(DEFAULT_ITEMS, "shapes-world VQA items written for shapes_vqa / shapes_vqa_mc (from the suite's dataset when it has preference items, else " + SHAPES_DEFAULT_DATA + ")", minimum=1)
     limit: int = option(0, "lmms-eval --limit: documents per task (0 = all; rows are then marked partial)", minimum=0)
     results: str = option("", "ingest lmms-eval results (a file, or a folder with one subfolder per encoder name) instead of running anything", check=_results_problem, metavar="PATH")

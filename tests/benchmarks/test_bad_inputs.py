@@ -1,6 +1,7 @@
 """A battery of bad command lines and specs for ``benchmarks.run``: each is refused before any model
-loads with one line naming the flag (or file) and the fix, exit status 2, no traceback, and the
-results already in ``--out`` untouched."""
+loads with one line naming the flag (or file) and the fix (in the line, or on a ``fix:`` line after it),
+exit status 2, no traceback, and the results already in ``--out`` untouched. Every suite's options are
+checked whatever ``--suite`` says."""
 from __future__ import annotations
 
 import json
@@ -38,7 +39,8 @@ def _assert_refused(capsys, out, status: int, *needles: str) -> str:
     captured = capsys.readouterr()
     error = captured.err.strip()
     assert status == 2, f"exit status {status}, stderr: {error}"
-    assert error.startswith("benchmarks.run: error: ") and "\n" not in error, error
+    lines = error.splitlines()  # one line, and a "fix:" line when the fix is not in it
+    assert lines[0].startswith("benchmarks.run: error: ") and (len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("  fix: "))), error
     assert "Traceback" not in captured.err + captured.out
     for needle in needles:
         assert needle in error, f"{needle!r} not in {error!r}"
@@ -218,3 +220,108 @@ def test_cache_dir_below_a_file_is_refused(tmp_path, setup, capsys):
     (tmp_path / "plain").write_text("x")
     _assert_refused(capsys, out, _main(tmp_path, checkpoint, out, "--cache-dir", str(tmp_path / "plain" / "cache")),
                     "--cache-dir", "cannot create it", "writable directory")
+
+
+# ------------------------------------------------------------------ every suite option, whatever --suite says
+
+# A value each text option refuses (its type cannot say it): every str option without choices needs one here.
+BAD_TEXT = {"--layers": "x,y", "--align-lm": "/nonexistent/lm", "--vqa-results": "/nonexistent/results", "--vqa-tasks": "bogus_task",
+            "--seg-mmseg-lr": "0"}
+
+
+def _bad_values(opt) -> list[str]:
+    """Values of ``opt`` that must be refused, as the flag's text (a bool flag takes none: see the plan test)."""
+    if opt.type is bool:
+        return []
+    values = [BAD_TEXT[opt.flag]] if opt.flag in BAD_TEXT else []
+    if opt.item_type in (int, float):
+        values.append("abc")
+    if opt.spec.choices:
+        values.append("bogus")
+    if opt.spec.minimum is not None:
+        values.append(str(opt.spec.minimum - 1))
+    if opt.spec.maximum is not None:
+        values.append(str(opt.spec.maximum + 1))
+    if opt.is_list:
+        values.append("")  # an empty list would run nothing, silently
+    return values
+
+
+def _suite_options():
+    from benchmarks.options import options_of
+    from benchmarks.suites import suite_specs
+
+    return [(spec.name, opt) for spec in suite_specs() for opt in options_of(spec.options, spec.flag_prefix)]
+
+
+SUITE_CASES = [(owner, opt.flag, value) for owner, opt in _suite_options() for value in _bad_values(opt)]
+
+
+def test_every_suite_option_has_values_that_must_be_refused():
+    for owner, opt in _suite_options():
+        if opt.type is not bool:
+            assert _bad_values(opt), f"{opt.flag} ({owner}): add a value it refuses to BAD_TEXT"
+        if opt.item_type is str and not opt.spec.choices:
+            assert opt.flag in BAD_TEXT, f"{opt.flag} ({owner}): a text option needs a declared check and a bad value in BAD_TEXT"
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    monkeypatch.setattr(run, "load_run_encoder", lambda *a, **k: pytest.fail("an encoder was loaded"))
+
+
+@pytest.mark.parametrize("owner, flag, value", SUITE_CASES, ids=[f"{flag}={value}" for _, flag, value in SUITE_CASES])
+def test_a_bad_suite_option_is_refused_whatever_suite_runs(tmp_path, setup, capsys, no_load, owner, flag, value):
+    checkpoint, out = setup
+    for suite in (owner, "vqa" if owner != "vqa" else "cls"):  # its own suite, and one that does not use it
+        status = _main(tmp_path, checkpoint, out, "--suite", suite, f"{flag}={value}")
+        _assert_refused(capsys, out, status, f"{flag} ")
+
+
+@pytest.mark.parametrize("owner, name, value", [(owner, opt.name, "maybe" if opt.type is bool else _bad_values(opt)[0]) for owner, opt in _suite_options()])
+def test_a_bad_plan_value_of_a_suite_that_does_not_run_is_refused(tmp_path, setup, capsys, no_load, owner, name, value):
+    checkpoint, out = setup
+    plan = tmp_path / "plan.toml"
+    other = "vqa" if owner != "vqa" else "cls"
+    plan.write_text(f'suites = ["{other}"]\n[{owner}]\n{name} = {json.dumps(value) if value else "[]"}\n')
+    status = _main(tmp_path, checkpoint, out, "--plan", str(plan))
+    _assert_refused(capsys, out, status, f"--plan {plan} [{owner}] {name} =")
+
+
+def test_a_value_for_a_suite_that_does_not_run_is_named_on_stderr(tmp_path, setup, capsys):
+    checkpoint, out = setup
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    status = _main(tmp_path, checkpoint, target, "--suite", "cls", "--loc-items", "5", "--seg-iters", "9", "--linear-epochs", "2", "--data", "seg=digits")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and lines[-1].startswith("benchmarks.run: error: --out")
+    assert lines[:-1] == ["benchmarks.run: warning: --seg-iters is set but seg does not run", "benchmarks.run: warning: --data seg=... is set but seg does not run",
+                          "benchmarks.run: warning: --loc-items is set but loc does not run"]  # in suite order; --linear-epochs: cls runs
+    status = _main(tmp_path, checkpoint, target, "--suite", "loc", "--linear-epochs", "2")
+    assert "warning" not in capsys.readouterr().err  # loc fits its head with cls's options: they are used
+
+
+@pytest.mark.parametrize("data, words", [("seg=nosuch", "unknown dataset kind 'nosuch'"), ("seg=shapes:n=abc", "n='abc'")])
+def test_a_bad_dataset_for_a_suite_that_does_not_run_is_refused(tmp_path, setup, capsys, no_load, data, words):
+    checkpoint, out = setup
+    _assert_refused(capsys, out, _main(tmp_path, checkpoint, out, "--suite", "cls", "--data", data), "--data seg=", words)
+
+
+def test_a_seed_beyond_what_torch_takes_is_one_line(tmp_path, setup, capsys, no_load):
+    checkpoint, out = setup
+    _assert_refused(capsys, out, _main(tmp_path, checkpoint, out, "--seed", "99999999999999999999999"), "--seed", "must be <= 9223372036854775807")
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="checks the no-MPS message")
+def test_device_mps_without_mps(tmp_path, setup, capsys, no_load):
+    checkpoint, out = setup
+    _assert_refused(capsys, out, _main(tmp_path, checkpoint, out, "--device", "mps"), "--device mps", "no usable MPS device", "--device cpu")
+
+
+def test_a_set_variable_no_plan_value_uses(tmp_path, setup, capsys, no_load):
+    checkpoint, out = setup
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[cls]\ndata = "imagenet:root=${imagenet_root}"\n[seg]\ndata = "ade20k:root=${ade20k_root}"\n')
+    _assert_refused(capsys, out, _main(tmp_path, checkpoint, out, "--plan", str(plan), "--set", "imagenet_rot=/data"),
+                    "--set imagenet_rot", "uses no ${imagenet_rot}", "its variables: ade20k_root, imagenet_root")
+    _assert_refused(capsys, out, _main(tmp_path, checkpoint, out, "--set", "imagenet_root=/data"), "--set imagenet_root", "no --plan is given")

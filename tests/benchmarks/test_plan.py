@@ -39,9 +39,9 @@ def test_every_option_is_in_help_and_in_the_readme():
 
 
 def test_flags_become_typed_options_and_defaults_are_written_once():
-    plan = _plan("--seg-iters", "60", "--seg-protocols", "patch_probe,fast_linear", "--loc-layers", "-1", "--vqa-tasks", "a,b")
+    plan = _plan("--seg-iters", "60", "--seg-protocols", "patch_probe,fast_linear", "--loc-layers", "-1", "--vqa-tasks", "mme,shapes_vqa")
     assert plan.options_of("seg").iters == 60 and plan.options_of("seg").protocols == ("patch_probe", "fast_linear")
-    assert plan.options_of("loc").layers == (-1,) and plan.options_of("vqa").tasks == ("a", "b")
+    assert plan.options_of("loc").layers == (-1,) and plan.options_of("vqa").tasks == ("mme", "shapes_vqa")
     default = _plan()
     assert default.options_of("vqa").items == 200 and default.options_of("cls").linear_epochs == 10
 
@@ -158,3 +158,21 @@ def test_plan_config_json_runs_the_same_run_again(tmp_path):
     plan = json.loads((again / "config.json").read_text())["plan"]
     assert plan["cls"]["linear"] == "sgd" and plan["suites"] == ["all"] and plan["seg"]["data"] == "digits:size=32"
     assert {r.suite for r in read_rows(again) if r.status == "skipped"} >= {"seg", "grad", "vqa"}  # skipped again, not refused
+
+
+def test_the_splits_opened_before_loading_carry_the_verify_data_fingerprint(tmp_path):
+    from benchmarks.datasets import open_split
+    from benchmarks.datasets.files import set_verify_content
+    from tests.benchmarks.datasets.conftest import write_image
+
+    root = tmp_path / "imagenet"
+    for split in ("train", "val"):
+        for k, wnid in enumerate(("n01", "n02")):
+            write_image(root / split / wnid / "a.JPEG", seed=k, fmt="JPEG")
+    checkpoint = write_tiny_checkpoint(tmp_path / "enc.safetensors")
+    try:
+        plan, _ = run.validate(run.parse_args(["--encoder", str(checkpoint), "--suite", "cls", "--data", f"imagenet:root={root}", "--verify-data", "--out", str(tmp_path / "run")]))
+        verified = open_split(f"imagenet:root={root}", "train").fingerprint
+    finally:
+        set_verify_content(False)
+    assert plan.opened[(f"imagenet:root={root}", "train")].fingerprint == verified != open_split(f"imagenet:root={root}", "train").fingerprint

@@ -33,9 +33,19 @@ def toy_demo(monkeypatch):
     return demo
 
 
-def test_replicates_train_each_stage2_arm_k_times_from_one_stage1_model(toy_demo, tmp_path):
+def test_replicates_train_each_stage2_arm_k_times_from_one_stage1_model(toy_demo, tmp_path, monkeypatch):
+    import train.loop
+    import train.vit_pretrain
+
+    trainings, messages = [], []
+    for module, name in ((train.loop, "train_stage"), (train.vit_pretrain, "pretrain_vit")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, **k: trainings.append(messages[-1]) or _real(*a, **k))
     out = tmp_path / "lineage"
-    manifest = toy_demo.make_demo_lineage(out, replicates=2, progress=False, log=lambda message: None)
+    manifest = toy_demo.make_demo_lineage(out, replicates=2, progress=False, log=messages.append)
+    # The count it announces before the first training is the count it runs.
+    assert messages[0].startswith(f"demo lineage: {toy_demo.training_count(2)} trainings to run") and toy_demo.training_count(2) == 17
+    assert len(trainings) == 17 and trainings[0] == messages[0]  # the last message before the first training is the announcement
     specs = load_manifest(manifest)
     assert [(s.name, s.role, s.base, s.replicate) for s in specs] == [
         ("demo-vit", "original", "", None),
@@ -72,5 +82,5 @@ def test_replicates_must_be_a_whole_number_of_at_least_one(capsys, tmp_path):
     from train.__main__ import main
 
     assert main(["demo", "--out", str(tmp_path / "x"), "--replicates", "0"]) == 2
-    assert "--replicates 0: the number of Stage-2 training seeds per arm must be a whole number >= 1" in capsys.readouterr().err
+    assert "--replicates 0: the number of Stage-2 training seeds per arm must be a whole number >= 1 and <= 16" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

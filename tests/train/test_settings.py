@@ -193,12 +193,12 @@ def test_shapes_data_refuses_a_bad_spec_before_writing(spec, split, cause, tmp_p
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("value", ["0", "-1"])
-def test_demo_refuses_fewer_than_one_replicate_before_training(value, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("value", ["0", "-1", "17", "100000"])
+def test_demo_refuses_replicates_outside_1_to_16_before_training(value, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("train.demo.make_demo_lineage", lambda *a, **k: pytest.fail("the demo trained"))
     status = train_main(["demo", "--out", str(tmp_path / "lineage"), "--replicates", value])
     err = _one_line_error(capsys)
-    assert status == 2 and f"--replicates {value}" in err and "e.g. --replicates 3" in err
+    assert status == 2 and f"--replicates {value}" in err and ">= 1 and <= 16" in err and "e.g. --replicates 3" in err
     assert not (tmp_path / "lineage").exists()
 
 

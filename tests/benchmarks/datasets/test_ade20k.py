@@ -9,6 +9,7 @@ from PIL import Image
 
 from benchmarks.datasets import BadImageError, open_split
 from benchmarks.datasets.ade20k import ADE20K_CLASSES
+from common.errors import DataError
 
 
 def test_reads_layout_and_reduces_zero_label(ade_root: Path):
@@ -42,12 +43,12 @@ def test_fingerprint_and_pickling(ade_root: Path):
 
 def test_missing_annotation_names_the_image(ade_root: Path):
     (ade_root / "annotations" / "training" / "ADE_train_00000002.png").unlink()
-    with pytest.raises(FileNotFoundError, match="ADE_train_00000002.jpg"):
+    with pytest.raises(DataError, match="ADE_train_00000002.jpg"):
         open_split(f"ade20k:root={ade_root}", "train")
 
 
 def test_missing_root_and_empty_split(tmp_path: Path, ade_root: Path):
-    with pytest.raises(FileNotFoundError, match="(?s)ADE20K root .* does not exist.*images/training"):
+    with pytest.raises(DataError, match="(?s)ADE20K root .* does not exist.*fix: expected layout: .*images/training"):
         open_split(f"ade20k:root={tmp_path / 'ADE'}", "train")
     for f in (ade_root / "images" / "validation").iterdir():
         f.unlink()

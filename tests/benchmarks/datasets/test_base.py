@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.datasets import BadImageError, Box, open_rgb, to_rgb
+from common.errors import DataError
 
 from .conftest import write_image
 
@@ -79,7 +80,7 @@ def test_bad_files_raise_bad_image_error_naming_the_path(tmp_path: Path, damage:
     with pytest.raises(BadImageError) as info:
         open_rgb(path)
     assert info.value.path == str(path)
-    assert str(path) in str(info.value) and "Fix" in str(info.value)
+    assert str(path) in str(info.value) and "\n  fix: restore this file" in str(info.value) and isinstance(info.value, DataError)
     # It must survive a DataLoader worker sending it back (pickled), path intact.
     again = pickle.loads(pickle.dumps(info.value))
     assert again.path == str(path) and str(again) == str(info.value)

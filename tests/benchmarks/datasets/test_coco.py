@@ -12,6 +12,7 @@ from PIL import Image
 
 from benchmarks.datasets import BadImageError, available_splits, dataset_capabilities, open_split
 from benchmarks.datasets.records import DataWarning
+from common.errors import DataError
 
 from .real_layouts import compressed_rle, rect_mask, rect_polygon, write_coco
 
@@ -78,28 +79,28 @@ def test_an_image_missing_on_disk_is_left_out_counted_and_named(coco_root: Path)
     assert len(train) == 23 and "000000000164.jpg" in train.notes[0]
     for name in ("000000000003.jpg", "000000000010.jpg"):  # 3 of 24 missing: above 5%
         (coco_root / "train2017" / name).unlink()
-    with pytest.raises(FileNotFoundError, match=r"3 of 24 images .* above 5%.*restore the image folder"):
+    with pytest.raises(DataError, match=r"(?s)3 of 24 images .* above 5%.*fix: restore the image folder"):
         open_split(f"coco:root={coco_root}", "train")
 
 
 def test_missing_annotation_file_or_image_folder_is_named(coco_root: Path):
     spec = f"coco:root={coco_root}"
     (coco_root / "annotations" / "instances_train2017.json").unlink()
-    with pytest.raises(FileNotFoundError, match="annotation file .*instances_train2017.json does not exist"):
+    with pytest.raises(DataError, match="annotation file .*instances_train2017.json does not exist"):
         available_splits(spec)
-    with pytest.raises(FileNotFoundError, match="instances_train2017.json does not exist"):
+    with pytest.raises(DataError, match="instances_train2017.json does not exist"):
         open_split(spec, "train")
     shutil.rmtree(coco_root / "val2017")
-    with pytest.raises(FileNotFoundError, match="COCO val image folder .*val2017 does not exist"):
+    with pytest.raises(DataError, match="COCO val image folder .*val2017 does not exist"):
         open_split(spec, "val")
-    with pytest.raises(FileNotFoundError, match="COCO root .* does not exist"):
+    with pytest.raises(DataError, match="COCO root .* does not exist"):
         available_splits(f"coco:root={coco_root / 'nope'}")
 
 
 def test_captions_are_a_capability_only_with_the_captions_files(coco_root: Path):
     (coco_root / "annotations" / "captions_val2017.json").unlink()
     assert "captions" not in dataset_capabilities(f"coco:root={coco_root}")
-    with pytest.raises(FileNotFoundError, match="captions file .*captions_val2017.json"):
+    with pytest.raises(DataError, match="captions file .*captions_val2017.json"):
         open_split(f"coco:root={coco_root}", "val").caption(0)
 
 

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.datasets import BadImageError, open_split
+from common.errors import DataError
 
 from .conftest import write_image
 
@@ -109,10 +110,10 @@ def test_flat_val_layout_is_explained(imagenet_root: Path):
 
 
 def test_missing_root_or_split_names_path_and_layout(tmp_path: Path, imagenet_root: Path):
-    with pytest.raises(FileNotFoundError, match=f"(?s){tmp_path / 'nowhere'} does not exist.*<root>/train/<wnid>"):
+    with pytest.raises(DataError, match=f"(?s){tmp_path / 'nowhere'} does not exist\n  fix: expected layout: <root>/train/<wnid>"):
         open_split(f"imagenet:root={tmp_path / 'nowhere'}", "train")
     shutil.rmtree(imagenet_root / "val")
-    with pytest.raises(FileNotFoundError, match="ImageNet val folder"):
+    with pytest.raises(DataError, match="ImageNet val folder"):
         open_split(f"imagenet:root={imagenet_root}", "val")
 
 

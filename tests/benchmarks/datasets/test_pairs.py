@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks.datasets import BadImageError, available_splits, dataset_capabilities, open_split
 from benchmarks.datasets.records import DataWarning
+from common.errors import DataError
 
 from .conftest import write_image
 from .real_layouts import png_bytes, write_pairs_parquet
@@ -60,7 +61,7 @@ def test_parquet_of_image_paths_is_image_files(tmp_path: Path):
 
 def test_a_parquet_file_without_an_image_column_names_the_columns_and_the_fix(tmp_path: Path):
     path = write_pairs_parquet(tmp_path / "wit.parquet", n=4, image_column="jpg")
-    with pytest.raises(ValueError, match=r"wit.parquet: parquet file has no 'image' column \(columns: jpg, caption\); name the image column image"):
+    with pytest.raises(DataError, match=r"wit.parquet: parquet file has no 'image' column \(columns: jpg, caption\)\n  fix: name the image column image"):
         open_split(f"pairs:file={path}", "val")
     assert dataset_capabilities(f"pairs:file={path}") == {"captions"}  # decided without failing; the split check says why
 
@@ -85,7 +86,7 @@ def test_empty_captions_are_counted_and_many_are_an_error(tmp_path: Path):
     assert len(split) == 29 and split.caption(4) == "caption 5" and "row 5: empty caption" in split.notes[0]
     captions[7] = ""
     path = write_pairs_parquet(tmp_path / "b.parquet", n=30, captions=captions)
-    with pytest.raises(ValueError, match=r"b.parquet: 2 of 30 records skipped .* above 5% of the file; each record needs an image .* and a non-empty caption"):
+    with pytest.raises(DataError, match=r"b.parquet: 2 of 30 records skipped .* above 5% of the file\n  fix: each record needs an image .* and a non-empty caption"):
         open_split(f"pairs:file={path}", "val")
 
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 from benchmarks.datasets import available_splits, dataset_capabilities, open_split
 from benchmarks.datasets.records import DataWarning
+from common.errors import DataError
 
 from .conftest import write_image
 from .real_layouts import png_bytes, write_prefs
@@ -92,7 +93,7 @@ def test_each_bad_item_is_skipped_counted_and_named(tmp_path: Path, record: dict
 
 def test_above_five_percent_bad_items_the_file_is_refused(tmp_path: Path):
     path = _write(tmp_path, [{"box": [0, 0, 99, 99]}] * 3)
-    with pytest.raises(ValueError, match=r"prefs.jsonl: 3 of 43 records skipped .* above 5% of the file; each record needs image, question, chosen and rejected"):
+    with pytest.raises(DataError, match=r"prefs.jsonl: 3 of 43 records skipped .* above 5% of the file\n  fix: each record needs image, question, chosen and rejected"):
         open_split(f"prefs:file={path}", "val")
 
 

@@ -14,6 +14,7 @@ from benchmarks.datasets import (
     resolve_params,
 )
 from benchmarks.datasets import registry
+from common.errors import DataError
 
 
 def test_builtin_kinds_are_registered():
@@ -69,7 +70,7 @@ def test_available_splits(tmp_path: Path):
     assert available_splits("digits") == ["train", "val", "test"]
     (tmp_path / "train").mkdir()
     assert available_splits(f"imagenet:root={tmp_path}") == ["train"]
-    with pytest.raises(FileNotFoundError, match="Expected layout"):
+    with pytest.raises(DataError, match="expected layout"):
         available_splits(f"imagenet:root={tmp_path / 'missing'}")
 
 
