@@ -239,7 +239,7 @@ def _write_status(job: Job, error: str, seconds: float, first: bool = False, **e
 def _join_processes() -> tuple[int, int]:
     """This process's rank and the world size; under a launcher (``WORLD_SIZE`` > 1) the process group is
     joined first, as lmms-eval's CLI does before it evaluates (an ``Accelerator`` with its long timeout)."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         import datetime
 
@@ -249,7 +249,7 @@ def _join_processes() -> tuple[int, int]:
 
         if not torch.distributed.is_initialized():
             Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=DISTRIBUTED_TIMEOUT_S))])
-    return int(os.environ.get("RANK", 0)), world
+    return int(os.environ.get("RANK", "0")), world
 
 
 def _share_task_index() -> None:

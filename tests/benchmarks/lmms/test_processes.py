@@ -57,7 +57,7 @@ def _lmms_eval(launcher: list[str], mllm: Path, include: Path, out: Path, env: d
     command = [*launcher, "-m", "lmms_eval", "--model", "vee_mllm", "--model_args", f"pretrained={mllm}", "--tasks", TASKS,
                "--include_path", str(include), "--output_path", str(out), "--log_samples", "--batch_size", "4", "--device", "cpu",
                "--verbosity", "INFO"]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT, check=False)
     console = done.stdout + done.stderr
     assert done.returncode == 0 and list(out.rglob("*_results.json")), console[-3000:]  # lmms-eval exits 0 on failure: check the file
     return console
