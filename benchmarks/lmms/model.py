@@ -16,6 +16,15 @@ benchmarks.lmms.model:manifest``); lmms-eval's own registry (``ModelRegistryV2``
 The MLLMs take exactly one image per question: a document with several images is answered about the
 first (counted and logged), one without an image is an error naming the task and document.
 
+``dtype=bf16|fp16|fp32`` (model_args, default fp32) casts the tower, the projector and the LM when they load
+(``train.mllm.load_mllm``); images are cast to it too. ``device_map`` is refused: the MLLM loads whole onto
+one device, so a model larger than one GPU cannot be split here (use ``dtype=bf16``).
+
+Several processes (``accelerate launch --num_processes N -m lmms_eval ...``; on CPU with
+``ACCELERATE_USE_CPU=1`` and ``--multi_gpu``, which starts N torchrun workers on gloo): lmms-eval's evaluator
+gives each process its shard of the documents (``rank``/``world_size``) and gathers the per-document results
+on rank 0. Each process loads the whole MLLM onto its own device (``cuda:<local rank>`` on GPUs).
+
 ``blind=true`` (model_args) is the vision-disabled control (Cambrian-1's benchmark analysis): every image
 is replaced by one constant image, the encoder's preprocessing mean colour at its input size, so the
 answers can only come from the question. Documents are still checked as above.
@@ -26,6 +35,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
@@ -35,6 +45,7 @@ MODEL_ID = "vee_mllm"
 CLASS_PATH = "benchmarks.lmms.model.ProjectMLLM"
 DEFAULT_MAX_NEW_TOKENS = 32
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def manifest() -> ModelManifest:
@@ -52,6 +63,14 @@ def _flag(name: str, value: Any) -> bool:
     raise ValueError(f"vee_mllm: --model_args {name}={value!r} is not true or false; write {name}=true or {name}=false")
 
 
+def parse_dtype(value: Any) -> torch.dtype:
+    """The ``dtype=`` model_arg (``bf16``, ``fp16`` or ``fp32``) as a torch dtype."""
+    name = str(value).strip().lower()
+    if name not in DTYPES:
+        raise ValueError(f"vee_mllm: --model_args dtype={value!r} is not one of {', '.join(DTYPES)}; write e.g. dtype=bf16")
+    return DTYPES[name]
+
+
 def _chunks(items: list, size: int) -> Iterable[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -63,18 +82,29 @@ class ProjectMLLM(lmms):
     is_simple = True
 
     def __init__(self, pretrained: str = "", device: str | None = None, batch_size: int | str = 16, max_new_tokens: int | str = DEFAULT_MAX_NEW_TOKENS,
-                 blind: bool | str = False, **unused: Any) -> None:
+                 blind: bool | str = False, dtype: str = "fp32", device_map: str | None = None, **unused: Any) -> None:
         super().__init__()
         if not pretrained:
             raise ValueError("vee_mllm needs --model_args pretrained=DIR (an MLLM directory written by train.mllm.save_mllm)")
+        if device_map not in (None, ""):
+            raise ValueError(f"vee_mllm: --model_args device_map={device_map!r} is not supported (the MLLM loads whole onto one device); "
+                             "drop it and use dtype=bf16, with one process per GPU under accelerate launch")
         from train.mllm import load_mllm
 
         self.blind = _flag("blind", blind)
+        self.dtype = parse_dtype(dtype)
         unused = {k: v for k, v in unused.items() if v is not None and k != "max_batch_size"}
         if unused:
             logger.warning(f"vee_mllm ignores model_args {sorted(unused)}")
         self.path = str(pretrained)
-        self.mllm = load_mllm(pretrained, device=device or "cpu")
+        # lmms-eval's own models keep an Accelerator: its state says which process this is under accelerate launch / torchrun.
+        self.accelerator = Accelerator()
+        self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
+        self.mllm = load_mllm(pretrained, device=self._process_device(device), dtype=self.dtype)
+        if self.dtype != torch.float32:  # MLLM.grid measures the token grid with an fp32 probe: measure it in the weights' dtype first
+            size = self.mllm.encoder.preprocess.resolution
+            with torch.no_grad():
+                self.mllm.encoder_tokens(torch.zeros(1, 3, size, size, device=self.mllm.device, dtype=self.dtype))
         self.transform = self.mllm.image_transform()
         self.batch_size = max(1, int(batch_size) if str(batch_size).isdigit() else 16)
         self.max_new_tokens = int(max_new_tokens)
@@ -82,6 +112,18 @@ class ProjectMLLM(lmms):
         self._constant = self._mean_image() if self.blind else None
         if self.blind:
             logger.info(f"vee_mllm: blind=true, every image of {self.path} is replaced by its encoder's mean colour")
+
+    def _process_device(self, requested: str | None) -> torch.device:
+        """This process's device: with several processes, the accelerator's (``cuda:<local rank>`` on GPUs)
+        unless another device type was asked for; with one, ``requested`` (default cpu)."""
+        if self._world_size > 1 and (requested is None or torch.device(requested).type == self.accelerator.device.type):
+            return self.accelerator.device
+        return torch.device(requested or "cpu")
+
+    @property
+    def device(self) -> torch.device:
+        """Where the MLLM is (lmms-eval's evaluator puts its per-rank request counts there)."""
+        return self.mllm.device
 
     def _mean_image(self) -> torch.Tensor:
         """The blind control's input: the encoder's preprocessing mean colour, as an RGB image at its input size."""
@@ -109,7 +151,7 @@ class ProjectMLLM(lmms):
         return self._pixels(visuals[0])
 
     def _images(self, rows: list[tuple]) -> torch.Tensor:
-        return torch.stack([self._image(*row) for row in rows]).to(self.mllm.device)
+        return torch.stack([self._image(*row) for row in rows]).to(self.mllm.device, self.dtype)
 
     @staticmethod
     def _question(context: Any) -> str:
@@ -217,7 +259,7 @@ class ProjectMLLM(lmms):
                         break
                 if not visuals:
                     raise ValueError(f"{task} document {doc_id}, round {round_idx}: no image; vee_mllm answers questions about exactly one image")
-                image = self._pixels(visuals[0]).unsqueeze(0).to(self.mllm.device)
+                image = self._pixels(visuals[0]).unsqueeze(0).to(self.mllm.device, self.dtype)
                 rounds.append(self.mllm.generate(image, [self._question(context)], max_new_tokens=max_new)[0])
                 round_idx += 1
             outputs.append(list(rounds))  # a list of strings passes lmms-eval's unwrap unchanged

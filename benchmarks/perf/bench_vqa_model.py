@@ -24,7 +24,7 @@ def _requests(docs: list[dict], doc_to_visual) -> list:
                      {"task": "shapes_vqa_mc", "doc_id": i, "repeats": 1}) for i, doc in enumerate(docs) for choice in doc["choices"]]
 
 
-def _random_mllm(folder: Path, data: str) -> str:
+def random_mllm(folder: Path, data: str) -> str:
     """A randomly initialised demo-sized MLLM (64 px 4-block ViT, tiny Qwen2 over the shapes vocabulary)."""
     import timm
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         items = 16 if args.quick else args.items
         mllm = args.mllm
         if not mllm:
-            mllm = _random_mllm(Path(tmp), args.data)
+            mllm = random_mllm(Path(tmp), args.data)
         task = write_shapes_tasks(args.data, Path(tmp) / "task", n_items=items)
         docs = [json.loads(line) for line in task.docs.read_text().splitlines()]
         model = ProjectMLLM(pretrained=mllm, batch_size=args.batch_size)

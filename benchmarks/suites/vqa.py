@@ -75,6 +75,8 @@ class VqaOptions:
     results: str = option("", "ingest lmms-eval results (a file, or a folder with one subfolder per encoder name) instead of running anything", check=_results_problem, metavar="PATH")
     batch_size: int = option(32, "lmms-eval batch size of the vee_mllm model", minimum=1)
     blind: bool = option(True, "also score every MLLM with its images replaced by a constant one (the blind baseline) and write the vision gain, score minus blind score, per task, kind, category and overall")
+    processes: int = option(1, "lmms-eval processes per run (accelerate launch --num_processes N): each scores its shard of the documents, on CPU with 1/N of the cores, on GPUs one GPU each; same per-document scores as one process",
+                            minimum=1, affects_numbers=False)
 
 
 def _encoder_check(options: VqaOptions, specs) -> str:
@@ -315,10 +317,23 @@ def vqa_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[Result
     return rows
 
 
+def processes_problem(processes: int, device: str) -> str:
+    """Why ``--vqa-processes`` cannot run on ``device`` ('' when it can): on GPUs each process takes one."""
+    if processes > 1 and device.split(":")[0] == "cuda":
+        import torch
+
+        if torch.cuda.device_count() < processes:
+            return f"--vqa-processes {processes} runs one process per GPU, and {torch.cuda.device_count()} GPU(s) are visible; lower --vqa-processes"
+    return ""
+
+
 def _run(context: RunContext, to_run: list[tuple[LoadedEncoder, _Rows]], tasks: list[str]) -> list[ResultRow]:
     from benchmarks.lmms.runner import Job, run_jobs
 
     options: VqaOptions = context.options
+    problem = processes_problem(options.processes, context.extraction.device)
+    if problem:
+        return [builder.failed(task, problem) for _, builder in to_run for task in tasks]
     root = context.run_dir / "vqa"
     include_path = None
     if any(task in SHAPES_TASKS for task in tasks):
@@ -331,7 +346,7 @@ def _run(context: RunContext, to_run: list[tuple[LoadedEncoder, _Rows]], tasks: 
             for blind, folder in ((False, "lmms"), (True, "lmms-blind"))[: 2 if options.blind else 1] for loaded, _ in to_run]
     # Local shapes tasks only: keep their processed copies out of the user's Hugging Face cache.
     hf_cache = root / "hf-datasets" if all(task in SHAPES_TASKS for task in tasks) else None
-    outcomes = run_jobs(jobs, include_path, root, hf_cache, log=context.log)
+    outcomes = run_jobs(jobs, include_path, root, hf_cache, log=context.log, processes=options.processes)
     rows: list[ResultRow] = []
     kinds = [json.loads(line)["kind"] for line in written.docs.read_text().splitlines()] if include_path else []
     blind_outcomes = outcomes[len(to_run):] if options.blind else [None] * len(to_run)

@@ -189,3 +189,32 @@ def test_blind_flag_values_and_the_runner_passes_it(tiny_mllm):
     assert lmms_eval_args(job, None)[3] == "pretrained=/x/mllm"
     job.blind = True
     assert lmms_eval_args(job, "/x/tasks")[3] == "pretrained=/x/mllm,blind=true" and lmms_eval_args(job, "/x/tasks")[-2:] == ["--include_path", "/x/tasks"]
+
+
+@pytest.mark.parametrize("name, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_dtype_reaches_the_tower_the_projector_and_the_lm_and_scores_stay_close(tiny_mllm, model, name, dtype):
+    from benchmarks.lmms.model import ProjectMLLM
+
+    seeing, docs = model
+    low = ProjectMLLM(pretrained=str(tiny_mllm), batch_size=3, dtype=name)
+    low.task_dict = seeing.task_dict
+    mllm = low.mllm
+    for part in (mllm.encoder.model, mllm.projector, mllm.lm):
+        assert {p.dtype for p in part.parameters()} == {dtype}, type(part).__name__
+    assert {p.dtype for p in seeing.mllm.lm.parameters()} == {torch.float32}  # the default stays fp32
+    requests = _requests("loglikelihood", [(d["q"], " " + d["a"], _visual, i, "t", "test") for i, d in enumerate(docs)])
+    full = [item.text[0] for item in seeing.loglikelihood(requests)]
+    half = [item.text[0] for item in low.loglikelihood(requests)]
+    assert half == pytest.approx(full, abs=0.05) and half != full  # computed in the lower precision, not fp32
+    asked = _requests("generate_until", [(d["q"], {"max_new_tokens": 3}, _visual, i, "t", "test") for i, d in enumerate(docs)])
+    assert all(isinstance(text, str) for text in low.generate_until(asked))
+
+
+def test_bad_dtype_and_device_map_are_one_line_errors(tiny_mllm):
+    from benchmarks.lmms.model import ProjectMLLM
+
+    with pytest.raises(ValueError, match=r"^vee_mllm: --model_args dtype='int8' is not one of fp32, bf16, fp16; write e.g. dtype=bf16$"):
+        ProjectMLLM(pretrained=str(tiny_mllm), dtype="int8")
+    with pytest.raises(ValueError, match=r"^vee_mllm: --model_args device_map='auto' is not supported \(the MLLM loads whole onto one device\)"):
+        ProjectMLLM(pretrained=str(tiny_mllm), device_map="auto")
+    assert ProjectMLLM(pretrained=str(tiny_mllm), device_map="").device == torch.device("cpu")  # lmms-eval's empty default is fine
