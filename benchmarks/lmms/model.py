@@ -85,7 +85,7 @@ class ProjectMLLM(lmms):
                  blind: bool | str = False, dtype: str = "fp32", device_map: str | None = None, **unused: Any) -> None:
         super().__init__()
         if not pretrained:
-            raise ValueError("vee_mllm needs --model_args pretrained=DIR (an MLLM directory written by train.mllm.save_mllm)")
+            raise ValueError("vee_mllm needs --model_args pretrained=DIR (an MLLM directory: python -m train's, a transformers Llava or a LLaVA-NeXT checkpoint)")
         if device_map not in (None, ""):
             raise ValueError(f"vee_mllm: --model_args device_map={device_map!r} is not supported (the MLLM loads whole onto one device); "
                              "drop it and use dtype=bf16, with one process per GPU under accelerate launch")
@@ -101,10 +101,6 @@ class ProjectMLLM(lmms):
         self.accelerator = Accelerator()
         self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.mllm = load_mllm(pretrained, device=self._process_device(device), dtype=self.dtype)
-        if self.dtype != torch.float32:  # MLLM.grid measures the token grid with an fp32 probe: measure it in the weights' dtype first
-            size = self.mllm.encoder.preprocess.resolution
-            with torch.no_grad():
-                self.mllm.encoder_tokens(torch.zeros(1, 3, size, size, device=self.mllm.device, dtype=self.dtype))
         self.transform = self.mllm.image_transform()
         self.batch_size = max(1, int(batch_size) if str(batch_size).isdigit() else 16)
         self.max_new_tokens = int(max_new_tokens)
@@ -126,10 +122,10 @@ class ProjectMLLM(lmms):
         return self.mllm.device
 
     def _mean_image(self) -> torch.Tensor:
-        """The blind control's input: the encoder's preprocessing mean colour, as an RGB image at its input size."""
+        """The blind control's input: the MLLM's input mean colour, as an RGB image at its input size."""
         from PIL import Image
 
-        preprocess = self.mllm.encoder.preprocess
+        preprocess = self.mllm.preprocess
         colour = tuple(int(round(255 * channel)) for channel in preprocess.mean)
         return self.transform(Image.new("RGB", (preprocess.resolution, preprocess.resolution), colour))
 
