@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,13 +26,13 @@ import torch
 from torch import Tensor
 
 from evidence.stats import bootstrap_ci
+from probes.standardize import feature_moments
+from probes.threads import SINGLE_THREAD_WORK, at_most_threads
 
 ArrayLike = Tensor | np.ndarray
 
 # Rows per chunk when a whole split is scored or reduced at once (bounds memory, not results).
 _EVAL_CHUNK = 8192
-# Below this many multiply-adds per minibatch matmul, training runs on one thread (see _train_heads).
-_SINGLE_THREAD_WORK = 1 << 27
 
 
 @dataclass
@@ -237,23 +236,6 @@ def stratified_holdout(labels: Tensor, fraction: float, seed: int) -> tuple[Tens
     return fit_idx, hold_idx
 
 
-def _moments(x: Tensor, rows: Tensor | None, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Per-dimension mean and std (float64 accumulation) of ``x[rows]``, std floored to avoid /0."""
-    rows = torch.arange(x.shape[0]) if rows is None else rows
-    total = torch.zeros(x.shape[1], dtype=torch.float64, device=device)
-    total_sq = torch.zeros_like(total)
-    for start in range(0, rows.numel(), _EVAL_CHUNK):
-        chunk = x[rows[start : start + _EVAL_CHUNK]].to(device=device, dtype=torch.float64)
-        total += chunk.sum(0)
-        total_sq += (chunk * chunk).sum(0)
-    n = rows.numel()
-    mean = total / n
-    var = (total_sq / n - mean * mean).clamp_min(0.0)
-    std = var.sqrt()
-    std = torch.where(std > 1e-6 * std.max().clamp_min(1e-30), std, torch.ones_like(std))
-    return mean.float(), std.float()
-
-
 # --------------------------------------------------------------------------------------------------
 # The one-pass grid of heads
 
@@ -270,19 +252,6 @@ class _Heads:
         d, h, c = self.weight.shape
         x = (x - self.mean) / self.std
         return (x @ self.weight.view(d, h * c) + self.bias.view(h * c)).view(-1, h, c)
-
-
-@contextmanager
-def _at_most_threads(n: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    if n >= previous:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -308,7 +277,7 @@ def _train_heads(
     """
     dim, n_heads = x.shape[1], lrs.numel()
     if config.standardize:
-        mean, std = _moments(x, rows, device)
+        mean, std = feature_moments(x, rows, device)
     else:
         mean = torch.zeros(dim, device=device)
         std = torch.ones(dim, device=device)
@@ -331,9 +300,9 @@ def _train_heads(
     # Small matmuls gain little from threads, and on shared cores the OpenMP threads' waits cost
     # milliseconds per call (measured on 2 busy cores: 40 ms for a (200, 5) @ (5, 3) product; a
     # one-head refit at 50k x 768 x 100 took 43-149 s on 2 threads and 6-7 s on one).
-    small = device.type == "cpu" and batch * dim * n_heads * n_classes < _SINGLE_THREAD_WORK
+    small = device.type == "cpu" and batch * dim * n_heads * n_classes < SINGLE_THREAD_WORK
     step = 0
-    with _at_most_threads(1 if small else torch.get_num_threads()):
+    with at_most_threads(1 if small else torch.get_num_threads()):
         for _ in range(epochs):
             order = rows[torch.randperm(n, generator=generator)]
             for start in range(0, n, batch):
@@ -564,7 +533,7 @@ def sklearn_logreg_probe(
     cpu = torch.device("cpu")
 
     def fit(rows: Tensor, c: float) -> tuple[Any, Tensor | None, Tensor | None, bool]:
-        mean, std = _moments(tx, rows, cpu) if standardize else (None, None)
+        mean, std = feature_moments(tx, rows, cpu) if standardize else (None, None)
         model = LogisticRegression(C=c, max_iter=max_iter)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)

@@ -32,7 +32,7 @@ from torch import nn
 
 from encoders import Encoder
 from encoders.base import token_stride
-from probes.linear import _at_most_threads
+from probes.threads import at_most_threads
 
 
 def point_sample(input: torch.Tensor, points: torch.Tensor, align_corners: bool = False, **kwargs) -> torch.Tensor:
@@ -404,7 +404,7 @@ def run_mmseg_linear(encoder: Encoder, folder: SegFolder, work_dir: str | Path, 
     # probes.linear), so it runs on one thread.
     tokens = encoder.preprocess.resolution ** 2 // max(1, int(np.prod(_patch_pixels(encoder))))
     small = torch.device(device).type == "cpu" and encoder.num_parameters() * tokens < SINGLE_THREAD_MACS
-    with _at_most_threads(1 if small else torch.get_num_threads()):
+    with at_most_threads(1 if small else torch.get_num_threads()):
         runner.train()
         metrics = runner.val()
     metric: RecordingIoUMetric = runner.val_evaluator.metrics[0]

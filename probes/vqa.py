@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from evidence.stats import check_level, percentile_interval, resample_means, two_sided_p
+
 
 @dataclass(frozen=True)
 class Score:
@@ -130,18 +132,15 @@ def vision_gain(
     tasks only in ``blind``), then the categories (in order of first appearance) and ``overall``;
     no categories, no aggregates.
     """
-    from evidence.stats import _alpha, _resample_means
-
-    alpha = _alpha(level)
+    check_level(level)
     categories = dict(categories or {})
     tasks = list(scores) + [task for task in blind if task not in scores]
     rows: list[VisionGain] = []
     boots: dict[str, np.ndarray] = {}
 
     def summary(name: str, kind: str, members: list[str], seeing: float, unseen: float, boot: np.ndarray, n: int, unpaired: int = 0) -> VisionGain:
-        low, high = np.quantile(boot, [alpha, 1.0 - alpha])
-        p_value = min(1.0, 2.0 * min(float(np.mean(boot <= 0.0)), float(np.mean(boot >= 0.0))))
-        return VisionGain(name, kind, members, seeing, unseen, seeing - unseen, float(low), float(high), p_value, n, unpaired)
+        low, high = percentile_interval(boot, level)
+        return VisionGain(name, kind, members, seeing, unseen, seeing - unseen, low, high, two_sided_p(boot), n, unpaired)
 
     means: dict[str, tuple[float, float]] = {}
     for task in tasks:
@@ -155,7 +154,7 @@ def vision_gain(
             continue
         # Each task its own stream of resamples (stable whatever the other tasks are), the same count for all.
         stream = seed * 1_000_003 + zlib.crc32(task.encode())
-        boots[task] = _resample_means(seeing - unseen, n_boot, stream) * factor
+        boots[task] = resample_means(seeing - unseen, n_boot, stream) * factor
         means[task] = (float(seeing.mean()) * factor, float(unseen.mean()) * factor)
         rows.append(summary(task, "task", [task], *means[task], boots[task], int(seeing.size), unpaired))
     if not categories:
