@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from encoders import CheckpointError, Encoder, EncoderSpec, load_encoder
-from encoders.loader import arch_source, mllm_vision_tower
+from encoders.loader import mllm_vision_tower
 
 FEATURE_SOURCES = ("encoder", "projector")
 
@@ -25,9 +25,7 @@ def load_run_encoder(spec: EncoderSpec, features: str = "encoder", device: str |
     path = Path(spec.checkpoint)
     tower = mllm_vision_tower(path)
     if tower is not None:
-        source = arch_source(spec)
         spec = replace(spec, checkpoint=str(tower), mllm=spec.mllm or str(path))
-        spec.arch_source = source
     if features == "projector":
         if not spec.mllm:
             raise CheckpointError(path, "--features projector needs an MLLM", "pass an MLLM directory (a `python -m train` stage's OUT/mllm) as --encoder, or give the manifest entry an mllm = ... field")

@@ -2,6 +2,8 @@
 
 - No private name (``_x``) crosses a module boundary: a helper that several modules use is public in the
   module that owns it (``probes.threads``, ``evidence.stats``, ...).
+- No import circle between modules, counting imports inside functions (a lazy import hides a circle
+  from Python, not from the reader).
 - No function is 60 lines or longer without a comment saying why (functions of files other branches are
   still changing are listed in ``LONG_FUNCTIONS_ALLOWED`` until they are shortened there).
 
@@ -88,6 +90,58 @@ def private_crossings(path: Path) -> list[str]:
     return found
 
 
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports anywhere in its body (``from p import m`` counts as module
+    ``p.m`` when that is a module, else as ``p``)."""
+    modules = {module_name(path): path for path in library_files()}
+
+    def known(name: str) -> str:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                edges.update(known(alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                source = _imported_module(node, path)
+                edges.update(f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else known(source) for alias in node.names)
+        graph[name] = edges - {name, ""}
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for imported in graph.get(module, ()):
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            group = []
+            while not group or group[-1] != module:
+                group.append(stack.pop())
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return circles
+
+
 def long_functions(path: Path) -> list[tuple[str, int, int]]:
     """(qualified name, first line, length in lines) of the functions of ``path`` that are at least
     ``LONG_FUNCTION_LINES`` long (``def`` line to last line; decorators not counted)."""
@@ -137,6 +191,17 @@ def test_the_private_name_check_finds_what_it_looks_for(tmp_path, monkeypatch):
     found = private_crossings(package / "a.py")
     assert [entry.split(" ", 1)[1] for entry in found] == [
         "from probes.linear import _hidden", "from probes.threads import _local", "knn._private_helper", "public._attr"]
+
+
+def test_no_import_circle():
+    graph = import_graph()
+    assert "encoders.loader" in graph["benchmarks.loading"]  # the graph sees the imports
+    assert not import_circles(graph), f"modules that import each other: {import_circles(graph)}"
+
+
+def test_the_circle_check_finds_circles():
+    assert import_circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_circles({"a": {"b"}, "b": set()}) == []
 
 
 @pytest.mark.parametrize("path", library_files(), ids=lambda path: str(path.relative_to(ROOT)))
