@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from encoders import CheckpointError, Encoder, EncoderSpec, load_encoder
-from encoders.loader import arch_source, mllm_vision_tower
+from encoders.loader import mllm_vision_tower
 
 FEATURE_SOURCES = ("encoder", "projector")
 
@@ -30,9 +30,7 @@ def load_run_encoder(spec: EncoderSpec, features: str = "encoder", device: str |
     layout = detect_layout(path)
     tower = mllm_vision_tower(path)
     if tower is not None:
-        source = arch_source(spec)
         spec = replace(spec, checkpoint=str(tower), mllm=spec.mllm or str(path))
-        spec.arch_source = source
     elif layout is not None:
         spec = replace(spec, mllm=spec.mllm or str(path))
     if features == "projector":

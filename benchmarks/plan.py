@@ -151,7 +151,7 @@ class Plan:
         document["suites"] = list(self.requested)  # as asked: a suite reached through "all" may be skipped again
         for item in self.suites:
             document[item.name] = {"data": item.data, **as_dict(item.options)}
-        document["encoder_specs"] = [asdict(spec) for spec in self.encoder_specs]
+        document["encoder_specs"] = [spec.record() for spec in self.encoder_specs]
         return document
 
 

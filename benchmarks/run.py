@@ -194,8 +194,8 @@ def _config(plan: Plan, out: Path, loaded: list[LoadedEncoder]) -> dict:
         PLAN_KEY: plan.to_dict(), "out": str(out), "note": plan.settings.note, **environment(),
         "suites": {item.name: {"data": item.data, "config_hash": plan.config_hash(item.name), "headline": [list(h) for h in item.spec.headline],
                                "variant_fields": list(item.spec.variant_fields), "skipped": item.unmet} for item in plan.suites},
-        "encoders": [{**asdict(l.spec), **l.encoder.describe(), "role": l.spec.role, "base": l.spec.base} for l in loaded]
-        + [asdict(spec) for spec in plan.encoder_specs if spec.display_name() not in names],
+        "encoders": [{**l.spec.record(), **l.encoder.describe(), "role": l.spec.role, "base": l.spec.base} for l in loaded]
+        + [spec.record() for spec in plan.encoder_specs if spec.display_name() not in names],
     }
 
 

@@ -122,8 +122,7 @@ def check_arch(arch: str) -> None:
 
     family = arch.split(":", 1)[0]
     if family not in FAMILIES:
-        known = ", ".join(sorted(FAMILIES.names())) if hasattr(FAMILIES, "names") else "see python -m encoders list"
-        raise UsageError(f"--arch {arch!r}: unknown family {family!r}; families: {known}")
+        raise UsageError(f"--arch {arch!r}: unknown family {family!r}; families: {', '.join(FAMILIES.names())}")
 
 
 def layers_problem(text: str) -> str:

@@ -13,15 +13,12 @@ with it every cache entry and result row, differs from the original's.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from .base import Encoder
+from .base import Encoder, weights_hash
 
 CONTROL_KEY = "control"
 KINDS = ("token_shuffle",)
@@ -54,24 +51,13 @@ def install_control(model: nn.Module, control: Mapping[str, Any]) -> None:
     model.patch_drop = TokenShuffle(num_patches, num_prefix, int(control.get("seed", 0)))
 
 
-def shuffle_tokens(encoder: "Encoder", seed: int = 0) -> None:
+def shuffle_tokens(encoder: Encoder, seed: int = 0) -> None:
     """Turn a loaded timm ``encoder`` into its token_shuffle control in place: the permutation installed,
-    the spec's options and the weights hash updated (the permutation is a buffer, so a new identity)."""
-    from .base import weights_hash
-
+    the spec's options and the weights hash updated (the permutation is a buffer, so a new identity).
+    ``encoders.loader.make_token_shuffled`` writes such a control as a checkpoint file."""
     if encoder.family != "timm":
         raise ValueError(f"{encoder.name}: the token_shuffle control is built for timm ViTs; this encoder is {encoder.family}:{encoder.arch}")
     control = {"kind": "token_shuffle", "seed": seed}
     install_control(encoder.model, control)
     encoder.options = {**encoder.options, CONTROL_KEY: control}
     encoder.weights_hash = weights_hash(encoder.model.state_dict())
-
-
-def make_token_shuffled(checkpoint: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0) -> Path:
-    """Write ``out``: the encoder of ``checkpoint`` as the token_shuffle positive control (same weights)."""
-    from .checkpoint import save_encoder_checkpoint
-    from .loader import load_encoder
-
-    encoder = load_encoder(checkpoint)
-    shuffle_tokens(encoder, seed)
-    return save_encoder_checkpoint(encoder.model.state_dict(), {"family": encoder.family, "arch": encoder.arch, "options": encoder.options}, out)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,8 +16,8 @@ import torch
 
 from . import families  # noqa: F401  (registers the built-in families)
 from .base import Encoder, weights_hash
-from .checkpoint import MLLM_FILE, CheckpointError, RawCheckpoint, read_checkpoint
-from .controls import CONTROL_KEY, install_control
+from .checkpoint import MLLM_FILE, CheckpointError, RawCheckpoint, read_checkpoint, save_encoder_checkpoint
+from .controls import CONTROL_KEY, install_control, shuffle_tokens
 from .family import FAMILIES, EncoderFamily
 from .layouts import KeyDiff, NoVisionTowerError, RemapReport, diff_keys, extract_vision_tower, strip_wrappers
 
@@ -36,8 +36,9 @@ class EncoderSpec:
     used by the grad/align/vqa suites) and ``vqa_results`` an lmms-eval results file or folder to ingest.
     ``replicate`` (0, 1, ...; None when not a replicate) is the training-seed replicate of its arm:
     encoders with the same ``role`` and ``base`` form one arm, trained K times with different seeds.
-    ``checkpoint`` may also be an MLLM directory: its vision tower is loaded. A spec read from a manifest
-    carries the plain attribute ``arch_source`` (see :func:`arch_source`)."""
+    ``checkpoint`` may also be an MLLM directory: its vision tower is loaded. ``arch_source`` says where
+    ``arch`` came from, for messages: empty for ``--arch``, else e.g. the arch field of a manifest entry;
+    it changes no number, so it stays out of run records (:meth:`record`) and comparisons."""
 
     checkpoint: str
     name: str = ""
@@ -51,9 +52,15 @@ class EncoderSpec:
     mllm: str = ""
     vqa_results: str = ""
     replicate: int | None = None
+    arch_source: str = field(default="", repr=False, compare=False, metadata={"record": False})
 
     def display_name(self) -> str:
         return self.name or Path(self.checkpoint).stem
+
+    def record(self) -> dict[str, Any]:
+        """The spec as a run records it (``config.json``; ``EncoderSpec(**record)`` reads it back):
+        every field but those that only shape messages."""
+        return {item.name: copy.deepcopy(getattr(self, item.name)) for item in fields(self) if item.metadata.get("record", True)}
 
 
 def parse_arch(arch: str, family: str = "") -> tuple[str, str]:
@@ -110,16 +117,18 @@ def load_encoder(spec: EncoderSpec | str | os.PathLike, *, device: str | torch.d
     )
 
 
+def make_token_shuffled(checkpoint: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0) -> Path:
+    """Write ``out``: the encoder of ``checkpoint`` as the token_shuffle positive control (same weights,
+    ``encoders.controls``); loading ``out`` builds the control again from the spec it embeds."""
+    encoder = load_encoder(checkpoint)
+    shuffle_tokens(encoder, seed)
+    return save_encoder_checkpoint(encoder.model.state_dict(), {"family": encoder.family, "arch": encoder.arch, "options": encoder.options}, out)
+
+
 def mllm_vision_tower(path: str | os.PathLike) -> Path | None:
     """The encoder checkpoint of an MLLM directory (``mllm.json`` inside, as ``python -m train`` writes), else None."""
     path = Path(path)
     return path / "encoder.safetensors" if (path / MLLM_FILE).is_file() else None
-
-
-def arch_source(spec: EncoderSpec) -> str:
-    """Where ``spec.arch`` came from, for messages: ``--arch``, or a manifest entry (``load_manifest`` sets
-    the plain attribute ``arch_source``; it is no field, so it enters no run record or hash)."""
-    return getattr(spec, "arch_source", "") or "--arch"
 
 
 def _embedded_fix(raw: RawCheckpoint, family: str, arch: str, options: Mapping[str, Any], problem: str) -> str:
@@ -138,8 +147,8 @@ def _resolve_architecture(spec: EncoderSpec, raw: RawCheckpoint) -> tuple[Encode
     if raw.spec is not None:
         embedded_family, embedded_arch = raw.spec["family"], raw.spec["arch"]
         if arch and (arch, family_name) != (embedded_arch, embedded_family):
-            source = arch_source(spec)
-            if source == "--arch":
+            source = spec.arch_source or "--arch"
+            if not spec.arch_source:
                 fix = f"drop --arch: this project checkpoint carries its architecture ({embedded_family}:{embedded_arch}) and is read with it"
             else:
                 fix = f"remove that arch field (or set it to {embedded_arch!r}): this project checkpoint carries its architecture and is read with it"

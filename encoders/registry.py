@@ -8,12 +8,16 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Registered objects by name. ``entry_point_group`` lets other installed packages add entries."""
+    """Registered objects by name. ``entry_point_group`` lets other installed packages add entries
+    (``from_entry_point`` turns what an entry point loads into an entry); ``check(name, obj)`` raises
+    for an entry that cannot be registered, whichever way it comes."""
 
-    def __init__(self, kind: str, entry_point_group: str | None = None, from_entry_point: Callable[[object], T] | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None, from_entry_point: Callable[[object], T] | None = None,
+                 check: Callable[[str, T], None] | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
         self.from_entry_point = from_entry_point
+        self.check = check
         self._items: dict[str, T] = {}
         self._entry_points_loaded = False
 
@@ -29,6 +33,8 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T) -> None:
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} is already registered ({self._items[name]!r}); names must be unique")
+        if self.check is not None:
+            self.check(name, obj)
         self._items[name] = obj
 
     def _load_entry_points(self) -> None:

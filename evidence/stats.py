@@ -12,8 +12,11 @@ import numpy as np
 DEFAULT_BOOTSTRAPS = 2000
 
 
-def _resample_means(scores: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Means of ``n_boot`` resamples of the rows of ``scores`` (shape (n,) or (n, k)), in chunks to bound memory."""
+def resample_means(scores: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """The bootstrap distribution of the mean: means of ``n_boot`` resamples (with replacement) of the
+    rows of ``scores`` (shape (n,) or (n, k)), drawn in chunks to bound memory. Deterministic for a
+    given ``seed``; averaging the distributions of several strata replicate by replicate gives the
+    distribution of their mean (a stratified bootstrap)."""
     if int(n_boot) != n_boot or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot}")
     rng = np.random.default_rng(seed)
@@ -38,10 +41,24 @@ def _as_scores(scores: np.ndarray | list, name: str = "scores") -> np.ndarray:
     return array
 
 
-def _alpha(level: float) -> float:
+def check_level(level: float) -> None:
+    """ValueError unless the confidence ``level`` is in (0, 1)."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level}")
-    return (1.0 - level) / 2.0
+
+
+def percentile_interval(boot: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The percentile confidence interval at ``level`` of a bootstrap distribution ``boot``."""
+    check_level(level)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(boot, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def two_sided_p(boot: np.ndarray) -> float:
+    """Two-sided p-value of "no difference" from the bootstrap distribution ``boot`` of a difference:
+    twice the smaller share of replicates on either side of zero (at most 1)."""
+    return min(1.0, 2.0 * min(float(np.mean(boot <= 0.0)), float(np.mean(boot >= 0.0))))
 
 
 def bootstrap_ci(
@@ -49,10 +66,8 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of ``scale * mean(scores)``."""
     array = _as_scores(scores)
-    alpha = _alpha(level)
-    means = _resample_means(array, n_boot, seed) * scale
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    check_level(level)  # before the resampling
+    return percentile_interval(resample_means(array, n_boot, seed) * scale, level)
 
 
 @dataclass(frozen=True)
@@ -87,10 +102,8 @@ def paired_bootstrap(
         raise ValueError(
             f"paired bootstrap needs the same items for both encoders: {base_scores.size} vs {new_scores.size} scores"
         )
-    alpha = _alpha(level)
+    check_level(level)  # before the resampling
     diff = new_scores - base_scores
-    boot = _resample_means(diff, n_boot, seed) * scale
-    low, high = np.quantile(boot, [alpha, 1.0 - alpha])
-    # Two-sided p-value of "no difference": how often the resampled difference crosses zero.
-    p_value = min(1.0, 2.0 * min(float(np.mean(boot <= 0.0)), float(np.mean(boot >= 0.0))))
-    return PairedDifference(float(diff.mean() * scale), float(low), float(high), p_value, int(diff.size))
+    boot = resample_means(diff, n_boot, seed) * scale
+    low, high = percentile_interval(boot, level)
+    return PairedDifference(float(diff.mean() * scale), low, high, two_sided_p(boot), int(diff.size))

@@ -159,21 +159,6 @@ def _grid_hook(block: nn.Module, view: _GridView, prefix: int, grid: tuple[int, 
         handle.remove()
 
 
-@dataclass
-class LinearHead:
-    """A linear classifier on raw pooled features: ``logits = x @ weight + bias``; column c is class
-    ``classes[c]`` (dataset class id)."""
-
-    weight: Tensor  # (D, C)
-    bias: Tensor  # (C,)
-    classes: Tensor  # (C,) int64
-
-    def columns(self, labels: Tensor) -> Tensor:
-        """Logit columns of dataset class ids ``labels``."""
-        lookup = {int(c): i for i, c in enumerate(self.classes.tolist())}
-        return torch.tensor([lookup[int(label)] for label in labels.tolist()], dtype=torch.long)
-
-
 def grad_cam(
     encoder: Encoder,
     images: Tensor,

@@ -85,10 +85,7 @@ def gradient_maps(
     :class:`probes.gradcam.AttributionError` naming the encoder, the loss, the site and the item
     (``item_ids`` when given).
     """
-    from probes.gradcam import AttributionError
-
     sft_loss, dpo_loss = objectives.sft, objectives.dpo
-
     h, w = mllm.grid
     chosen_batch = mllm.prepare(images, list(questions), list(chosen))
     rejected_batch = mllm.prepare(images, list(questions), list(rejected))
@@ -115,15 +112,22 @@ def gradient_maps(
     for name, fn in (("sft", sft), ("dpo", dpo)):
         grads, losses[name] = _token_grads(mllm, tokens, fn)
         for site, grad in grads.items():
-            bad = ~torch.isfinite(grad).all(dim=1)
-            if bad.any():
-                first = int(bad.nonzero()[0])
-                which = item_ids[first] if item_ids is not None else f"batch position {first}"
-                raise AttributionError(f"{mllm.encoder.name}: {name} gradient map at the {site} output is NaN/Inf for item {which} "
-                                       f"({int(bad.sum())} of {len(bad)} in the batch); check the MLLM's weights (inf/NaN) or run at fp32")
+            _check_finite(grad, mllm.encoder.name, name, site, item_ids)
             # Prefix tokens an MLLM keeps (CLS, transformers' ``full``) come first; the grid's h * w tokens last.
             maps[(name, site)] = grad[:, -h * w:].reshape(grad.shape[0], h, w).float().cpu()
     return GradientMaps(maps, {k: v.cpu() for k, v in losses.items()})
+
+
+def _check_finite(grad: Tensor, encoder: str, loss: str, site: str, item_ids: Sequence[str] | None) -> None:
+    """AttributionError naming the first item whose map (a row of ``grad``) is NaN/Inf."""
+    from probes.gradcam import AttributionError
+
+    bad = ~torch.isfinite(grad).all(dim=1)
+    if bad.any():
+        first = int(bad.nonzero()[0])
+        which = item_ids[first] if item_ids is not None else f"batch position {first}"
+        raise AttributionError(f"{encoder}: {loss} gradient map at the {site} output is NaN/Inf for item {which} "
+                               f"({int(bad.sum())} of {len(bad)} in the batch); check the MLLM's weights (inf/NaN) or run at fp32")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -51,6 +51,28 @@ def _topk_similar(queries: Tensor, train: Tensor, k: int, train_chunk: int) -> t
     return best_sims, best_idx
 
 
+def _check_settings(ks: Sequence[int], temperature: float, batch_size: int | None) -> None:
+    if not ks or any(int(k) < 1 for k in ks):
+        raise ValueError(f"knn_probe: ks must be positive integers, got {ks}")
+    if temperature <= 0:
+        raise ValueError(f"knn_probe: temperature must be > 0, got {temperature}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"knn_probe: batch_size must be >= 1, got {batch_size}")
+
+
+def _votes(queries: Tensor, train: Tensor, train_labels: Tensor, ks: list[int], temperature: float, n_classes: int, train_chunk: int) -> dict[int, Tensor]:
+    """Per ``k`` (sorted ``ks``): the class votes (Q, C) of the normalised ``queries`` from their ``k`` nearest train rows."""
+    sims, idx = _topk_similar(queries, train, ks[-1], train_chunk)
+    # Shifting by the row maximum leaves the vote ranking unchanged and cannot overflow for small T.
+    weights = torch.exp((sims - sims[:, :1]) / temperature)
+    labels = train_labels[idx]
+    votes = {}
+    for k in ks:
+        votes[k] = torch.zeros(queries.shape[0], n_classes, device=queries.device)
+        votes[k].scatter_add_(1, labels[:, :k], weights[:, :k])
+    return votes
+
+
 def knn_probe(
     train_x: ArrayLike,
     train_y: ArrayLike,
@@ -73,12 +95,7 @@ def knn_probe(
     normalised train features (float32, e.g. 5.9 GB at 1.28M x 1152) plus one block whatever the
     number of train rows. ``seed`` only seeds the bootstrap of the confidence interval.
     """
-    if not ks or any(int(k) < 1 for k in ks):
-        raise ValueError(f"knn_probe: ks must be positive integers, got {ks}")
-    if temperature <= 0:
-        raise ValueError(f"knn_probe: temperature must be > 0, got {temperature}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"knn_probe: batch_size must be >= 1, got {batch_size}")
+    _check_settings(ks, temperature, batch_size)
     device = torch.device(device)
     tx, ty, ex, ey, classes = validate_classification_inputs(train_x, train_y, eval_x, eval_y)
     n_train, n_classes = tx.shape[0], classes.numel()
@@ -96,13 +113,7 @@ def knn_probe(
     for start in range(0, ex.shape[0], chunk):
         queries = _normalized(ex[start : start + chunk], device)
         target = ey[start : start + chunk].to(device)
-        sims, idx = _topk_similar(queries, train, ks[-1], train_chunk)
-        # Shifting by the row maximum leaves the vote ranking unchanged and cannot overflow for small T.
-        weights = torch.exp((sims - sims[:, :1]) / temperature)
-        labels = train_labels[idx]
-        for k in ks:
-            votes = torch.zeros(queries.shape[0], n_classes, device=device)
-            votes.scatter_add_(1, labels[:, :k], weights[:, :k])
+        for k, votes in _votes(queries, train, train_labels, ks, temperature, n_classes, train_chunk).items():
             top1[k].append(topk_correct(votes, target, 1).cpu())
             top5[k].append(topk_correct(votes, target, 5).cpu())
     return {

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,13 +26,13 @@ import torch
 from torch import Tensor
 
 from evidence.stats import bootstrap_ci
+from probes.standardize import feature_moments
+from probes.threads import SINGLE_THREAD_WORK, at_most_threads
 
 ArrayLike = Tensor | np.ndarray
 
 # Rows per chunk when a whole split is scored or reduced at once (bounds memory, not results).
 _EVAL_CHUNK = 8192
-# Below this many multiply-adds per minibatch matmul, training runs on one thread (see _train_heads).
-_SINGLE_THREAD_WORK = 1 << 27
 
 
 @dataclass
@@ -237,23 +236,6 @@ def stratified_holdout(labels: Tensor, fraction: float, seed: int) -> tuple[Tens
     return fit_idx, hold_idx
 
 
-def _moments(x: Tensor, rows: Tensor | None, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Per-dimension mean and std (float64 accumulation) of ``x[rows]``, std floored to avoid /0."""
-    rows = torch.arange(x.shape[0]) if rows is None else rows
-    total = torch.zeros(x.shape[1], dtype=torch.float64, device=device)
-    total_sq = torch.zeros_like(total)
-    for start in range(0, rows.numel(), _EVAL_CHUNK):
-        chunk = x[rows[start : start + _EVAL_CHUNK]].to(device=device, dtype=torch.float64)
-        total += chunk.sum(0)
-        total_sq += (chunk * chunk).sum(0)
-    n = rows.numel()
-    mean = total / n
-    var = (total_sq / n - mean * mean).clamp_min(0.0)
-    std = var.sqrt()
-    std = torch.where(std > 1e-6 * std.max().clamp_min(1e-30), std, torch.ones_like(std))
-    return mean.float(), std.float()
-
-
 # --------------------------------------------------------------------------------------------------
 # The one-pass grid of heads
 
@@ -270,19 +252,6 @@ class _Heads:
         d, h, c = self.weight.shape
         x = (x - self.mean) / self.std
         return (x @ self.weight.view(d, h * c) + self.bias.view(h * c)).view(-1, h, c)
-
-
-@contextmanager
-def _at_most_threads(n: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    if n >= previous:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -308,7 +277,7 @@ def _train_heads(
     """
     dim, n_heads = x.shape[1], lrs.numel()
     if config.standardize:
-        mean, std = _moments(x, rows, device)
+        mean, std = feature_moments(x, rows, device)
     else:
         mean = torch.zeros(dim, device=device)
         std = torch.ones(dim, device=device)
@@ -331,28 +300,35 @@ def _train_heads(
     # Small matmuls gain little from threads, and on shared cores the OpenMP threads' waits cost
     # milliseconds per call (measured on 2 busy cores: 40 ms for a (200, 5) @ (5, 3) product; a
     # one-head refit at 50k x 768 x 100 took 43-149 s on 2 threads and 6-7 s on one).
-    small = device.type == "cpu" and batch * dim * n_heads * n_classes < _SINGLE_THREAD_WORK
+    small = device.type == "cpu" and batch * dim * n_heads * n_classes < SINGLE_THREAD_WORK
     step = 0
-    with _at_most_threads(1 if small else torch.get_num_threads()):
+    with at_most_threads(1 if small else torch.get_num_threads()):
         for _ in range(epochs):
             order = rows[torch.randperm(n, generator=generator)]
             for start in range(0, n, batch):
                 idx = order[start : start + batch]
                 xb = (x[idx].to(device=device, dtype=torch.float32) - mean) / std
-                yb = y_dev[idx.to(device)]
-                logits = (xb @ weight.view(dim, -1) + bias.view(-1)).view(-1, n_heads, n_classes)
-                # d(mean CE)/d(logits) = softmax - onehot, per head; heads share nothing but the input.
-                grad = torch.softmax(logits, dim=2)
-                grad[torch.arange(idx.numel(), device=device), :, yb] -= 1.0
-                grad /= idx.numel()
-                grad_w = (xb.T @ grad.view(idx.numel(), -1)).view_as(weight)
-                grad_w.addcmul_(weight, wd)
-                grad_b = grad.sum(0)
+                grad_w, grad_b = _head_gradients(xb, y_dev[idx.to(device)], weight, bias, wd)
                 factor = _lr_factor(step, total, warmup)
                 step += 1
                 _update(weight, grad_w, state_w, lr_w * factor, step, config)
                 _update(bias, grad_b, state_b, lr_b * factor, step, config)
     return _Heads(weight, bias, mean, std), epochs
+
+
+def _head_gradients(xb: Tensor, yb: Tensor, weight: Tensor, bias: Tensor, wd: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients of every head's ``mean CE + wd / 2 * ||W||^2`` on one minibatch: standardised ``xb``
+    (B, D), labels ``yb`` (B,), ``weight`` (D, H, C), ``bias`` (H, C), ``wd`` (1, H, 1)."""
+    dim, n_heads, n_classes = weight.shape
+    count = xb.shape[0]
+    logits = (xb @ weight.view(dim, -1) + bias.view(-1)).view(-1, n_heads, n_classes)
+    # d(mean CE)/d(logits) = softmax - onehot, per head; heads share nothing but the input.
+    grad = torch.softmax(logits, dim=2)
+    grad[torch.arange(count, device=xb.device), :, yb] -= 1.0
+    grad /= count
+    grad_w = (xb.T @ grad.view(count, -1)).view_as(weight)
+    grad_w.addcmul_(weight, wd)
+    return grad_w, grad.sum(0)
 
 
 def _update(param: Tensor, grad: Tensor, state: list[Tensor], lr: Tensor, step: int, config: LinearProbeConfig) -> None:
@@ -422,6 +398,63 @@ def _extend_values(edges: list[str], lr_values: list[float], wd_values: list[flo
     return lrs, wds
 
 
+@dataclass
+class _GridSearch:
+    """The heads a grid search trained and how they scored on the held-out part of train."""
+
+    grid: list[tuple[float, float]]  # (lr, weight decay) of every head, in training order
+    trained: list[tuple[_Heads, int]]  # (heads of one training pass, index in it) per grid entry
+    hold_acc: Tensor  # (len(grid),) held-out top-1, fraction
+    best: int
+    edges: list[str]  # grid edges the best head sits on
+    extensions: list[dict[str, Any]]
+    epochs: int  # epochs of the (last) grid pass
+
+
+def _grid_search(tx: Tensor, ty: Tensor, fit_rows: Tensor, hold_rows: Tensor, n_classes: int, config: LinearProbeConfig, device: torch.device) -> _GridSearch:
+    """Train the grid's heads on ``fit_rows`` and rank them on ``hold_rows`` (top-1, then lower loss); while
+    the best sits on an edge (and ``config.grid_extend``), train one step beyond it."""
+    lr_values = sorted({float(v) for v in config.lrs})
+    wd_values = sorted({float(v) for v in config.weight_decays})
+    pending = [(float(lr), float(wd)) for wd in config.weight_decays for lr in config.lrs]
+    grid: list[tuple[float, float]] = []
+    trained: list[tuple[_Heads, int]] = []
+    accs, losses, extensions = [], [], []
+    while True:
+        lrs = torch.tensor([lr for lr, _ in pending], dtype=torch.float32)
+        wds = torch.tensor([wd for _, wd in pending], dtype=torch.float32)
+        heads, grid_epochs = _train_heads(tx, ty, fit_rows, n_classes, lrs, wds, config, device)
+        acc, loss = _score_heads(heads, tx, ty, hold_rows, device)
+        grid += pending
+        trained += [(heads, i) for i in range(len(pending))]
+        accs.append(acc)
+        losses.append(loss)
+        hold_acc, hold_loss = torch.cat(accs), torch.cat(losses)
+        # Rank by held-out top-1, then by held-out loss: lexsort keys go last-is-primary.
+        best = int(np.lexsort((hold_loss.numpy(), -hold_acc.numpy()))[0])
+        edges = grid_edges(*grid[best], lr_values, wd_values)
+        if not edges or not config.grid_extend or len(extensions) >= config.max_grid_extensions:
+            break
+        lr_values, wd_values = _extend_values(edges, lr_values, wd_values)
+        known = set(grid)
+        pending = [(lr, wd) for wd in wd_values for lr in lr_values if (lr, wd) not in known]
+        if not pending:
+            break
+        extensions.append({"edges": edges, "new_heads": len(pending)})
+    return _GridSearch(grid, trained, hold_acc, best, edges, extensions, grid_epochs)
+
+
+def _eval_topk(heads: _Heads, head: int, ex: Tensor, ey: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per-item top-1 and top-5 correctness of head ``head`` on the eval split."""
+    top1, top5 = [], []
+    for start in range(0, ex.shape[0], _EVAL_CHUNK):
+        logits = heads.logits(ex[start : start + _EVAL_CHUNK].to(device=device, dtype=torch.float32))[:, head]
+        target = ey[start : start + _EVAL_CHUNK].to(device)
+        top1.append(topk_correct(logits, target, 1).cpu())
+        top5.append(topk_correct(logits, target, 5).cpu())
+    return torch.cat(top1), torch.cat(top5)
+
+
 def linear_probe(
     train_x: ArrayLike,
     train_y: ArrayLike,
@@ -445,70 +478,35 @@ def linear_probe(
     tx, ty, ex, ey, classes = validate_classification_inputs(train_x, train_y, eval_x, eval_y)
     n_classes = classes.numel()
     fit_rows, hold_rows = stratified_holdout(ty, config.holdout_fraction, config.seed)
-
-    lr_values = sorted({float(v) for v in config.lrs})
-    wd_values = sorted({float(v) for v in config.weight_decays})
-    pending = [(float(lr), float(wd)) for wd in config.weight_decays for lr in config.lrs]
-    grid: list[tuple[float, float]] = []
-    trained: list[tuple[_Heads, int]] = []  # (heads of one training pass, index in it) per grid entry
-    accs, losses, extensions = [], [], []
-    while True:
-        lrs = torch.tensor([lr for lr, _ in pending], dtype=torch.float32)
-        wds = torch.tensor([wd for _, wd in pending], dtype=torch.float32)
-        heads, grid_epochs = _train_heads(tx, ty, fit_rows, n_classes, lrs, wds, config, device)
-        acc, loss = _score_heads(heads, tx, ty, hold_rows, device)
-        grid += pending
-        trained += [(heads, i) for i in range(len(pending))]
-        accs.append(acc)
-        losses.append(loss)
-        hold_acc, hold_loss = torch.cat(accs), torch.cat(losses)
-        # Rank by held-out top-1, then by held-out loss: lexsort keys go last-is-primary.
-        best = int(np.lexsort((hold_loss.numpy(), -hold_acc.numpy()))[0])
-        best_lr, best_wd = grid[best]
-        edges = grid_edges(best_lr, best_wd, lr_values, wd_values)
-        if not edges or not config.grid_extend or len(extensions) >= config.max_grid_extensions:
-            break
-        lr_values, wd_values = _extend_values(edges, lr_values, wd_values)
-        known = set(grid)
-        pending = [(lr, wd) for wd in wd_values for lr in lr_values if (lr, wd) not in known]
-        if not pending:
-            break
-        extensions.append({"edges": edges, "new_heads": len(pending)})
+    search = _grid_search(tx, ty, fit_rows, hold_rows, n_classes, config, device)
+    best_lr, best_wd = search.grid[search.best]
     grid_seconds = time.perf_counter() - started
 
     if config.refit:
-        all_rows = torch.arange(tx.shape[0])
-        heads, epochs = _train_heads(
-            tx, ty, all_rows, n_classes, torch.tensor([best_lr]), torch.tensor([best_wd]), config, device
-        )
+        heads, epochs = _train_heads(tx, ty, torch.arange(tx.shape[0]), n_classes, torch.tensor([best_lr]), torch.tensor([best_wd]), config, device)
         head, n_fitted = 0, tx.shape[0]
     else:
-        (heads, head), n_fitted, epochs = trained[best], fit_rows.numel(), grid_epochs
+        (heads, head), n_fitted, epochs = search.trained[search.best], fit_rows.numel(), search.epochs
 
-    top1, top5 = [], []
-    for start in range(0, ex.shape[0], _EVAL_CHUNK):
-        logits = heads.logits(ex[start : start + _EVAL_CHUNK].to(device=device, dtype=torch.float32))[:, head]
-        target = ey[start : start + _EVAL_CHUNK].to(device)
-        top1.append(topk_correct(logits, target, 1).cpu())
-        top5.append(topk_correct(logits, target, 5).cpu())
+    top1, top5 = _eval_topk(heads, head, ex, ey, device)
     selected: dict[str, Any] = {"lr": best_lr, "weight_decay": best_wd, "epochs": epochs}
     selected["equivalent_C"] = 1.0 / (best_wd * n_fitted) if best_wd > 0 else float("inf")
     return make_result(
         "linear_grid",
-        torch.cat(top1),
-        torch.cat(top5) if n_classes >= 5 else None,
+        top1,
+        top5 if n_classes >= 5 else None,
         seed=config.seed,
         selected=selected,
-        selection_score=float(hold_acc[best]) * 100.0,
-        n_tried=len(grid),
+        selection_score=float(search.hold_acc[search.best]) * 100.0,
+        n_tried=len(search.grid),
         extra={
-            "holdout_top1": {f"lr={lr:.3g},wd={wd:.3g}": float(a) * 100.0 for (lr, wd), a in zip(grid, hold_acc)},
+            "holdout_top1": {f"lr={lr:.3g},wd={wd:.3g}": float(a) * 100.0 for (lr, wd), a in zip(search.grid, search.hold_acc)},
             "n_fit": int(fit_rows.numel()),
             "n_holdout": int(hold_rows.numel()),
             "refit": config.refit,
-            "grid_epochs": grid_epochs,
-            "at_edge": edges,
-            "grid_extensions": extensions,
+            "grid_epochs": search.epochs,
+            "at_edge": search.edges,
+            "grid_extensions": search.extensions,
             "grid_seconds": grid_seconds,
             "total_seconds": time.perf_counter() - started,
             "config": asdict(config),
@@ -527,6 +525,39 @@ def _standardized_numpy(x: Tensor, mean: Tensor | None, std: Tensor | None) -> n
     if mean is not None:
         array = (array - mean) / std
     return array.numpy()
+
+
+def _sklearn_fit(tx: Tensor, ty: Tensor, rows: Tensor, c: float, max_iter: int, standardize: bool) -> tuple[Any, Tensor | None, Tensor | None, bool]:
+    """scikit-learn ``LogisticRegression(C=c)`` fitted on ``rows`` (standardised with their mean/std):
+    the model, the mean and std used (None without ``standardize``) and whether lbfgs converged."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    mean, std = feature_moments(tx, rows, torch.device("cpu")) if standardize else (None, None)
+    model = LogisticRegression(C=c, max_iter=max_iter)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(_standardized_numpy(tx[rows], mean, std), ty[rows].numpy())
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return model, mean, std, converged
+
+
+def _sklearn_sweep(tx: Tensor, ty: Tensor, fit_rows: Tensor, hold_rows: Tensor, Cs: Sequence[float], max_iter: int, standardize: bool,
+                   progress: bool) -> tuple[list[float], list[bool], list[float]]:
+    """One fit per C on ``fit_rows``: held-out top-1 (percent), convergence and seconds of each."""
+    from tqdm import tqdm
+
+    hold_scores, converged_all, fit_seconds = [], [], []
+    for c in tqdm(Cs, desc="sklearn LogisticRegression (fits per C, then 1 refit)", unit="fit", disable=not progress, dynamic_ncols=True):
+        t0 = time.perf_counter()
+        model, mean, std, converged = _sklearn_fit(tx, ty, fit_rows, float(c), max_iter, standardize)
+        pred = model.predict(_standardized_numpy(tx[hold_rows], mean, std))
+        hold_scores.append(float(np.mean(pred == ty[hold_rows].numpy())) * 100.0)
+        converged_all.append(converged)
+        fit_seconds.append(time.perf_counter() - t0)
+    return hold_scores, converged_all, fit_seconds
 
 
 def sklearn_logreg_probe(
@@ -549,42 +580,17 @@ def sklearn_logreg_probe(
     ``standardize`` uses the per-dimension mean/std of the rows being fitted. ``progress`` shows a
     tqdm bar over the fits (with its time estimate). Returns top-1/top-5 accuracy (percent) on eval.
     """
-    import warnings
-
-    from tqdm import tqdm
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
     if not Cs or any(c <= 0 for c in Cs):
         raise ValueError(f"sklearn_logreg_probe: Cs must be a non-empty sequence of positive values, got {Cs}")
     started = time.perf_counter()
     tx, ty, ex, ey, classes = validate_classification_inputs(train_x, train_y, eval_x, eval_y)
     fit_rows, hold_rows = stratified_holdout(ty, holdout_fraction, seed)
-    cpu = torch.device("cpu")
-
-    def fit(rows: Tensor, c: float) -> tuple[Any, Tensor | None, Tensor | None, bool]:
-        mean, std = _moments(tx, rows, cpu) if standardize else (None, None)
-        model = LogisticRegression(C=c, max_iter=max_iter)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            model.fit(_standardized_numpy(tx[rows], mean, std), ty[rows].numpy())
-        converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        return model, mean, std, converged
-
-    hold_scores, converged_all, fit_seconds = [], [], []
-    for c in tqdm(Cs, desc="sklearn LogisticRegression (fits per C, then 1 refit)", unit="fit", disable=not progress, dynamic_ncols=True):
-        t0 = time.perf_counter()
-        model, mean, std, converged = fit(fit_rows, float(c))
-        pred = model.predict(_standardized_numpy(tx[hold_rows], mean, std))
-        hold_scores.append(float(np.mean(pred == ty[hold_rows].numpy())) * 100.0)
-        converged_all.append(converged)
-        fit_seconds.append(time.perf_counter() - t0)
+    hold_scores, converged_all, fit_seconds = _sklearn_sweep(tx, ty, fit_rows, hold_rows, Cs, max_iter, standardize, progress)
     best = int(np.argmax(hold_scores))
     best_c = float(Cs[best])
 
     t0 = time.perf_counter()
-    model, mean, std, refit_converged = fit(torch.arange(tx.shape[0]), best_c)
+    model, mean, std, refit_converged = _sklearn_fit(tx, ty, torch.arange(tx.shape[0]), best_c, max_iter, standardize)
     refit_seconds = time.perf_counter() - t0
     scores = torch.from_numpy(model.decision_function(_standardized_numpy(ex, mean, std)))
     if scores.ndim == 1:  # binary problems return one margin per row; make it two class scores

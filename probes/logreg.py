@@ -59,13 +59,13 @@ from probes.linear import (
     DEFAULT_CS,
     ArrayLike,
     ClassificationResult,
-    _SINGLE_THREAD_WORK,
-    _moments,
     make_result,
     stratified_holdout,
     topk_correct,
     validate_classification_inputs,
 )
+from probes.standardize import feature_moments as _moments
+from probes.threads import SINGLE_THREAD_WORK as _SINGLE_THREAD_WORK
 from probes.threads import fastest_threads
 
 # Rows per matmul when the loss and gradient are accumulated: bounds the (rows, classes) logits block.

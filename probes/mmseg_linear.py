@@ -32,7 +32,7 @@ from torch import nn
 
 from encoders import Encoder
 from encoders.base import token_stride
-from probes.linear import _at_most_threads
+from probes.threads import at_most_threads
 
 
 def point_sample(input: torch.Tensor, points: torch.Tensor, align_corners: bool = False, **kwargs) -> torch.Tensor:
@@ -350,14 +350,10 @@ def build_segmentor(encoder: Encoder, num_classes: int, config: MMSegConfig) -> 
     })
 
 
-def run_mmseg_linear(encoder: Encoder, folder: SegFolder, work_dir: str | Path, config: MMSegConfig = MMSegConfig(), keep: Sequence[str] = (), device: str = "cpu") -> MMSegResult:
-    """Train the BNHead for ``config.iters`` iterations on ``folder``'s training images with mmengine's
-    Runner and evaluate it on the validation images (sliding window, IoUMetric)."""
-    from mmengine.runner import Runner
-
-    crop = config.crop or encoder.preprocess.resolution
-    scale = (4 * crop, crop)  # mmseg's ADE20K (2048, 512) for a 512 crop
-    train_pipeline = [
+def _pipelines(crop: int) -> tuple[list[dict], list[dict]]:
+    """mmseg's ADE20K train and test pipelines for ``crop`` px crops (scale (2048, 512) for a 512 crop)."""
+    scale = (4 * crop, crop)
+    train = [
         {"type": "LoadImageFromFile"},
         {"type": "mmseg.LoadAnnotations", "reduce_zero_label": True},
         {"type": "RandomResize", "scale": scale, "ratio_range": (0.5, 2.0), "keep_ratio": True},
@@ -366,12 +362,21 @@ def run_mmseg_linear(encoder: Encoder, folder: SegFolder, work_dir: str | Path, 
         {"type": "mmseg.PhotoMetricDistortion"},
         {"type": "mmseg.PackSegInputs"},
     ]
-    test_pipeline = [
+    test = [
         {"type": "LoadImageFromFile"},
         {"type": "Resize", "scale": scale, "keep_ratio": True},
         {"type": "mmseg.LoadAnnotations", "reduce_zero_label": True},
         {"type": "mmseg.PackSegInputs"},
     ]
+    return train, test
+
+
+def run_mmseg_linear(encoder: Encoder, folder: SegFolder, work_dir: str | Path, config: MMSegConfig = MMSegConfig(), keep: Sequence[str] = (), device: str = "cpu") -> MMSegResult:
+    """Train the BNHead for ``config.iters`` iterations on ``folder``'s training images with mmengine's
+    Runner and evaluate it on the validation images (sliding window, IoUMetric)."""
+    from mmengine.runner import Runner
+
+    train_pipeline, test_pipeline = _pipelines(config.crop or encoder.preprocess.resolution)
     model = build_segmentor(encoder, len(folder.classes), config).to(device)
     warmup = min(config.warmup, max(1, config.iters // 5))
     work_dir = Path(work_dir)
@@ -400,11 +405,11 @@ def run_mmseg_linear(encoder: Encoder, folder: SegFolder, work_dir: str | Path, 
         log_level="WARNING",
         cfg={},
     )
-    # A small encoder's per-image work is tiny; on shared CPU cores OpenMP waits then dominate (as in
-    # probes.linear), so it runs on one thread.
+    # A small encoder's per-image work is tiny; on shared CPU cores OpenMP waits then dominate (see
+    # probes.threads), so it runs on one thread.
     tokens = encoder.preprocess.resolution ** 2 // max(1, int(np.prod(_patch_pixels(encoder))))
     small = torch.device(device).type == "cpu" and encoder.num_parameters() * tokens < SINGLE_THREAD_MACS
-    with _at_most_threads(1 if small else torch.get_num_threads()):
+    with at_most_threads(1 if small else torch.get_num_threads()):
         runner.train()
         metrics = runner.val()
     metric: RecordingIoUMetric = runner.val_evaluator.metrics[0]

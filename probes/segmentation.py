@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probes.linear import _SINGLE_THREAD_WORK, _at_most_threads
+from probes.threads import SINGLE_THREAD_WORK, at_most_threads
 
 IGNORE_INDEX = 255
 TokenSource = Callable[[np.ndarray], torch.Tensor]
@@ -239,9 +239,9 @@ def _predict(model: nn.Module, source: TokenSource, n: int, batch: int, device: 
 
 
 def _threads(device: str, work: int) -> int:
-    """One thread for small CPU matmuls (see probes.linear: on shared cores OpenMP waits dominate them; the
+    """One thread for small CPU matmuls (see probes.threads: on shared cores OpenMP waits dominate them; the
     patch MLP on 800 shapes images at 64 px trained in 12 s on one thread, 48 s on two busy cores)."""
-    return 1 if torch.device(device).type == "cpu" and work < _SINGLE_THREAD_WORK * 8 else torch.get_num_threads()
+    return 1 if torch.device(device).type == "cpu" and work < SINGLE_THREAD_WORK * 8 else torch.get_num_threads()
 
 
 def patch_probe(
@@ -250,7 +250,7 @@ def patch_probe(
 ) -> PatchProbeResult:
     """Train the patch MLP ``config.seeds`` times on ``train`` (tokens of images 0..n-1, targets (n, N, C)
     bool) and score the best epoch of each (macro F1 on the held-out part of train) on ``evaluation``."""
-    with _at_most_threads(_threads(device, config.batch_images * train_targets.shape[1] * dim * config.hidden)):
+    with at_most_threads(_threads(device, config.batch_images * train_targets.shape[1] * dim * config.hidden)):
         return _patch_probe(train, train_targets, evaluation, eval_targets, dim, config, device, progress)
 
 
@@ -422,7 +422,7 @@ def fast_linear_head(
     tokens against the masks (n, R, R); score on the eval masks. ``keep``: eval images whose predicted
     masks are returned."""
     work = config.batch_images * int(np.prod(train_masks.shape[1:])) * num_classes
-    with _at_most_threads(_threads(device, work)):
+    with at_most_threads(_threads(device, work)):
         return _fast_linear_head(head, train, train_masks, evaluation, eval_masks, grid, patch, num_classes, config, device, keep, progress)
 
 

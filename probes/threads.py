@@ -10,6 +10,9 @@ every thread (their matmuls are large enough to share).
 :func:`fastest_threads` times a unit of real work under a few thread counts and picks the fastest: the
 exact logistic probe (``probes.logreg``) uses it, because there the right count depends on whether
 another process keeps a core busy.
+
+:func:`at_most_threads` caps the count inside a block; the training loops of the probes (the linear
+grid, the exact logistic probe, the segmentation heads, mmseg's head) use it with ``SINGLE_THREAD_WORK``.
 """
 from __future__ import annotations
 
@@ -21,6 +24,22 @@ import torch
 from torch import nn
 
 SMALL_MODEL_PARAMETERS = 20_000_000
+# Below this many multiply-adds per minibatch matmul, a probe's CPU training loop runs on one thread.
+SINGLE_THREAD_WORK = 1 << 27
+
+
+@contextlib.contextmanager
+def at_most_threads(n: int) -> Iterator[None]:
+    """torch's CPU threads capped at ``n`` inside the block (never raised), restored afterwards."""
+    previous = torch.get_num_threads()
+    if n >= previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager
@@ -28,15 +47,8 @@ def threads_for(*models: nn.Module, device: str | torch.device = "cpu") -> Itera
     """One CPU thread while the ``models`` together have fewer than ``SMALL_MODEL_PARAMETERS``
     parameters (and the work runs on the CPU); no change otherwise."""
     small = torch.device(device).type == "cpu" and sum(p.numel() for m in models for p in m.parameters()) < SMALL_MODEL_PARAMETERS
-    previous = torch.get_num_threads()
-    if not small or previous == 1:
+    with at_most_threads(1 if small else torch.get_num_threads()):
         yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def thread_candidates(available: int | None = None) -> list[int]:

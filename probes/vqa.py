@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from evidence.stats import check_level, percentile_interval, resample_means, two_sided_p
+
 
 @dataclass(frozen=True)
 class Score:
@@ -130,56 +132,64 @@ def vision_gain(
     tasks only in ``blind``), then the categories (in order of first appearance) and ``overall``;
     no categories, no aggregates.
     """
-    from evidence.stats import _alpha, _resample_means
-
-    alpha = _alpha(level)
-    categories = dict(categories or {})
-    tasks = list(scores) + [task for task in blind if task not in scores]
+    check_level(level)
     rows: list[VisionGain] = []
-    boots: dict[str, np.ndarray] = {}
-
-    def summary(name: str, kind: str, members: list[str], seeing: float, unseen: float, boot: np.ndarray, n: int, unpaired: int = 0) -> VisionGain:
-        low, high = np.quantile(boot, [alpha, 1.0 - alpha])
-        p_value = min(1.0, 2.0 * min(float(np.mean(boot <= 0.0)), float(np.mean(boot >= 0.0))))
-        return VisionGain(name, kind, members, seeing, unseen, seeing - unseen, float(low), float(high), p_value, n, unpaired)
-
-    means: dict[str, tuple[float, float]] = {}
-    for task in tasks:
-        if task not in scores or task not in blind:
-            rows.append(VisionGain(task, "task", [task], missing=[("blind" if task not in blind else "with-image") + " run"]))
-            continue
-        factor = float(scale[task] if isinstance(scale, Mapping) else scale)
-        seeing, unseen, unpaired = _paired(task, scores[task], blind[task])
-        if not seeing.size:
-            rows.append(VisionGain(task, "task", [task], unpaired=unpaired, missing=["documents scored in both runs"]))
-            continue
-        # Each task its own stream of resamples (stable whatever the other tasks are), the same count for all.
-        stream = seed * 1_000_003 + zlib.crc32(task.encode())
-        boots[task] = _resample_means(seeing - unseen, n_boot, stream) * factor
-        means[task] = (float(seeing.mean()) * factor, float(unseen.mean()) * factor)
-        rows.append(summary(task, "task", [task], *means[task], boots[task], int(seeing.size), unpaired))
+    paired: dict[str, _Gain] = {}
+    for task in list(scores) + [task for task in blind if task not in scores]:
+        row, gain = _task_gain(task, scores, blind, scale, n_boot, seed, level)
+        rows.append(row)
+        if gain is not None:
+            paired[task] = gain
     if not categories:
         return rows
     members: dict[str, list[str]] = {}
-    for task, category in categories.items():
+    for task, category in dict(categories).items():
         members.setdefault(category, []).append(task)
-    done: dict[str, tuple[float, float, np.ndarray, int]] = {}
+    done: dict[str, _Gain] = {}
     for category, tasks_of in members.items():
-        absent = [task for task in tasks_of if task not in boots]
-        if absent:
-            rows.append(VisionGain(category, "category", tasks_of, missing=absent))
-            continue
-        seeing = float(np.mean([means[task][0] for task in tasks_of]))
-        unseen = float(np.mean([means[task][1] for task in tasks_of]))
-        boot = np.mean([boots[task] for task in tasks_of], axis=0)
-        n = sum(int(row.n) for row in rows if row.level == "task" and row.name in tasks_of)
-        done[category] = (seeing, unseen, boot, n)
-        rows.append(summary(category, "category", tasks_of, seeing, unseen, boot, n))
-    absent = [category for category in members if category not in done]
-    if absent:
-        rows.append(VisionGain(overall, "overall", list(members), missing=absent))
-    else:
-        parts = [done[category] for category in members]
-        rows.append(summary(overall, "overall", list(members), float(np.mean([p[0] for p in parts])), float(np.mean([p[1] for p in parts])),
-                            np.mean([p[2] for p in parts], axis=0), sum(p[3] for p in parts)))
+        row, gain = _mean_gain(category, "category", tasks_of, paired, level)
+        rows.append(row)
+        if gain is not None:
+            done[category] = gain
+    rows.append(_mean_gain(overall, "overall", list(members), done, level)[0])
     return rows
+
+
+@dataclass(frozen=True)
+class _Gain:
+    """Mean score with and without images (points), the bootstrap distribution of their difference, documents."""
+
+    seeing: float
+    unseen: float
+    boot: np.ndarray
+    n: int
+
+
+def _summary(name: str, level_name: str, members: list[str], gain: _Gain, level: float, unpaired: int = 0) -> VisionGain:
+    low, high = percentile_interval(gain.boot, level)
+    return VisionGain(name, level_name, members, gain.seeing, gain.unseen, gain.seeing - gain.unseen, low, high, two_sided_p(gain.boot), gain.n, unpaired)
+
+
+def _task_gain(task: str, scores: Mapping[str, Mapping[Hashable, float]], blind: Mapping[str, Mapping[Hashable, float]], scale: float | Mapping[str, float],
+               n_boot: int, seed: int, level: float) -> tuple[VisionGain, _Gain | None]:
+    """The row of one task, and its gain when it has paired documents."""
+    if task not in scores or task not in blind:
+        return VisionGain(task, "task", [task], missing=[("blind" if task not in blind else "with-image") + " run"]), None
+    factor = float(scale[task] if isinstance(scale, Mapping) else scale)
+    seeing, unseen, unpaired = _paired(task, scores[task], blind[task])
+    if not seeing.size:
+        return VisionGain(task, "task", [task], unpaired=unpaired, missing=["documents scored in both runs"]), None
+    # Each task its own stream of resamples (stable whatever the other tasks are), the same count for all.
+    stream = seed * 1_000_003 + zlib.crc32(task.encode())
+    gain = _Gain(float(seeing.mean()) * factor, float(unseen.mean()) * factor, resample_means(seeing - unseen, n_boot, stream) * factor, int(seeing.size))
+    return _summary(task, "task", [task], gain, level, unpaired), gain
+
+
+def _mean_gain(name: str, level_name: str, members: list[str], gains: dict[str, _Gain], level: float) -> tuple[VisionGain, _Gain | None]:
+    """The row of an aggregate (the mean of its members' gains, replicate by replicate), and its gain when every member has one."""
+    absent = [member for member in members if member not in gains]
+    if absent:
+        return VisionGain(name, level_name, members, missing=absent), None
+    parts = [gains[member] for member in members]
+    gain = _Gain(float(np.mean([p.seeing for p in parts])), float(np.mean([p.unseen for p in parts])), np.mean([p.boot for p in parts], axis=0), sum(p.n for p in parts))
+    return _summary(name, level_name, members, gain, level), gain

@@ -19,11 +19,13 @@ world) is hashed; a lineage folder holding the same hash is reused instead of re
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -155,13 +157,41 @@ def _corpus(files: list[Path]) -> list[str]:
     return texts
 
 
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """``timings[name]``: the seconds the block took (not recorded when it raises)."""
+    began = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - began, 2)
+
+
+def _train_lineage(out: Path, captions: Path, stage1_mixed: Path, preferences: Path, replicates: int, timings: dict[str, float],
+                   log: Callable[[str], None], progress: bool) -> dict[str, Any]:
+    """Stage 1 (align, pretrain) from ``out/mllm-init``, then SFT and DPO from its end, ``replicates`` seeds each;
+    the stage results by name (``sft``, ``dpo``, ``sft-r1``, ...)."""
+    from .loop import train_stage
+
+    runs = {}
+    for name, start, data in (("align", out / "mllm-init", captions), ("pretrain", out / "align" / "mllm", stage1_mixed)):
+        with _timed(timings, name):
+            runs[name] = train_stage(start, data, out / name, STAGES[name], log=log, progress=progress)
+    for replicate in range(replicates):
+        suffix = replicate_suffix(replicate)
+        for stage in ("sft", "dpo"):
+            with _timed(timings, stage + suffix):
+                config = STAGES[stage].with_overrides(seed=replicate)
+                runs[stage + suffix] = train_stage(out / "pretrain" / "mllm", preferences, out / (stage + suffix), config, log=log, progress=progress)
+        if runs["sft" + suffix].steps != runs["dpo" + suffix].steps:
+            raise RuntimeError(f"sft ran {runs['sft' + suffix].steps} steps and dpo {runs['dpo' + suffix].steps}; the comparison needs equal schedules")
+    return runs
+
+
 def make_demo_lineage(out: str | os.PathLike, *, replicates: int = DEFAULT_REPLICATES, force: bool = False, log: Callable[[str], None] = print,
                       progress: bool = True) -> Path:
     """Train (or reuse) the demo lineage in ``out`` with ``replicates`` Stage-2 seeds per arm (>= 1); returns
     its ``lineage.toml`` (the PIVOT-evaluation manifest, one fresh MLLM per encoder, is ``out / PIVOT_EVAL_MANIFEST``)."""
     check_replicates(replicates)
     from .data import write_shapes_data
-    from .loop import train_stage
     from .mllm import IMAGE_TOKEN, build_mllm, save_mllm
     from .pivot_eval import PivotEvalData, pivot_eval_lineage
     from .tiny_lm import build_tiny_lm
@@ -181,43 +211,21 @@ def make_demo_lineage(out: str | os.PathLike, *, replicates: int = DEFAULT_REPLI
     out.mkdir(parents=True)
     started = time.perf_counter()
     timings: dict[str, float] = {}
-
-    def timed(name: str, began: float) -> None:
-        timings[name] = round(time.perf_counter() - began, 2)
-
-    began = time.perf_counter()
-    original, vit_accuracy = pretrain_vit(out / "original.safetensors", VIT, log=log, progress=progress)
-    timed("original encoder", began)
-
-    began = time.perf_counter()
-    stage1 = write_shapes_data(STAGE1_DATA, "train", out / "data" / "stage1")
-    stage2 = write_shapes_data(STAGE2_DATA, "train", out / "data" / "stage2")
-    stage1_mixed = out / "data" / "stage1" / "captions_and_qa.jsonl"
-    stage1_mixed.write_text(stage1["captions"].read_text() + stage1["preferences"].read_text())
-    lm_dir = build_tiny_lm(out / "lm", _corpus([stage1_mixed, stage2["preferences"]]), LM, extra_special=[IMAGE_TOKEN])
-    save_mllm(build_mllm(original, lm_dir, visual_layer=-2, seed=0, prompt_layout=PROMPT_LAYOUT), out / "mllm-init")
-    timed("data + LM", began)
-
-    runs = {}
-    for name, start, data in (("align", out / "mllm-init", stage1["captions"]), ("pretrain", out / "align" / "mllm", stage1_mixed)):
-        began = time.perf_counter()
-        runs[name] = train_stage(start, data, out / name, STAGES[name], log=log, progress=progress)
-        timed(name, began)
-    for replicate in range(replicates):
-        suffix = replicate_suffix(replicate)
-        for stage in ("sft", "dpo"):
-            began = time.perf_counter()
-            config = STAGES[stage].with_overrides(seed=replicate)
-            runs[stage + suffix] = train_stage(out / "pretrain" / "mllm", stage2["preferences"], out / (stage + suffix), config, log=log, progress=progress)
-            timed(stage + suffix, began)
-        if runs["sft" + suffix].steps != runs["dpo" + suffix].steps:
-            raise RuntimeError(f"sft ran {runs['sft' + suffix].steps} steps and dpo {runs['dpo' + suffix].steps}; the comparison needs equal schedules")
+    with _timed(timings, "original encoder"):
+        original, vit_accuracy = pretrain_vit(out / "original.safetensors", VIT, log=log, progress=progress)
+    with _timed(timings, "data + LM"):
+        stage1 = write_shapes_data(STAGE1_DATA, "train", out / "data" / "stage1")
+        stage2 = write_shapes_data(STAGE2_DATA, "train", out / "data" / "stage2")
+        stage1_mixed = out / "data" / "stage1" / "captions_and_qa.jsonl"
+        stage1_mixed.write_text(stage1["captions"].read_text() + stage1["preferences"].read_text())
+        lm_dir = build_tiny_lm(out / "lm", _corpus([stage1_mixed, stage2["preferences"]]), LM, extra_special=[IMAGE_TOKEN])
+        save_mllm(build_mllm(original, lm_dir, visual_layer=-2, seed=0, prompt_layout=PROMPT_LAYOUT), out / "mllm-init")
+    runs = _train_lineage(out, stage1["captions"], stage1_mixed, stage2["preferences"], replicates, timings, log, progress)
 
     manifest.write_text(manifest_text(replicates))
-    began = time.perf_counter()
-    pivot_eval_lineage(manifest, lm_dir, PivotEvalData(stage1["captions"], stage1["preferences"]), out / Path(PIVOT_EVAL_MANIFEST).parent,
-                       align=PIVOT_EVAL_STAGES["align"], instruct=PIVOT_EVAL_STAGES["instruct"], prompt_layout=PROMPT_LAYOUT, log=log, progress=progress)
-    timed("pivot-eval", began)
+    with _timed(timings, "pivot-eval"):
+        pivot_eval_lineage(manifest, lm_dir, PivotEvalData(stage1["captions"], stage1["preferences"]), out / Path(PIVOT_EVAL_MANIFEST).parent,
+                           align=PIVOT_EVAL_STAGES["align"], instruct=PIVOT_EVAL_STAGES["instruct"], prompt_layout=PROMPT_LAYOUT, log=log, progress=progress)
     summary = {"recipe_hash": key, "recipe": recipe(replicates), "note": schedule_note(replicates), "replicates": replicates, "original_val_accuracy": vit_accuracy, "seconds": timings,
                "total_seconds": round(time.perf_counter() - started, 1), "stages": {name: run.summary for name, run in runs.items()}}
     done.write_text(json.dumps(summary, indent=2, default=str))

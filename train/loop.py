@@ -214,14 +214,11 @@ def train_stage(
     would: nothing exported, the last checkpoint kept). A stage already finished in ``out`` with the
     same start, data and config is not trained again.
     """
-    from tqdm import tqdm
-
     start, data, out = Path(start), Path(data), Path(out)
     context = setup(device)
     check_world(config, context.world)  # a usage error, found before anything loads
-    main = context.is_main
-    say = log if main else (lambda message: None)
-    identity = {"start": str(start.resolve()), "start_weights": json.loads((start / "mllm.json").read_text()).get("encoder_weights_hash", "") if (start / "mllm.json").exists() else "", "data": _fingerprint(data) if data.exists() else "", "config": config.to_dict(), "world": context.world}
+    say = log if context.is_main else (lambda message: None)
+    identity = _identity(start, data, config, context)
     done = out / DONE_FILE
     if done.exists() and json.loads(done.read_text()).get("identity") == identity:
         say(f"{config.stage}: already trained in {out} (same start, data and settings); reusing it")
@@ -235,29 +232,81 @@ def train_stage(
     say(report.summary())
     if config.stage == "dpo" and any(not item.rejected for item in items):
         raise DataError(f"{data}: the dpo stage needs preference items (question, chosen, rejected); caption lines have no rejected answer")
+    run = _prepare(mllm, items, data, out, identity, config, context, progress and context.is_main)
+    position = _start_position(run, resume, say)
+    metrics_path = out / "metrics.jsonl"
+    if context.is_main and not resume and metrics_path.exists():
+        metrics_path.unlink()
+    say(_plan_line(run))
+    throughput = _run_steps(run, position, progress and context.is_main, stop_after_steps)
+    if throughput is None:
+        return None
+    summary = {
+        "stage": config.stage, "identity": identity, "steps": run.total_steps, "items": len(items), "skipped": dict(report.skipped),
+        **throughput,
+        "peak_cuda_memory_mb": torch.cuda.max_memory_allocated(context.device) / 2**20 if context.device.type == "cuda" else None,
+        "world": context.world,
+    }
+    _export(run, start, summary, say)
+    return StageResult(out, out / "mllm", out / "encoder.safetensors", run.total_steps, summary)
+
+
+def _identity(start: Path, data: Path, config: StageConfig, context: DistContext) -> dict[str, Any]:
+    """What a finished stage, a saved state and a cached reference table belong to: start, data, settings, world."""
+    start_weights = json.loads((start / "mllm.json").read_text()).get("encoder_weights_hash", "") if (start / "mllm.json").exists() else ""
+    return {"start": str(start.resolve()), "start_weights": start_weights, "data": _fingerprint(data) if data.exists() else "", "config": config.to_dict(), "world": context.world}
+
+
+@dataclass
+class _Training:
+    """What the steps of one stage work with (built by :func:`_prepare`)."""
+
+    config: StageConfig
+    context: DistContext
+    mllm: MLLM
+    model: torch.nn.Module  # ``mllm``, or its DDP / FSDP wrapper
+    items: list[TrainItem]
+    dataset: torch.utils.data.Dataset
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    groups: list[dict[str, Any]]
+    autocast: _Autocast
+    data: Path
+    out: Path
+    identity: dict[str, Any]
+    total_steps: int
+    accumulation: int
+    reference: MLLM | None = None
+    reference_table: torch.Tensor | None = None
+    frozen_images: int | None = None  # images whose frozen-encoder tokens were computed once (None: encoded every step)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out / "checkpoint"
+
+    @property
+    def trains_encoder(self) -> bool:
+        return len(self.groups) > 1
+
+
+@dataclass
+class _Position:
+    """Where in the schedule training stands: optimiser steps done, epoch, micro-batches done in the epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    micro_done: int = 0
+
+
+def _prepare(mllm: MLLM, items: list[TrainItem], data: Path, out: Path, identity: dict[str, Any], config: StageConfig, context: DistContext, progress: bool) -> _Training:
+    """The schedule, the DPO reference, the trainable (wrapped) model, its optimiser and scheduler, and the dataset."""
     per_step = config.micro_batch * context.world
     accumulation = config.global_batch // per_step
     micro_per_epoch = math.ceil(math.ceil(len(items) / context.world) / config.micro_batch)
     steps_per_epoch = math.ceil(micro_per_epoch / accumulation)
     total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
-
     autocast = _Autocast(context.device)
-    reference_table = None
-    if config.stage == "dpo" and config.cache_reference:
-        # Before any training or resumed state: the freshly loaded model *is* the reference.
-        cache = out / "reference_logprobs.pt"
-        cached = torch.load(cache, weights_only=True) if cache.exists() else None
-        if cached is not None and cached.get("identity") == identity:
-            reference_table = cached["table"]
-        else:
-            reference_table = _reference_logprobs(mllm, items, ItemDataset(items, mllm.image_transform()), config, context, autocast, progress and main)
-            if main:
-                out.mkdir(parents=True, exist_ok=True)
-                torch.save({"identity": identity, "table": reference_table}, cache.with_suffix(".tmp"))
-                cache.with_suffix(".tmp").replace(cache)
-    reference = None
-    if config.stage == "dpo" and not config.cache_reference:
-        reference = copy.deepcopy(mllm).eval().requires_grad_(False)
+    reference, reference_table = _dpo_reference(mllm, items, out, identity, config, context, autocast, progress)
     # Tokens of a frozen encoder, computed once (SFT-type stages; DPO's reference path encodes images itself).
     frozen = _frozen_tokens(mllm, items, config, context, autocast) if not config.trains_encoder and config.stage != "dpo" else None
     encoder_names = _set_trainable(mllm, config)
@@ -275,90 +324,134 @@ def train_stage(
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(total_steps, config.warmup_ratio))
     dataset = EncodedDataset(items, frozen) if frozen is not None else ItemDataset(items, mllm.image_transform())
-
-    checkpoint_dir = out / "checkpoint"
-    step, epoch, micro_done = 0, 0, 0
-    if main:
+    if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    if resume:
-        state = load_state(checkpoint_dir)
-        if state is not None:
-            if state["identity"] != identity:
-                raise TrainingError(f"{checkpoint_dir}: the saved state belongs to another start, data file or settings; delete it or run without --resume")
-            _load_model_state(model, mllm, config, context, state["model"])
-            _load_optimizer_state(model, optimizer, config, context, state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            step, epoch, micro_done = state["step"], state["epoch"], state["micro_done"]
-            set_rng_state(state["rng"])
-            say(f"{config.stage}: resumed at step {step}/{total_steps} (epoch {epoch}, micro-batch {micro_done})")
-    elif main and (checkpoint_dir / "state.pt").exists():
-        say(f"{config.stage}: a saved state exists in {checkpoint_dir}; starting over (pass --resume to continue it)")
+    return _Training(config, context, mllm, model, items, dataset, optimizer, scheduler, groups, autocast, data, out, identity, total_steps, accumulation,
+                     reference, reference_table, len(frozen) if frozen is not None else None)
 
-    metrics_path = out / "metrics.jsonl"
-    if main and not resume and metrics_path.exists():
-        metrics_path.unlink()
-    say(f"{config.stage}: {len(items)} items, {total_steps} steps of {config.global_batch} items ({accumulation} x {config.micro_batch} x {context.world} processes), lr {config.lr:g}" + (f", encoder lr {config.encoder_lr if config.encoder_lr is not None else config.lr:g}" if encoder_params else ", encoder frozen")
-        + (f" (its tokens of {len(frozen)} images computed once)" if frozen is not None else ""))
-    bar = tqdm(total=total_steps, initial=step, desc=config.stage, unit="step", disable=not (progress and main))
+
+def _dpo_reference(mllm: MLLM, items: list[TrainItem], out: Path, identity: dict[str, Any], config: StageConfig, context: DistContext,
+                   autocast: _Autocast, progress: bool) -> tuple[MLLM | None, torch.Tensor | None]:
+    """DPO's reference policy: a table of its answer log-probs (computed once, cached in ``out``) or a frozen
+    copy of the model; (None, None) for the other stages. Called before any training or resumed state:
+    the freshly loaded model *is* the reference."""
+    if config.stage != "dpo":
+        return None, None
+    if not config.cache_reference:
+        return copy.deepcopy(mllm).eval().requires_grad_(False), None
+    cache = out / "reference_logprobs.pt"
+    cached = torch.load(cache, weights_only=True) if cache.exists() else None
+    if cached is not None and cached.get("identity") == identity:
+        return None, cached["table"]
+    table = _reference_logprobs(mllm, items, ItemDataset(items, mllm.image_transform()), config, context, autocast, progress)
+    if context.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({"identity": identity, "table": table}, cache.with_suffix(".tmp"))
+        cache.with_suffix(".tmp").replace(cache)
+    return None, table
+
+
+def _start_position(run: _Training, resume: bool, say: Callable[[str], None]) -> _Position:
+    """Step 0, or with ``resume`` the saved state of ``run.checkpoint_dir`` loaded (model, optimiser, scheduler, RNG)."""
+    config, folder = run.config, run.checkpoint_dir
+    if not resume:
+        if run.context.is_main and (folder / "state.pt").exists():
+            say(f"{config.stage}: a saved state exists in {folder}; starting over (pass --resume to continue it)")
+        return _Position()
+    state = load_state(folder)
+    if state is None:
+        return _Position()
+    if state["identity"] != run.identity:
+        raise TrainingError(f"{folder}: the saved state belongs to another start, data file or settings; delete it or run without --resume")
+    _load_model_state(run.model, run.mllm, config, run.context, state["model"])
+    _load_optimizer_state(run.model, run.optimizer, config, run.context, state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    position = _Position(state["step"], state["epoch"], state["micro_done"])
+    set_rng_state(state["rng"])
+    say(f"{config.stage}: resumed at step {position.step}/{run.total_steps} (epoch {position.epoch}, micro-batch {position.micro_done})")
+    return position
+
+
+def _plan_line(run: _Training) -> str:
+    config, context = run.config, run.context
+    encoder = f", encoder lr {config.encoder_lr if config.encoder_lr is not None else config.lr:g}" if run.trains_encoder else ", encoder frozen"
+    frozen = f" (its tokens of {run.frozen_images} images computed once)" if run.frozen_images is not None else ""
+    return (f"{config.stage}: {len(run.items)} items, {run.total_steps} steps of {config.global_batch} items ({run.accumulation} x {config.micro_batch} x {context.world} processes), "
+            f"lr {config.lr:g}{encoder}{frozen}")
+
+
+def _run_steps(run: _Training, position: _Position, progress: bool, stop_after_steps: int | None) -> dict[str, float] | None:
+    """Train from ``position`` to the last step, writing ``metrics.jsonl`` and saving state every
+    ``save_every`` steps; the run's seconds and throughput, or None when ``stop_after_steps`` stopped it."""
+    from tqdm import tqdm
+
+    config, context, main = run.config, run.context, run.context.is_main
+    bar = tqdm(total=run.total_steps, initial=position.step, desc=config.stage, unit="step", disable=not progress)
     started, samples_seen, tokens_seen = time.perf_counter(), 0, 0
     if context.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(context.device)
-    model.train()
+    run.model.train()
     if not config.trains_encoder:
-        mllm.encoder.eval()  # a frozen encoder keeps its normalisation statistics (BatchNorm) and has no dropout
-    while step < total_steps:
-        batches = _epoch_batches(len(items), config, context, epoch)
-        windows = [batches[i:i + accumulation] for i in range(0, len(batches), accumulation)]
-        window_index = micro_done // accumulation
-        for window in windows[window_index:]:
-            if step >= total_steps:
+        run.mllm.encoder.eval()  # a frozen encoder keeps its normalisation statistics (BatchNorm) and has no dropout
+    while position.step < run.total_steps:
+        batches = _epoch_batches(len(run.items), config, context, position.epoch)
+        windows = [batches[i:i + run.accumulation] for i in range(0, len(batches), run.accumulation)]
+        for window in windows[position.micro_done // run.accumulation:]:
+            if position.step >= run.total_steps:
                 break
-            loader = DataLoader(dataset, batch_sampler=window, num_workers=config.workers)
-            loaded = [(indices, images.to(context.device, non_blocking=True)) for indices, images in loader]
-            step_metrics = _train_step(model, mllm, items, loaded, reference, reference_table, config, context, autocast, step, data, encoded=frozen is not None)
-            grad_norm = torch.nn.utils.clip_grad_norm_([p for group in groups for p in group["params"]], config.max_grad_norm)
-            if not torch.isfinite(grad_norm):
-                raise TrainingError(f"{config.stage}: non-finite gradient norm at step {step} (items at lines {_lines(items, loaded)} of {data}); nothing of this step was applied and the last checkpoint in {checkpoint_dir} is kept; lower the learning rate or check those items")
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            micro_done += len(window)
+            step_metrics = _optimizer_step(run, window, position.step)
+            position.step += 1
+            position.micro_done += len(window)
             samples_seen += step_metrics.pop("samples")
             tokens_seen += step_metrics.pop("tokens")
             elapsed = time.perf_counter() - started
-            record = {"step": step, "epoch": epoch, **step_metrics, "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0],
+            record = {"step": position.step, "epoch": position.epoch, **step_metrics, "lr": run.scheduler.get_last_lr()[0],
                       "samples_per_s": samples_seen / elapsed, "tokens_per_s": tokens_seen / elapsed}
             if main:
-                with open(metrics_path, "a", encoding="utf-8") as handle:
+                with open(run.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(record) + "\n")
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
                 bar.update(1)
-            last_step = step >= total_steps
-            if config.save_every and step % config.save_every == 0 and not last_step:
-                _save(model, mllm, optimizer, scheduler, config, context, checkpoint_dir, identity, step, epoch, micro_done)
-            if stop_after_steps is not None and step >= stop_after_steps and not last_step:
+            last_step = position.step >= run.total_steps
+            if config.save_every and position.step % config.save_every == 0 and not last_step:
+                _save(run.model, run.mllm, run.optimizer, run.scheduler, config, context, run.checkpoint_dir, run.identity, position.step, position.epoch, position.micro_done)
+            if stop_after_steps is not None and position.step >= stop_after_steps and not last_step:
                 bar.close()
                 return None
-        if step < total_steps:
-            epoch, micro_done = epoch + 1, 0
+        if position.step < run.total_steps:
+            position.epoch, position.micro_done = position.epoch + 1, 0
     bar.close()
     elapsed = time.perf_counter() - started
-    summary = {
-        "stage": config.stage, "identity": identity, "steps": total_steps, "items": len(items), "skipped": dict(report.skipped),
-        "seconds": round(elapsed, 3), "samples_per_s": samples_seen / max(elapsed, 1e-9), "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
-        "peak_cuda_memory_mb": torch.cuda.max_memory_allocated(context.device) / 2**20 if context.device.type == "cuda" else None,
-        "world": context.world,
-    }
-    state = _full_model_state(model, mllm, config, context)
-    if main:
-        export = _rebuilt(start, state) if config.strategy == "fsdp" and context.distributed else copy.deepcopy(mllm)
-        save_mllm(export.cpu().eval(), out / "mllm", extra={"stage": config.stage, "config": config.to_dict(), "start": str(start), "data": str(data)})
+    return {"seconds": round(elapsed, 3), "samples_per_s": samples_seen / max(elapsed, 1e-9), "tokens_per_s": tokens_seen / max(elapsed, 1e-9)}
+
+
+def _optimizer_step(run: _Training, window: list[list[int]], step: int) -> dict[str, float]:
+    """One optimiser step over the micro-batches ``window``; its metrics (with ``grad_norm``, ``samples``, ``tokens``)."""
+    config, context = run.config, run.context
+    loader = DataLoader(run.dataset, batch_sampler=window, num_workers=config.workers)
+    loaded = [(indices, images.to(context.device, non_blocking=True)) for indices, images in loader]
+    step_metrics = _train_step(run.model, run.mllm, run.items, loaded, run.reference, run.reference_table, config, context, run.autocast, step, run.data,
+                               encoded=run.frozen_images is not None)
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for group in run.groups for p in group["params"]], config.max_grad_norm)
+    if not torch.isfinite(grad_norm):
+        raise TrainingError(f"{config.stage}: non-finite gradient norm at step {step} (items at lines {_lines(run.items, loaded)} of {run.data}); nothing of this step was applied and the last checkpoint in {run.checkpoint_dir} is kept; lower the learning rate or check those items")
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return {**step_metrics, "grad_norm": float(grad_norm)}
+
+
+def _export(run: _Training, start: Path, summary: dict[str, Any], say: Callable[[str], None]) -> None:
+    """Rank 0 writes the trained MLLM (``out/mllm``), its encoder checkpoint and ``stage.json``; every rank waits for it."""
+    config, context, out = run.config, run.context, run.out
+    state = _full_model_state(run.model, run.mllm, config, context)
+    if context.is_main:
+        export = _rebuilt(start, state) if config.strategy == "fsdp" and context.distributed else copy.deepcopy(run.mllm)
+        save_mllm(export.cpu().eval(), out / "mllm", extra={"stage": config.stage, "config": config.to_dict(), "start": str(start), "data": str(run.data)})
         shutil.copyfile(out / "mllm" / "encoder.safetensors", out / "encoder.safetensors")
         (out / DONE_FILE).write_text(json.dumps(summary, indent=2))
-        say(f"{config.stage}: done in {elapsed:.1f} s ({summary['samples_per_s']:.1f} samples/s); MLLM {out / 'mllm'}, encoder {out / 'encoder.safetensors'}")
+        say(f"{config.stage}: done in {summary['seconds']:.1f} s ({summary['samples_per_s']:.1f} samples/s); MLLM {out / 'mllm'}, encoder {out / 'encoder.safetensors'}")
     barrier(context)
-    return StageResult(out, out / "mllm", out / "encoder.safetensors", total_steps, summary)
 
 
 def _lines(items: list[TrainItem], loaded: list[tuple[torch.Tensor, torch.Tensor]]) -> list[int]:

@@ -58,6 +58,23 @@ def _render(config: VitPretrainConfig, transform: Callable, split: str, grid: in
     return images, torch.as_tensor(data.labels), colours, patches
 
 
+def _batch_loss(model: nn.Module, heads: nn.ModuleDict, train: tuple[torch.Tensor, ...], index: torch.Tensor, grid: int, generator: torch.Generator) -> torch.Tensor:
+    """Shape + colour + per-patch cross-entropy of the images ``index`` of ``train`` (images, types, colours,
+    patch labels), half of them flipped left-right (their patch labels with them)."""
+    train_x, train_type, train_colour, train_patch = train
+    loss_fn = nn.CrossEntropyLoss()
+    images = train_x[index]
+    flip = torch.rand(len(index), generator=generator) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    patch_labels = train_patch[index].view(len(index), grid, grid)
+    patch_labels = torch.where(flip[:, None, None], patch_labels.flip(-1), patch_labels).flatten(1)
+    tokens = model.forward_features(images)
+    pooled = model.forward_head(tokens, pre_logits=True)
+    patch_logits = heads["patch"](tokens[:, model.num_prefix_tokens:])
+    return (loss_fn(heads["shape"](pooled), train_type[index]) + loss_fn(heads["colour"](pooled), train_colour[index])
+            + loss_fn(patch_logits.flatten(0, 1), patch_labels.flatten()))
+
+
 def pretrain_vit(out: str | os.PathLike, config: VitPretrainConfig = VitPretrainConfig(), log: Callable[[str], None] = print, progress: bool = True) -> tuple[Path, dict[str, float]]:
     """Train the ViT and write it to ``out`` (``.safetensors``); returns the path and val accuracies (%)."""
     import timm
@@ -84,23 +101,13 @@ def pretrain_vit(out: str | os.PathLike, config: VitPretrainConfig = VitPretrain
     steps = config.epochs * math.ceil(len(train_x) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(config.seed)
-    loss_fn = nn.CrossEntropyLoss()
     bar = tqdm(total=steps, desc="original encoder", unit="step", disable=not progress)
     model.train()
     for _ in range(config.epochs):
         order = torch.randperm(len(train_x), generator=generator)
         for start in range(0, len(order), config.batch_size):
             index = order[start:start + config.batch_size]
-            images = train_x[index]
-            flip = torch.rand(len(index), generator=generator) < 0.5
-            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-            patch_labels = train_patch[index].view(len(index), grid, grid)
-            patch_labels = torch.where(flip[:, None, None], patch_labels.flip(-1), patch_labels).flatten(1)
-            tokens = model.forward_features(images)
-            pooled = model.forward_head(tokens, pre_logits=True)
-            patch_logits = heads["patch"](tokens[:, model.num_prefix_tokens:])
-            loss = (loss_fn(heads["shape"](pooled), train_type[index]) + loss_fn(heads["colour"](pooled), train_colour[index])
-                    + loss_fn(patch_logits.flatten(0, 1), patch_labels.flatten()))
+            loss = _batch_loss(model, heads, (train_x, train_type, train_colour, train_patch), index, grid, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -7,8 +7,9 @@ error. Installed packages can add kinds through the ``vision_encoder_eval.datase
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, Callable, TypeVar
+
+from encoders.registry import Registry
 
 from .base import ImageSplit
 
@@ -63,8 +64,21 @@ class Param:
 
 S = TypeVar("S", bound=type)
 
-_KINDS: dict[str, type[ImageSplit]] = {}
-_entry_points_loaded = False
+
+def _check_name(name: str) -> None:
+    if not name or ":" in name or "=" in name:
+        raise ValueError(f"dataset kind name {name!r} must be non-empty and contain neither ':' nor '='")
+
+
+def _check_kind(name: str, cls: type) -> None:
+    """A dataset kind needs a name usable in a spec and the class attributes the specs read."""
+    _check_name(name)
+    for attr in ("PARAMS", "SPLITS"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"dataset kind {name!r}: {cls.__qualname__} must define {attr}")
+
+
+KINDS: Registry[type[ImageSplit]] = Registry("dataset kind", entry_point_group=ENTRY_POINT_GROUP, check=_check_kind)
 
 
 def register_dataset(name: str) -> Callable[[S], S]:
@@ -73,46 +87,20 @@ def register_dataset(name: str) -> Callable[[S], S]:
     The class must define ``PARAMS: dict[str, Param]``, ``SPLITS: tuple[str, ...]`` and accept
     ``cls(spec=..., split=..., **params)`` with every parameter resolved.
     """
-    if not name or ":" in name or "=" in name:
-        raise ValueError(f"dataset kind name {name!r} must be non-empty and contain neither ':' nor '='")
-
-    def decorate(cls: S) -> S:
-        if name in _KINDS:
-            raise ValueError(f"dataset kind {name!r} is already registered ({_KINDS[name].__qualname__}); names must be unique")
-        for attr in ("PARAMS", "SPLITS"):
-            if not hasattr(cls, attr):
-                raise TypeError(f"dataset kind {name!r}: {cls.__qualname__} must define {attr}")
-        _KINDS[name] = cls
-        return cls
-
-    return decorate
-
-
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        if point.name not in _KINDS:
-            cls = point.load()
-            if point.name not in _KINDS:  # loading may have registered it through the decorator
-                register_dataset(point.name)(cls)
+    _check_name(name)  # refused before the class is even defined
+    return KINDS.register(name)  # type: ignore[return-value]
 
 
 def dataset_kinds() -> list[str]:
     """Names of all registered dataset kinds, sorted."""
-    _load_entry_points()
-    return sorted(_KINDS)
+    return KINDS.names()
 
 
 def get_kind(name: str) -> type[ImageSplit]:
     """The class registered as ``name``; ValueError listing the registered names if there is none."""
-    _load_entry_points()
-    try:
-        return _KINDS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset kind {name!r}; valid kinds: {', '.join(sorted(_KINDS))}") from None
+    if name not in KINDS:
+        raise ValueError(f"unknown dataset kind {name!r}; valid kinds: {', '.join(KINDS.names())}")
+    return KINDS.get(name)
 
 
 def _split_segments(spec: str) -> list[str]:

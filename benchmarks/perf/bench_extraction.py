@@ -55,12 +55,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.datasets import IMAGE_FILES, open_split
-from benchmarks.features import (
-    PRECISIONS,
-    ExtractionConfig,
-    _TransformedSplit,
-    extract_features,
-)
+from benchmarks.features import PRECISIONS, ExtractionConfig, extract_features
+from benchmarks.features.pipeline import TransformedSplit, uint8_transform
 from encoders import Encoder, load_encoder, save_encoder_checkpoint
 
 ARCHS = ("vit_small_patch16_224", "vit_base_patch16_224")
@@ -202,7 +198,7 @@ def build_encoder(arch: str, options: dict[str, Any], folder: Path, seed: int = 
 
 def run_baseline(encoder: Encoder, split, batch_size: int = BASELINE_BATCH) -> float:
     """Seconds for the plain fp32 forward of every image, DataLoader rendering and transforms included."""
-    dataset = _TransformedSplit(split, encoder.preprocess.transform(), encoder.preprocess.resolution, range(len(split)))
+    dataset = TransformedSplit(split, encoder.preprocess.transform(), encoder.preprocess.resolution, range(len(split)))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=0)
     model = encoder.model
     with torch.inference_mode():
@@ -363,8 +359,6 @@ def _timed(fn, device: str) -> float:
 def bench_device(arch: str, options: dict[str, Any], device: str, data: str | None, images: int, batch_size: int, workers: int,
                  settings: list[Setting], decodes: list[str], folder: Path) -> dict[str, float]:
     """img/s of each mode (see the module docstring) for one architecture on ``device``."""
-    from benchmarks.features import _uint8_transform
-
     encoder = build_encoder(arch, options, folder)
     encoder.model.to(device)
     resolution = encoder.preprocess.resolution
@@ -376,10 +370,10 @@ def bench_device(arch: str, options: dict[str, Any], device: str, data: str | No
     rates: dict[str, float] = {}
 
     def loader(transform):
-        dataset = _TransformedSplit(split, transform, resolution, range(n))
+        dataset = TransformedSplit(split, transform, resolution, range(n))
         return DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=pin)
 
-    rates["data only (uint8 workers)"] = n / _timed(lambda: [None for _ in loader(_uint8_transform(encoder.preprocess))], device)
+    rates["data only (uint8 workers)"] = n / _timed(lambda: [None for _ in loader(uint8_transform(encoder.preprocess))], device)
     model16 = copy.deepcopy(encoder.model).to(torch.bfloat16)
     batch = torch.randn(batch_size, 3, resolution, resolution, device=device, dtype=torch.bfloat16)
     with torch.inference_mode():

@@ -54,7 +54,8 @@ import torch
 
 import torch.nn.functional as F
 
-from probes.linear import LinearProbeConfig, _at_most_threads, linear_probe, sklearn_logreg_probe, stratified_holdout
+from probes.linear import LinearProbeConfig, linear_probe, sklearn_logreg_probe, stratified_holdout
+from probes.threads import at_most_threads
 from probes.logreg import LogRegConfig, logreg_probe
 
 METHODS = ("grid", "lbfgs", "sklearn", "clip")
@@ -340,7 +341,7 @@ def _run(args) -> dict[str, float]:
         ))
     if "clip" in args.methods:
         started = time.perf_counter()
-        with _at_most_threads(args.clip_threads):
+        with at_most_threads(args.clip_threads):
             clip = clip_benchmark_probe(data, holdout_fraction=config.holdout_fraction, seed=args.seed, epochs=args.clip_epochs)
         out["clip_seconds"], out["clip_top1"] = time.perf_counter() - started, clip["top1"]
         rows.append((

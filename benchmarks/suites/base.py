@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 
@@ -101,7 +101,3 @@ class RunContext:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, np.asarray(scores))
         return str(path.relative_to(self.run_dir))
-
-
-class Suite(Protocol):
-    def __call__(self, context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]: ...

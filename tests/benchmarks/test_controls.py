@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import run
-from encoders.controls import make_token_shuffled
+from encoders import make_token_shuffled
 from reports.compare import lineage_analysis
 from reports.load import PerItemCache, load_runs
 from train.vit_pretrain import VitPretrainConfig, pretrain_vit

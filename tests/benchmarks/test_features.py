@@ -17,7 +17,7 @@ def test_cached_entry_is_reused(tmp_path, tiny_encoder, monkeypatch):
     first = extract_features(tiny_encoder, ListSplit(20), tmp_path, layers=[0], config=CONFIG)
     assert set(first.arrays) == {"cls", "mean", "L0.cls", "L0.mean"}
     assert first.arrays["cls"].dtype == np.float16 and isinstance(first.arrays["cls"], np.memmap | np.ndarray)
-    monkeypatch.setattr("benchmarks.features._extract_shards", lambda *a, **k: pytest.fail("recomputed a finished entry"))
+    monkeypatch.setattr("benchmarks.features.extract._extract_shards", lambda *a, **k: pytest.fail("recomputed a finished entry"))
     again = extract_features(tiny_encoder, ListSplit(20), tmp_path, layers=[0], config=CONFIG)
     np.testing.assert_array_equal(np.asarray(first.arrays["mean"]), np.asarray(again.arrays["mean"]))
     assert first.key == again.key
@@ -42,13 +42,13 @@ def test_killed_run_resumes_to_identical_features(tmp_path, tiny_encoder, monkey
     assert sorted(p.name for p in entry.glob("*.valid.npy")) == ["shard-00000.valid.npy", "shard-00001.valid.npy"]
     assert not (entry / "done.json").exists() and not list(entry.glob("*.tmp*"))
     extracted = []
-    original = __import__("benchmarks.features", fromlist=["_extract_shards"])._extract_shards
+    original = __import__("benchmarks.features.extract", fromlist=["_extract_shards"])._extract_shards
 
     def spy(encoder, split, entry, shards, todo, *rest):
         extracted.append(list(todo))
         return original(encoder, split, entry, shards, todo, *rest)
 
-    monkeypatch.setattr("benchmarks.features._extract_shards", spy)
+    monkeypatch.setattr("benchmarks.features.extract._extract_shards", spy)
     resumed = extract_features(tiny_encoder, ListSplit(30), tmp_path / "cache", config=CONFIG)
     assert extracted == [[2, 3]], "only the shards the killed run did not finish are extracted"
     for name in reference.arrays:
@@ -99,7 +99,9 @@ def test_two_runs_share_one_cache(tmp_path):
 def test_uint8_inputs_normalised_on_device_give_the_features_of_the_float_transform(tmp_path, tiny_encoder):
     import torch
 
-    from benchmarks.features import _feature_dict, _uint8_transform, store_key
+    from benchmarks.features import store_key
+    from benchmarks.features.forward import feature_dict
+    from benchmarks.features.pipeline import normalize_on_device, uint8_transform
 
     split = ListSplit(10, bad={4})
     config = ExtractionConfig(batch_size=4, shard_size=8, progress=False, max_bad_fraction=0.5)
@@ -109,16 +111,14 @@ def test_uint8_inputs_normalised_on_device_give_the_features_of_the_float_transf
     rows = [i for i in range(10) if i != 4]
     images = torch.stack([transform(split.load_image(i)) for i in rows])
     with torch.inference_mode():
-        reference = _feature_dict(tiny_encoder, images, [0])
+        reference = feature_dict(tiny_encoder, images, [0])
     for name, value in reference.items():
         np.testing.assert_array_equal(np.asarray(features.arrays[name])[rows], value.numpy().astype(np.float16))
     # The pixels themselves are bit-identical: uint8 / 255, - mean, / std == ToTensor + Normalize.
     image = split.load_image(0)
-    pixels = _uint8_transform(tiny_encoder.preprocess)(image)
+    pixels = uint8_transform(tiny_encoder.preprocess)(image)
     assert pixels.dtype == torch.uint8
-    from benchmarks.features import _normalize_on_device
-
-    ours = _normalize_on_device(pixels[None], torch.tensor([True]), tiny_encoder.preprocess.mean, tiny_encoder.preprocess.std, "cpu")
+    ours = normalize_on_device(pixels[None], torch.tensor([True]), tiny_encoder.preprocess.mean, tiny_encoder.preprocess.std, "cpu")
     assert torch.equal(ours[0], transform(image))
     # The store key does not name the input pipeline (entries written before stay valid).
     _, meta = store_key(tiny_encoder, split, [0], "fp32")
@@ -143,7 +143,8 @@ def test_decode_on_device_reads_files_close_to_pil_and_has_its_own_key(tmp_path,
     import torch
 
     from benchmarks.datasets import open_split
-    from benchmarks.features import _uint8_transform, decode_resize_crop
+    from benchmarks.features import decode_resize_crop
+    from benchmarks.features.pipeline import uint8_transform
 
     root = _smooth_imagenet(tmp_path / "imagenet")
     (root / "train" / "n01" / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
@@ -155,7 +156,7 @@ def test_decode_on_device_reads_files_close_to_pil_and_has_its_own_key(tmp_path,
     # Same decoded pixels up to the resize kernels' rounding (JPEG and PNG alike).
     files = [np.fromfile(split.path(i), dtype=np.uint8) for i in range(len(split)) if pil.valid[i]]
     ours, readable = decode_resize_crop(files, tiny_encoder.preprocess, "cpu")
-    theirs = torch.stack([_uint8_transform(tiny_encoder.preprocess)(split.load_image(i)) for i in range(len(split)) if pil.valid[i]])
+    theirs = torch.stack([uint8_transform(tiny_encoder.preprocess)(split.load_image(i)) for i in range(len(split)) if pil.valid[i]])
     assert readable.all() and ours.shape == theirs.shape and ours.dtype == torch.uint8
     assert (ours.float() - theirs.float()).abs().mean() < 2.0
     np.testing.assert_allclose(np.asarray(device.arrays["mean"])[pil.valid], np.asarray(pil.arrays["mean"])[pil.valid], atol=0.1)

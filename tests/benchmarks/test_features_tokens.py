@@ -45,6 +45,6 @@ def test_size_is_printed_and_a_full_disk_refused(tmp_path, tiny_encoder, monkeyp
     lines: list[str] = []
     extract_features(tiny_encoder, ListSplit(6), tmp_path / "a", config=CONFIG, patch_layers=[-1], log=lines.append)
     assert any("MiB on disk" in line for line in lines)
-    monkeypatch.setattr("benchmarks.features.shutil.disk_usage", lambda path: type("U", (), {"free": 100})())
+    monkeypatch.setattr("benchmarks.features.extract.shutil.disk_usage", lambda path: type("U", (), {"free": 100})())
     with pytest.raises(FeatureError, match=r"GiB free; point --cache-dir"):
         extract_features(tiny_encoder, ListSplit(6), tmp_path / "b", config=CONFIG, patch_layers=[-1])

@@ -3,6 +3,7 @@ why it cannot be opened, or which setting names the wrong architecture, with the
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import errno
 import json
 import os
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from encoders import CheckpointError, load_encoder, load_manifest, save_encoder_checkpoint
+from encoders import CheckpointError, EncoderSpec, load_encoder, load_manifest, save_encoder_checkpoint
 from encoders.__main__ import main as encoders_cli
 from encoders.checkpoint import read_checkpoint
 from tests.encoders.conftest import TIMM_CLS_VIT, TIMM_VIT, hf_vision_model, timm_model
@@ -223,6 +224,20 @@ def test_a_manifest_arch_that_conflicts_with_the_embedded_one_points_at_the_mani
     message = str(err.value)
     assert f"the arch field of {manifest} (encoder 'a') asks for" in message and f"remove that arch field (or set it to {ARCH!r})" in message
     assert "--arch" not in message
+
+
+def test_where_the_arch_came_from_is_a_field_that_runs_do_not_record(tmp_path, state):
+    """``arch_source`` survives ``replace`` (an MLLM directory's tower keeps it) but is no part of the
+    spec's record (config.json) or of its equality."""
+    save_encoder_checkpoint(state, {"family": "timm", "arch": ARCH, "options": OPTIONS}, tmp_path / "e.safetensors")
+    manifest = tmp_path / "lineage.toml"
+    manifest.write_text('[[encoder]]\nname = "a"\ncheckpoint = "e.safetensors"\narch = "vit_small_patch16_224"\n')
+    spec = load_manifest(manifest)[0]
+    assert spec.arch_source == f"the arch field of {manifest} (encoder 'a')"
+    assert dataclasses.replace(spec, mllm="m").arch_source == spec.arch_source
+    record = spec.record()
+    assert "arch_source" not in record and record["arch"] == "vit_small_patch16_224"
+    assert EncoderSpec(**record) == spec and EncoderSpec(**record).arch_source == ""
 
 
 def _mllm_dir(tmp_path, state):

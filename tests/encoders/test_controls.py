@@ -4,8 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from encoders import CheckpointError, load_encoder, save_encoder_checkpoint
-from encoders.controls import make_token_shuffled
+from encoders import (
+    CheckpointError,
+    load_encoder,
+    make_token_shuffled,
+    save_encoder_checkpoint,
+)
 
 OPTIONS = {"img_size": 32, "embed_dim": 32, "depth": 2, "num_heads": 2}
 

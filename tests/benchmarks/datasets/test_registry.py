@@ -84,7 +84,7 @@ def test_duplicate_registration_is_an_error():
 
 
 def test_registered_kind_opens_through_specs(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(registry, "_KINDS", dict(registry._KINDS))  # keep the global registry clean
+    monkeypatch.setattr(registry.KINDS, "_items", dict(registry.KINDS._items))  # keep the global registry clean
 
     @register_dataset("tiny")
     class Tiny(ImageSplit):
