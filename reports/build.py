@@ -2,11 +2,13 @@
 
     python -m reports.build RUN_DIR [RUN_DIR ...] -o report.html [--title TITLE]
 
-The report groups encoders into lineages (an original and the checkpoints trained from it), and for
-each lineage shows a summary table (value +- 95% CI, delta versus the original, significance mark),
-matplotlib figures and image galleries; then provenance (encoders, weights hashes, checkpoints, remap
-reports, each run's config.json and timings, package versions) and every skipped or failed row with
-its reason. Inline CSS, base64 PNGs, no scripts, no external references: it opens from disk offline.
+The report groups encoders into lineages (an original and the checkpoints trained from it). It opens
+with its answer (``reports.summary``: per lineage and suite the headline value of each arm and the
+verdict sentence; the controls' outcomes), then one box per run with the notes several runs share
+stated once (``reports.method``); then, per lineage, the verdict details, a summary table (value +- 95%
+CI, delta versus the original, significance mark), matplotlib figures and image galleries; then
+provenance (encoders, weights hashes, checkpoints, remap reports, each run's config.json and timings,
+package versions) and every skipped or failed row with its reason. Inline CSS, base64 PNGs, no scripts, no external references: it opens from disk offline.
 """
 from __future__ import annotations
 

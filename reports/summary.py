@@ -23,7 +23,7 @@ NULL_CONTROL = "null-control"  # a seed-only retraining: must not be flagged
 CONTROL_ROLES = (POSITIVE_CONTROL, NULL_CONTROL)
 
 # Tones the template colours: the sentence or value is a normal result, a degenerate row, a failure, ...
-OK, GOOD, BAD, DEGENERATE, PROBLEM = "", "good", "bad", "degenerate", "problem"
+OK, GOOD, BAD, DEGENERATE, PROBLEM, UNTESTED = "", "good", "bad", "degenerate", "problem", "untested"
 
 
 def control_role(role: str) -> str:
@@ -156,9 +156,10 @@ def _pair_sentence(line: TableLine, sft: tuple[str, Cell], pivot: tuple[str, Cel
     values = f"{_value_text(pivot_cell)} vs {_value_text(sft_cell)} ({seeds})"
     tail = f"; {unmeasured}" if unmeasured else ""
     if compared is None or compared.delta is None:
-        return f"{head} not compared ({values}){tail}", PROBLEM
+        return f"{head} not compared ({values}){tail}", UNTESTED
     if compared.p_adjusted is None:
-        return f"{head} untested ({compared.note or 'neither per-item scores nor CIs'}): {values}{tail}", PROBLEM
+        why = compared.note.removesuffix(": untested") if compared.note else "neither per-item scores nor CIs"
+        return f"{head} untested ({why}): {values}{tail}", UNTESTED
     if pivot_cell.degenerate:
         fell = compared.significant and compared.better is False
         outcome = f"it fell significantly below {sft_label}" if fell else f"{signed(compared.delta)} against {sft_label}"

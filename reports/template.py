@@ -56,7 +56,8 @@ table.answer-table td.sentence { max-width: 46rem; }
 .sentence-good { color: #0b6e2a; }
 .sentence-bad { color: #a61b1b; }
 .sentence-degenerate { color: #a15c00; }
-.sentence-problem { color: #a61b1b; }
+.sentence-problem { color: #a15c00; }
+.sentence-untested { color: #555; font-style: italic; }
 .tag-degenerate { color: #a15c00; font-size: .75em; font-weight: bold; }
 ul.controls { margin: .2rem 0 .6rem; padding-left: 1.2rem; font-size: .9rem; }
 ul.controls li { margin: .2rem 0; }
@@ -130,7 +131,7 @@ details.schedule .opening { color: #555; }
 {% for box in method.boxes %}
 <div class="run-box"><code>{{ box.label }}</code>
 <div>{{ box.suites|join(", ") or "no ok rows" }}{% if box.data %} on {{ box.data|join(", ") }}{% endif %}</div>
-<div class="meta">{{ box.encoders }} encoder{{ "" if box.encoders == 1 else "s" }}, {{ box.ok }} rows ok{% if box.skipped %}, {{ box.skipped }} skipped{% endif %}{% if box.failed %}, {{ box.failed }} failed{% endif %}{% if box.seconds %}, {{ box.seconds }}{% endif %}{% if box.hardware %}; {{ box.hardware }}{% endif %}</div>
+<div class="meta">{{ box.encoders }} encoder{{ "" if box.encoders == 1 else "s" }}, {{ box.ok }} row{{ "" if box.ok == 1 else "s" }} ok{% if box.skipped %}, {{ box.skipped }} skipped{% endif %}{% if box.failed %}, {{ box.failed }} failed{% endif %}{% if box.seconds %}, {{ box.seconds }}{% endif %}{% if box.hardware %}; {{ box.hardware }}{% endif %}</div>
 {% if box.shared %}<div class="meta">Note{{ "s" if box.shared|length > 1 else "" }} {% for letter in box.shared %}<a href="#note-{{ letter }}">{{ letter }}</a>{% if not loop.last %}, {% endif %}{% endfor %} (below)</div>{% endif %}
 {% if box.own_note %}{% if box.own_note_is_short %}<div class="own-note">{{ box.own_note }}</div>{% else %}<details><summary>Its own note ({{ box.own_note.split()|length }} words)</summary><div class="own-note">{{ box.own_note }}</div></details>{% endif %}{% endif %}
 </div>

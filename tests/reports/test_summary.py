@@ -223,3 +223,13 @@ def test_no_controls_is_said_in_one_line(tmp_path):
 @pytest.mark.parametrize(("mean", "sd", "text"), [(31.234, 0.4123, "31.23 ± 0.41"), (0.0431, 0.00031, "0.043 ± 0.0003"), (28.1, None, "28.10")])
 def test_mean_sd_format(mean, sd, text):
     assert mean_sd(mean, sd) == text
+
+
+def test_a_comparison_without_per_item_scores_or_cis_says_untested(tmp_path):
+    run = tmp_path / "run"
+    append_rows(run, [ResultRow(encoder=name, role=role, base=base, suite="loc", task="gradcam", dataset="d", metric="pointing_game", value=value)
+                      for name, role, base, value in (("o", "original", "", 40.0), ("s", "sft", "o", 41.0), ("p", "pivot", "o", 45.0))])
+    ((_, _, _, summary, _),) = _analyse(run)
+    (line,) = summary.lines
+    assert line.sentence.startswith("+PIVOT vs +SFT untested (no per-item scores; no CIs either): 45.00 vs 41.00 (one training run each)")
+    assert line.tone == "untested" and "ahead" not in line.sentence
