@@ -2,17 +2,18 @@
 
     python -m reports.build RUN_DIR [RUN_DIR ...] -o report.html [--title TITLE]
 
-The report groups encoders into lineages (an original and the checkpoints trained from it), and for
-each lineage shows a summary table (value +- 95% CI, delta versus the original, significance mark),
-matplotlib figures and image galleries; then provenance (encoders, weights hashes, checkpoints, remap
-reports, each run's config.json and timings, package versions) and every skipped or failed row with
-its reason. Inline CSS, base64 PNGs, no scripts, no external references: it opens from disk offline.
+The report groups encoders into lineages (an original and the checkpoints trained from it). It opens
+with its answer (``reports.summary``: per lineage and suite the headline value of each arm and the
+verdict sentence; the controls' outcomes), then one box per run with the notes several runs share
+stated once (``reports.method``); then, per lineage, the verdict details, a summary table (value +- 95%
+CI, delta versus the original, significance mark), matplotlib figures and image galleries; then
+provenance (encoders, weights hashes, checkpoints, remap reports, each run's config.json and timings,
+package versions) and every skipped or failed row with its reason. Inline CSS, base64 PNGs, no scripts, no external references: it opens from disk offline.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -24,38 +25,14 @@ import jinja2
 from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED
 from reports.compare import ALPHA, ARMS_TEST, CORRECTION, SIG_ARMS, SIG_CI, SIG_NONE, SIG_PAIRED, lineage_analysis
 from reports.figures import lineage_figures
+from reports.format import num, signed
 from reports.gallery import lineage_galleries
 from reports.load import EncoderInfo, PerItemCache, ReportData, RunData, is_ok, load_runs
+from reports.method import method_view
+from reports.summary import control_checks, controls_by_suite, lineage_summary
 from reports.template import TEMPLATE
 
 REPORT_PACKAGES = ("numpy", "pandas", "matplotlib", "jinja2")
-
-
-def _num(value: Any) -> str:
-    """Compact number: 3 decimals below 1 (3 significant digits below 0.001), 2 decimals up to 1000, 1 above."""
-    if value is None:
-        return ""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if not math.isfinite(number):
-        return str(number)
-    magnitude = abs(number)
-    if magnitude == 0:
-        return "0"
-    if magnitude < 0.001:
-        return f"{number:.3g}"
-    if magnitude < 1:
-        return f"{number:.3f}"
-    if magnitude < 1000:
-        return f"{number:.2f}"
-    return f"{number:.1f}"
-
-
-def _signed(value: Any) -> str:
-    text = _num(value)
-    return text if text.startswith("-") or text == "0" else f"+{text}"
 
 
 def _pretty(value: Any) -> str:
@@ -70,7 +47,7 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
             items.extend(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
         return items
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [(prefix, _num(value))]
+        return [(prefix, num(value))]
     return [(prefix, value if isinstance(value, str) else json.dumps(value, default=str))]
 
 
@@ -141,13 +118,11 @@ def _run_view(run: RunData) -> dict[str, Any]:
     for row in run.rows:
         counts["ok" if is_ok(row) else (STATUS_SKIPPED if row.status == STATUS_SKIPPED else STATUS_FAILED)] += 1
     timings = run.config.get("timings")
-    note = run.config.get("note")
     hardware = run.config.get("hardware")
     return {
         "label": run.label,
         "path": str(run.path.resolve()),
         "counts": counts,
-        "note": note if isinstance(note, str) else (_pretty(note) if note else ""),
         "timings": _flatten(timings) if isinstance(timings, dict) else ([("timings", str(timings))] if timings else []),
         "config_json": _pretty(run.config) if run.config else "",
         "hardware": ", ".join(f"{key} {value}" for key, value in hardware.items()) if isinstance(hardware, dict) else "",
@@ -158,7 +133,7 @@ def _run_view(run: RunData) -> dict[str, Any]:
 
 def _selected_text(selected: dict[str, Any]) -> str:
     """``lr=0.01, weight_decay=1e-4, epochs=30``: the hyperparameters a probe chose, for the table."""
-    return ", ".join(f"{key}={_num(value) if isinstance(value, float) else value}" for key, value in selected.items())
+    return ", ".join(f"{key}={num(value) if isinstance(value, float) else value}" for key, value in selected.items())
 
 
 def _cache_hits(run: RunData) -> str:
@@ -174,7 +149,7 @@ def _cache_hits(run: RunData) -> str:
     return "; ".join(parts)
 
 
-def _lineage_view(lineage, cache: PerItemCache, n_boot: int, headlines: dict[str, list]) -> dict[str, Any]:
+def _lineage_view(lineage, index: int, cache: PerItemCache, n_boot: int, headlines: dict[str, list]) -> dict[str, Any]:
     lines, verdicts, family, arm_lines = lineage_analysis(lineage, cache, n_boot=n_boot, headlines=headlines)
     figures, figure_errors = lineage_figures(lineage)
     tests = {SIG_PAIRED: 0, SIG_CI: 0, SIG_NONE: 0, SIG_ARMS: 0}
@@ -190,6 +165,8 @@ def _lineage_view(lineage, cache: PerItemCache, n_boot: int, headlines: dict[str
         "layered": [line for line in lines if line.layer is not None],
         "tests": {"paired": tests[SIG_PAIRED], "ci": tests[SIG_CI], "none": tests[SIG_NONE], "arms": tests[SIG_ARMS], "family": family},
         "verdicts": verdicts,
+        "summary": lineage_summary(lineage, verdicts, index),
+        "controls": control_checks(lineage, lines, verdicts),
         "arms": lineage.arms() if arm_lines else [],
         "arm_lines": [item for item in arm_lines if item.line.layer is None],
         "replicated": bool(arm_lines),
@@ -217,8 +194,8 @@ def _edge_warnings(data: ReportData) -> list[str]:
 def render_report(data: ReportData, title: str | None = None, n_boot: int = 2000) -> str:
     """The HTML text of the report for already-loaded runs."""
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    environment.filters["num"] = _num
-    environment.filters["signed"] = _signed
+    environment.filters["num"] = num
+    environment.filters["signed"] = signed
     environment.filters["selected"] = _selected_text
     cache = PerItemCache()
     row_timings = [
@@ -235,6 +212,7 @@ def render_report(data: ReportData, title: str | None = None, n_boot: int = 2000
     warnings = [f"{len(data.duplicates)} row(s) appear in several runs; the later run's value is shown (see Provenance)."] if data.duplicates else []
     warnings += [note[0].upper() + note[1:] + "." for note in data.renamed]
     warnings += _edge_warnings(data)
+    lineages = [_lineage_view(lineage, index, cache, n_boot, data.headlines()) for index, lineage in enumerate(data.lineages, start=1)]
     return environment.from_string(TEMPLATE).render(
         title=title or "Vision encoder evaluation report",
         alpha=ALPHA,
@@ -242,10 +220,12 @@ def render_report(data: ReportData, title: str | None = None, n_boot: int = 2000
         arms_test=ARMS_TEST,
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         runs=[_run_view(run) for run in data.runs],
+        method=method_view(data.runs),
         n_rows=len(data.rows),
         n_encoders=len(data.encoders),
         warnings=warnings,
-        lineages=[_lineage_view(lineage, cache, n_boot, data.headlines()) for lineage in data.lineages],
+        lineages=lineages,
+        controls=controls_by_suite([check for view in lineages for check in view["controls"]]),
         encoders=[_encoder_view(info, data) for info in data.encoders],
         versions=_versions(data),
         row_timings=row_timings,

@@ -48,6 +48,28 @@ table.encoders td:first-child { white-space: nowrap; }
 nav ul { columns: 2; }
 details { margin: .5rem 0; }
 summary { cursor: pointer; font-weight: 600; }
+.answer h2 { margin-top: 1rem; }
+.answer .legend { margin: .2rem 0 .4rem; }
+h3.answer-lineage { margin: .6rem 0 .2rem; font-size: 1.05rem; }
+table.answer-table { margin: .2rem 0 .6rem; }
+table.answer-table td.sentence { max-width: 46rem; }
+.sentence-good { color: #0b6e2a; }
+.sentence-bad { color: #a61b1b; }
+.sentence-degenerate { color: #a15c00; }
+.sentence-problem { color: #a15c00; }
+.sentence-untested { color: #555; font-style: italic; }
+.tag-degenerate { color: #a15c00; font-size: .75em; font-weight: bold; }
+ul.controls { margin: .2rem 0 .6rem; padding-left: 1.2rem; font-size: .9rem; }
+ul.controls li { margin: .2rem 0; }
+.control-ok { color: #0b6e2a; }
+.control-bad { color: #b71c1c; font-weight: bold; }
+.control-unknown { color: #a15c00; }
+.run-boxes { display: flex; flex-wrap: wrap; gap: .6rem; }
+.run-box { border: 1px solid #d0d0d0; border-radius: 4px; padding: .4rem .6rem; font-size: .85rem; flex: 1 1 16rem; max-width: 24rem; background: #fafbfc; }
+.run-box .own-note { font-size: .8rem; color: #333; margin-top: .2rem; }
+details.schedule { font-size: .85rem; max-width: 80rem; }
+details.schedule summary { font-weight: normal; }
+details.schedule .opening { color: #555; }
 </style>
 </head>
 <body>
@@ -55,10 +77,6 @@ summary { cursor: pointer; font-weight: 600; }
 <p class="meta">Generated {{ generated }} from {{ runs|length }} run director{{ "y" if runs|length == 1 else "ies" }}:
 {% for run in runs %}<code>{{ run.label }}</code>{% if not loop.last %}, {% endif %}{% endfor %}.
 {{ n_rows }} result rows, {{ n_encoders }} encoder{{ "" if n_encoders == 1 else "s" }}.</p>
-{% for run in runs if run.note %}
-<div class="note"><strong>Note ({{ run.label }}):</strong> {{ run.note }}</div>
-{% endfor %}
-{% for warning in warnings %}<div class="warn">{{ warning }}</div>{% endfor %}
 
 {% macro verdict_list(lin) %}
 <ul class="verdict-lines">
@@ -71,15 +89,64 @@ summary { cursor: pointer; font-weight: 600; }
 </ul>
 {% endmacro %}
 
+<section id="summary" class="answer">
+<h2>Answer</h2>
 {% if lineages %}
-<section id="verdicts" class="verdict">
-<h2>Verdicts</h2>
-<p class="legend">One line per lineage and suite, on its primary metric: values with 95% CIs, and whether each difference survives the {{ correction }} correction over all tests of the lineage (family-wise &alpha; = {{ alpha }}).</p>
-{% for lin in lineages %}<h3><a href="#lineage-{{ loop.index }}">Lineage {{ lin.name }}</a></h3>{{ verdict_list(lin) }}{% endfor %}
-</section>
+{% set tables = lineages|rejectattr("summary.controls_only")|list %}
+{% if tables %}<p class="legend">Per suite its headline metric; per arm the mean &plusmn; sd between training seeds (K seeds) or one run's value, &Delta; vs the original
+(<span class="good">green</span> / <span class="bad">red</span>: significantly better / worse); verdicts after {{ correction }} over every test of the lineage (&alpha; = {{ alpha }}).</p>{% endif %}
+{% for lin in tables %}
+{% set sm = lin.summary %}
+<h3 class="answer-lineage">Lineage <a href="#lineage-{{ sm.index }}">{{ sm.name }}</a></h3>
+<table class="answer-table">
+<thead><tr><th>Suite</th><th>Headline metric</th>
+{% for col in sm.columns %}<th>{{ col.label }}{% if col.k > 1 %} <span class="ci">K={{ col.k }}</span>{% endif %}</th>{% endfor %}
+<th>Verdict</th></tr></thead>
+<tbody>
+{% for sl in sm.lines %}
+<tr><td><strong>{{ sl.suite }}</strong></td>
+<td title="{{ sl.line.dataset }}{% if sl.line.n %}, n={{ sl.line.n }}{% endif %}{% if sl.line.baseline is not none %}, trivial baseline {{ sl.line.baseline|num }}{% endif %}">{{ sl.line.task }} {{ sl.line.metric }} {{ "&uarr;"|safe if sl.line.higher_is_better else "&darr;"|safe }}{% if sl.line.variant %} <span class="ci">{{ sl.line.variant }}</span>{% endif %}</td>
+{% for value in sl.values %}<td class="num{% if value.tone %} {{ value.tone }}{% endif %}" title="{{ value.title }}">{{ value.text }}{% if value.delta %} <span class="ci">&Delta;{{ value.delta }}</span>{% endif %}{% if value.degenerate %} <span class="tag-degenerate" title="{{ value.degenerate }}">degenerate</span>{% endif %}</td>{% endfor %}
+<td class="sentence{% if sl.tone %} sentence-{{ sl.tone }}{% endif %}">{{ sl.sentence }}</td></tr>
+{% endfor %}
+</tbody></table>
+{% endfor %}
+{% if controls %}
+<h3 class="answer-lineage">Controls: is a planted difference flagged, and only that?</h3>
+<p class="legend">On each suite's headline metric, against the encoder each control was made from, after {{ correction }} (&alpha; = {{ alpha }}): the positive control must be flagged significantly worse, the null control (a seed-only retraining) on no line of the suite. A control that does not behave is marked &#10007; in red: a finding about the instrument.</p>
+<ul class="controls">
+{% for sc in controls %}<li><strong>{{ sc.suite }}</strong>: {% for check in sc.checks %}<span class="control-{{ 'ok' if check.behaved else ('bad' if check.behaved is false else 'unknown') }}">{{ "&#10003;"|safe if check.behaved else ("&#10007;"|safe if check.behaved is false else "?") }} {{ check.text }}</span>{% if not loop.last %}; {% endif %}{% endfor %}.</li>
+{% endfor %}
+</ul>
+{% else %}
+<p class="legend">No controls in these runs (a <code>positive-control</code> or <code>null-control</code> role; <code>python -m benchmarks.demo --control</code> runs them).</p>
 {% endif %}
+{% else %}<p>No lineage: no rows to judge.</p>{% endif %}
+</section>
+{% for warning in warnings %}<div class="warn">{{ warning }}</div>{% endfor %}
+
+<section id="method">
+<h2>How these numbers were made</h2>
+<div class="run-boxes">
+{% for box in method.boxes %}
+<div class="run-box"><code>{{ box.label }}</code>
+<div>{{ box.suites|join(", ") or "no ok rows" }}{% if box.data %} on {{ box.data|join(", ") }}{% endif %}</div>
+<div class="meta">{{ box.encoders }} encoder{{ "" if box.encoders == 1 else "s" }}, {{ box.ok }} row{{ "" if box.ok == 1 else "s" }} ok{% if box.skipped %}, {{ box.skipped }} skipped{% endif %}{% if box.failed %}, {{ box.failed }} failed{% endif %}{% if box.seconds %}, {{ box.seconds }}{% endif %}{% if box.hardware %}; {{ box.hardware }}{% endif %}</div>
+{% if box.shared %}<div class="meta">Note{{ "s" if box.shared|length > 1 else "" }} {% for letter in box.shared %}<a href="#note-{{ letter }}">{{ letter }}</a>{% if not loop.last %}, {% endif %}{% endfor %} (below)</div>{% endif %}
+{% if box.own_note %}{% if box.own_note_is_short %}<div class="own-note">{{ box.own_note }}</div>{% else %}<details><summary>Its own note ({{ box.own_note.split()|length }} words)</summary><div class="own-note">{{ box.own_note }}</div></details>{% endif %}{% endif %}
+</div>
+{% endfor %}
+</div>
+{% if method.hardware %}<p class="meta">Every run computed on: {{ method.hardware }}.</p>{% endif %}
+{% for note in method.shared_notes %}
+<details id="note-{{ note.letter }}" class="schedule"><summary>Note {{ note.letter }}, carried by {{ note.runs|length }} runs ({{ note.runs|join(", ") }}; {{ note.words }} words): <span class="opening">{{ note.opening }}</span></summary>
+<p>{{ note.text }}</p></details>
+{% endfor %}
+</section>
 
 <nav><ul>
+<li><a href="#summary">Answer</a></li>
+<li><a href="#method">How these numbers were made</a></li>
 {% for lin in lineages %}<li><a href="#lineage-{{ loop.index }}">Lineage {{ lin.name }}</a></li>{% endfor %}
 <li><a href="#provenance">Provenance</a></li>
 <li><a href="#not-ok">Skipped and failed rows ({{ not_ok|length }})</a></li>
@@ -121,7 +188,7 @@ summary { cursor: pointer; font-weight: 600; }
 <section id="lineage-{{ loop.index }}">
 <h2>Lineage {{ lin.name }}</h2>
 {% if not lin.has_original %}<p class="note">The original encoder <code>{{ lin.name }}</code> is not in these runs, so no deltas are shown.</p>{% endif %}
-{% if lineages|length > 1 %}<div class="verdict"><strong>Verdict</strong>{{ verdict_list(lin) }}</div>{% endif %}
+<div class="verdict"><strong>Verdict details</strong>{{ verdict_list(lin) }}</div>
 {% if lin.replicated %}
 <h3>Arms: training-seed replicates together</h3>
 <table class="summary arms">

@@ -1,8 +1,12 @@
 """The generated report renders in a real browser: headless Chromium screenshot (not blank, matplotlib
-figures painted) and DOM (tables, embedded <img> figures, no script element from an escaped name)."""
+figures painted) and DOM (tables, embedded <img> figures, no script element from an escaped name); on the
+demo's runs, the answer (#summary) lies within the first screen at 1400x900."""
 from __future__ import annotations
 
+import html
+import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,12 +15,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from reports.build import build_report
+from tests.reports.demo_like import make_controls_run, make_demo_runs
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / ".ci" / "install-chromium.sh"
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # The colour matplotlib paints the pivot encoder's bars with (reports.figures.ROLE_COLOURS[2]).
 PIVOT_RED = np.array([0xD6, 0x27, 0x28])
+# The red of a control that does not behave (reports.template: .control-bad).
+CONTROL_RED = np.array([0xB7, 0x1C, 0x1C])
+FIRST_SCREEN = (1400, 900)  # width, height in CSS pixels
+# Added to a copy of the report (the report itself has no script): writes where #summary lies, as laid out.
+LAYOUT_PROBE = (
+    "<script>(function () { var box = document.getElementById('summary').getBoundingClientRect();"
+    " document.body.setAttribute('data-layout', JSON.stringify({top: box.top, bottom: box.bottom,"
+    " width: window.innerWidth, height: window.innerHeight})); })();</script>"
+)
 
 
 def _find_browser() -> str | None:
@@ -93,3 +108,36 @@ def test_dom_holds_tables_and_embedded_figures(rendered):
     assert images >= 8 and embedded == images
     assert "<script" not in dom  # the encoder named <script>alert(1)</script> stayed text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+
+
+@pytest.fixture(scope="module")
+def demo_reports(tmp_path_factory) -> dict[str, Path]:
+    """The two reports ``python -m benchmarks.demo --replicates 2 --control`` builds, on demo-shaped runs."""
+    root = tmp_path_factory.mktemp("demo")
+    runs = make_demo_runs(root, k=2)
+    return {
+        "demo": build_report(runs, root / "report.html", title="Demo: a trained original, +SFT and +PIVOT on the shapes world and digits"),
+        "controls": build_report([make_controls_run(root, k=2)], root / "controls" / "report.html",
+                                 title="Demo controls: token-shuffled (must be flagged) and seed-only retraining (must not)"),
+    }
+
+
+def _first_screen(browser: str, report: Path, root: Path) -> tuple[dict, np.ndarray]:
+    """Where #summary lies in a 1400x900 window, and the screenshot of that window."""
+    probe = root / "probe.html"
+    probe.write_text(report.read_text(encoding="utf-8").replace("</body>", LAYOUT_PROBE + "</body>"), encoding="utf-8")
+    shot = root / "first-screen.png"
+    result = _chromium(browser, root / "profile", "--dump-dom", f"--screenshot={shot}", f"--window-size={FIRST_SCREEN[0]},{FIRST_SCREEN[1]}", probe.as_uri())
+    found = re.search(r'data-layout="([^"]*)"', result.stdout)
+    assert found and shot.is_file(), f"no layout or screenshot (exit {result.returncode}): {result.stderr[-2000:]}"
+    return json.loads(html.unescape(found.group(1))), np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+
+
+@pytest.mark.parametrize("which", ["demo", "controls"])
+def test_the_answer_is_on_the_first_screen(browser, demo_reports, which, tmp_path):
+    layout, pixels = _first_screen(browser, demo_reports[which], tmp_path)
+    assert layout["width"] == FIRST_SCREEN[0] and pixels.shape[:2] == FIRST_SCREEN[::-1]
+    assert 0 <= layout["top"] < layout["bottom"] <= FIRST_SCREEN[1], f"the answer spans {layout['top']:.0f}-{layout['bottom']:.0f} px, past the first {FIRST_SCREEN[1]} px"
+    if which == "controls":  # the positive control that grad does not flag is painted red on the first screen
+        red = (np.abs(pixels - CONTROL_RED).max(axis=-1) <= 40).sum()
+        assert red > 300, f"only {red} pixels of the misbehaving control's red on the first screen"

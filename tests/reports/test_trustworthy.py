@@ -65,15 +65,17 @@ def test_raw_significant_but_not_after_correction_is_not_coloured(tmp_path):
     assert ' good"' in strong_row[: strong_row.index("</tr>")]
 
 
-def test_report_opens_with_verdicts_and_shows_n_classes_chance_hyperparameters(tmp_path):
+def test_report_opens_with_its_answer_and_shows_n_classes_chance_hyperparameters(tmp_path):
     run = tmp_path / "run"
     _lineage_rows(run, {"t0": (80, 0)}, tasks=1)
     html = build_report([run], tmp_path / "report.html").read_text()
-    verdicts = html.index('id="verdicts"')
-    assert verdicts < html.index('id="lineage-1"')
-    text = re.sub(r"<[^>]+>", "", html[verdicts: html.index("</section>", verdicts)])
+    answer = html.index('id="summary"')
+    assert answer < html.index('id="method"') < html.index('id="lineage-1"')
+    text = re.sub(r"<[^>]+>", "", html[answer: html.index("</section>", answer)])
     assert "original" in text and "+SFT" in text and "+PIVOT" in text
-    assert "+PIVOT beats +SFT significantly" in text and "Holm-adjusted" in text
+    assert "+PIVOT is ahead of +SFT on top1" in text and "Holm p = " in text and "training-seed noise is not measured" in text
+    details = html[html.index('id="lineage-1"'):]
+    assert "+PIVOT beats +SFT significantly" in details and "Holm-adjusted" in details  # the long verdict lines stay in the lineage's section
     assert "<th>n</th><th>Classes</th><th>Chance</th>" in html
     assert "epochs=300, lr=0.010" in html
 
