@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _transfer_parsers(sub) -> None:
     """import-mllm, export-mllm and tiny-llava: MLLMs in and out of the field's layouts."""
-    from .mllm_import import DEFAULT_TOLERANCE, DTYPES
+    from .mllm_check import DEFAULT_TOLERANCE
+    from .mllm_import import DTYPES
 
     imp = sub.add_parser("import-mllm", help="a transformers Llava directory or a LLaVA-NeXT checkpoint as a project MLLM directory, checked against transformers")
     imp.add_argument("source", help="the MLLM to read: a LlavaForConditionalGeneration directory or a LLaVA-NeXT/OneVision checkpoint")

@@ -61,6 +61,30 @@ def _draw(files: list[FileEntry], k: int, seed: int, wnid: str) -> list[FileEntr
     return [files[i] for i in sorted(picked)]
 
 
+def _class_folders(train_dir: Path, split_dir: Path, split: str) -> list[str]:
+    """The class folders (wnids) of ``train_dir``; ``split_dir`` must hold the same ones (DataError otherwise)."""
+    wnids = subdirs(train_dir)
+    if not wnids:
+        raise DataError(f"no class folders in {train_dir}", layout_fix(LAYOUT))
+    if len(wnids) < 2:
+        raise DataError(f"{train_dir} has one class folder ({wnids[0]}): image-level classification needs at least 2 classes",
+                        "add the other class folders (root/train/<wnid>/ and root/val/<wnid>/), or point root= at the full dataset")
+    if split == "train":
+        return wnids
+    found = subdirs(split_dir)
+    if not found and image_files(split_dir):
+        raise DataError(f"{split_dir} holds images directly, not in class folders",
+                        f"move each image into {split_dir}/<wnid>/ (its class from LOC_val_solution.csv or the devkit); {layout_fix(LAYOUT)}")
+    missing, extra = sorted(set(wnids) - set(found)), sorted(set(found) - set(wnids))
+    if missing or extra:
+        raise DataError(
+            f"class folders of {split_dir} differ from {train_dir}: "
+            + "; ".join(([f"missing in {split}: {name_list(missing)}"] if missing else []) + ([f"not in train: {name_list(extra)}"] if extra else [])),
+            "both splits need the same class folders: add the missing ones or remove the extra ones",
+        )
+    return wnids
+
+
 @register_dataset("imagenet")
 class ImageNetSplit(ImageSplit):
     """One split (train or val) of an ImageNet-style class-folder tree."""
@@ -96,25 +120,7 @@ class ImageNetSplit(ImageSplit):
         require_dir(train_dir, "ImageNet train folder", LAYOUT)
         require_dir(split_dir, f"ImageNet {split} folder", LAYOUT)
 
-        self.wnids = subdirs(train_dir)
-        if not self.wnids:
-            raise DataError(f"no class folders in {train_dir}", layout_fix(LAYOUT))
-        if len(self.wnids) < 2:
-            raise DataError(f"{train_dir} has one class folder ({self.wnids[0]}): image-level classification needs at least 2 classes",
-                            "add the other class folders (root/train/<wnid>/ and root/val/<wnid>/), or point root= at the full dataset")
-        if split != "train":
-            found = subdirs(split_dir)
-            if not found and image_files(split_dir):
-                raise DataError(f"{split_dir} holds images directly, not in class folders",
-                                f"move each image into {split_dir}/<wnid>/ (its class from LOC_val_solution.csv or the devkit); {layout_fix(LAYOUT)}")
-            missing = sorted(set(self.wnids) - set(found))
-            extra = sorted(set(found) - set(self.wnids))
-            if missing or extra:
-                raise DataError(
-                    f"class folders of {split_dir} differ from {train_dir}: "
-                    + "; ".join(([f"missing in {split}: {name_list(missing)}"] if missing else []) + ([f"not in train: {name_list(extra)}"] if extra else [])),
-                    "both splits need the same class folders: add the missing ones or remove the extra ones",
-                )
+        self.wnids = _class_folders(train_dir, split_dir, split)
         self.classes = _human_names(self.root, self.wnids)
         self.seg_classes = []
 

@@ -72,10 +72,16 @@ def test_ade20k_layout_runs_through_mmseg_ade20k_dataset(tmp_path, ade_root):
     assert set(frame.task) == {"mmseg_linear", "fast_linear"} and (frame.n == 1).all()
 
 
-def _failure(tmp_path, data, protocols="patch_probe"):
-    status, frame, _ = _run(tmp_path, write_tiny_checkpoint(tmp_path / "tiny.safetensors"), data, "--seg-protocols", protocols)
-    assert status == 1 and (frame.status == "failed").all()
-    return frame.reason.iloc[0]
+def _failure(tmp_path, data, capsys, protocols="patch_probe"):
+    """A user's data error: exit 2 and one line (no traceback); found while the suite runs, also failed rows."""
+    out = tmp_path / "run"
+    status = run.main(["--encoder", str(write_tiny_checkpoint(tmp_path / "tiny.safetensors")), "--suite", "seg", "--data", data, "--out", str(out),
+                       "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--no-report", *FAST, "--seg-protocols", protocols])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err and "error: " in err
+    if (out / "results.jsonl").exists():
+        assert (read_frame(out).status == "failed").all()
+    return err
 
 
 def test_dataset_without_masks_is_a_usage_error_before_any_load(tmp_path, capsys):
@@ -84,14 +90,15 @@ def test_dataset_without_masks_is_a_usage_error_before_any_load(tmp_path, capsys
     assert status == 2 and "segmentation masks" in err and "--data seg=SPEC" in err and not (tmp_path / "run").exists()
 
 
-def test_missing_label_file_is_named(tmp_path, ade_root):
+def test_missing_label_file_is_named_before_any_load(tmp_path, ade_root, capsys):
     (ade_root / "annotations" / "validation" / "ADE_val_00000001.png").unlink()
-    assert "ADE_val_00000001" in _failure(tmp_path, f"ade20k:root={ade_root}")
+    err = _failure(tmp_path, f"ade20k:root={ade_root}", capsys)
+    assert "ADE_val_00000001" in err and not (tmp_path / "run" / "results.jsonl").exists()
 
 
-def test_label_ids_beyond_the_classes_and_size_mismatch_are_named(tmp_path, ade_root):
+def test_label_ids_beyond_the_classes_and_size_mismatch_are_named(tmp_path, ade_root, capsys):
     path = ade_root / "annotations" / "training" / "ADE_train_00000002.png"
     Image.fromarray(np.full((12, 16), 200, np.uint8), "L").save(path)
-    assert "ADE_train_00000002.png" in (reason := _failure(tmp_path, f"ade20k:root={ade_root}")) and "0..150" in reason
+    assert "ADE_train_00000002.png" in (reason := _failure(tmp_path, f"ade20k:root={ade_root}", capsys)) and "0..150" in reason
     Image.fromarray(np.ones((10, 16), np.uint8), "L").save(path)
-    assert "is 16x10 but its image" in _failure(tmp_path / "b", f"ade20k:root={ade_root}")
+    assert "is 16x10 but its image" in _failure(tmp_path / "b", f"ade20k:root={ade_root}", capsys)

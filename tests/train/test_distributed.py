@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from train.config import stage_config
 from train.loop import train_stage

@@ -17,13 +17,13 @@ import torch
 
 from encoders.registry import Registry
 
+from ..mllm_parts import MLLMError
+
 if TYPE_CHECKING:
     from encoders import Encoder
 
     from ..image_input import ImageInput
-    from ..mllm import MLLM
-
-
+    from ..mllm_parts import MLLM
 @dataclass
 class VisionSide:
     """An MLLM's vision side without its LM: the tower, the block(s) its visual tokens come from, whether
@@ -74,8 +74,6 @@ def register_layout(cls: type[MLLMLayout]) -> type[MLLMLayout]:
 
 def read_config(path: Path) -> dict[str, Any] | None:
     """``path/config.json`` parsed, None when absent; unreadable JSON is an MLLMError naming the file."""
-    from ..mllm import MLLMError
-
     config_path = path / "config.json"
     if not config_path.is_file():
         return None
@@ -109,8 +107,6 @@ def is_mllm_dir(path: str | Path) -> bool:
 
 def find_layout(path: str | Path) -> MLLMLayout:
     """:func:`detect_layout`, or an MLLMError saying what ``path`` is not and which layouts exist."""
-    from ..mllm import MLLMError
-
     path = Path(path)
     if not path.exists():
         raise MLLMError(f"{path}: no such MLLM directory; check the path")

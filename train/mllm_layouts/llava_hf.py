@@ -23,6 +23,7 @@ import torch
 
 from encoders import RemapReport
 
+from ..mllm_parts import MLLM, MLLMError, Projector, load_tokenizer
 from .base import MLLMLayout, VisionSide, read_config, register_layout
 from .towers import build_tower, route_tower_key, tower_encoder, vision_config
 from .weights import load_parts, weight_files
@@ -51,8 +52,6 @@ class LlavaPlan:
 def visual_layers(path: Path, layer: Any, depth: int) -> list[int]:
     """transformers' ``vision_feature_layer`` (hidden_states indices: 0 = the embeddings, k = after block
     k) as this project's block indices (negative, from the last block); MLLMError for the rest."""
-    from ..mllm import MLLMError
-
     values = layer if isinstance(layer, list) else [layer]
     if not values or not all(isinstance(value, int) and not isinstance(value, bool) for value in values):
         raise MLLMError(f"{path / 'config.json'}: vision_feature_layer {layer!r} is neither an int nor a list of ints")
@@ -71,8 +70,6 @@ def plan_llava(path: Path, config: dict[str, Any]) -> LlavaPlan:
     strategy, the projector's activation (MLLMError naming the key and the fix)."""
     from transformers import LlavaConfig
     from transformers.activations import ACT2FN
-
-    from ..mllm import MLLMError
 
     where = path / "config.json"
     visual_layers(path, config.get("vision_feature_layer", -2), 10**6)  # its type, before transformers' own validation
@@ -115,8 +112,6 @@ def image_processor(path: Path):
     """The image processor of a model directory (AutoImageProcessor, local files only); MLLMError without one."""
     from transformers import AutoImageProcessor
 
-    from ..mllm import MLLMError
-
     if not any((path / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")):
         raise MLLMError(f"{path}: no image processor (preprocessor_config.json or processor_config.json); copy the processor files (processor.save_pretrained)")
     try:
@@ -127,8 +122,6 @@ def image_processor(path: Path):
 
 def check_image_side(path: Path, plan: LlavaPlan, image_input) -> None:
     """The processor's output size must be the tower's, and ``image_seq_length`` the tokens it gives."""
-    from ..mllm import MLLMError
-
     size, tower = image_input.geometry.resolution, plan.vision.image_size
     if size != tower:
         raise MLLMError(f"{path}: the image processor makes {size} px images but the tower's image_size is {tower} px (its position embeddings); "
@@ -141,8 +134,6 @@ def check_image_side(path: Path, plan: LlavaPlan, image_input) -> None:
 
 def check_image_token(path: Path, tokenizer, image_token_id: int, token: str) -> None:
     """The tokenizer must hold the image token at the config's ``image_token_id``."""
-    from ..mllm import MLLMError
-
     found = tokenizer.convert_tokens_to_ids(token)
     if found in (None, tokenizer.unk_token_id) or found != image_token_id:
         raise MLLMError(f"{path}: the tokenizer has no {token} token at image_token_id {image_token_id} (it maps {token!r} to {found}); "
@@ -182,7 +173,6 @@ def build_lm(text_config, dtype: torch.dtype | None):
     """An uninitialised causal LM of ``text_config`` (any architecture transformers builds)."""
     from transformers import AutoModelForCausalLM
 
-    from ..mllm import MLLMError
     from .weights import build_empty
 
     try:
@@ -205,7 +195,6 @@ class LlavaHF(MLLMLayout):
 
     def read(self, path: Path, dtype: torch.dtype | None = None, **options: Any):
         from ..image_input import ImageInput
-        from ..mllm import MLLM, MLLMError, Projector, load_tokenizer
         from ..prompts import IMAGE_TOKEN, PromptFormat
 
         config = read_config(path) or {}
@@ -247,8 +236,6 @@ def read_tower_only(path: Path, vision, layout: str):
     """The vision tower of a transformers Llava-family directory as an Encoder; the LM's tensors are not read."""
     from encoders.families.hf_family import read_processor_config
 
-    from ..mllm import MLLMError
-
     tower = build_tower(vision)
     report = load_parts(weight_files(path), {"tower": tower}, llava_route(set(tower.state_dict())), only={"tower"}, source=str(path))
     if not report.copied.get("tower"):
@@ -278,8 +265,6 @@ class LlavaTiledHF(MLLMLayout):
         return bool(config) and config.get("model_type") in ("llava_onevision", "llava_next")
 
     def read(self, path: Path, dtype: torch.dtype | None = None, **options: Any):
-        from ..mllm import MLLMError
-
         config = read_config(path) or {}
         pinpoints = config.get("image_grid_pinpoints")
         raise MLLMError(
@@ -290,8 +275,6 @@ class LlavaTiledHF(MLLMLayout):
 
     def read_encoder(self, path: Path, **options: Any):
         """The tower alone reads fine (the encoder suites need no tiling)."""
-        from ..mllm import MLLMError
-
         try:
             vision = vision_config((read_config(path) or {}).get("vision_config") or {})
         except ValueError as err:

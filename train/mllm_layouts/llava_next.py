@@ -35,9 +35,16 @@ import torch
 
 from encoders import RemapReport
 
+from ..mllm_parts import MLLM, MLLMError, Projector, load_tokenizer
 from .base import MLLMLayout, VisionSide, read_config, register_layout
 from .llava_hf import build_lm, no_tower_weights, tied_lm_head
-from .towers import KNOWN_TOWERS, build_tower, route_tower_key, tower_encoder, vision_config
+from .towers import (
+    KNOWN_TOWERS,
+    build_tower,
+    route_tower_key,
+    tower_encoder,
+    vision_config,
+)
 from .weights import Drop, load_parts, weight_files
 
 IMAGE_TOKEN_INDEX = -200  # the repository's placeholder id: never looked up in the embedding table
@@ -66,8 +73,6 @@ class NextPlan:
 
 
 def _fail(path: Path, message: str):
-    from ..mllm import MLLMError
-
     return MLLMError(f"{path / 'config.json'}: {message}")
 
 
@@ -185,7 +190,9 @@ def next_image_processor(plan: NextPlan, vision_config_dir: str | Path | None):
 
     size = plan.vision.image_size
     if plan.siglip:
-        from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+        from transformers.models.siglip.image_processing_pil_siglip import (
+            SiglipImageProcessorPil,
+        )
 
         return SiglipImageProcessorPil(size={"height": size, "width": size}, resample=PILImageResampling.BICUBIC, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
@@ -206,7 +213,6 @@ class LlavaNextRepo(MLLMLayout):
 
     def read(self, path: Path, dtype: torch.dtype | None = None, vision_config: str | Path | None = None, **options: Any):
         from ..image_input import ImageInput
-        from ..mllm import MLLM, MLLMError, Projector, load_tokenizer
         from ..prompts import PromptFormat
 
         config = read_config(path) or {}
@@ -229,8 +235,6 @@ class LlavaNextRepo(MLLMLayout):
 
     def read_vision(self, path: Path, vision_config: str | Path | None = None, **options: Any) -> VisionSide:
         from ..image_input import ImageInput
-        from ..mllm import MLLMError
-
         plan = plan_next(path, read_config(path) or {}, vision_config)
         tower = build_tower(plan.vision)
         report = load_parts(weight_files(path), {"tower": tower}, next_route(set(tower.state_dict()), plan.depth), only={"tower"}, source=str(path))

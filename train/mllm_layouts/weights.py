@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..mllm_parts import MLLMError
+
 SHOWN = 4
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -47,8 +49,6 @@ class LoadReport:
 def weight_files(path: Path) -> list[Path]:
     """The weight files of a model directory: the shards its index names (each must exist), or its
     single file. MLLMError names the missing file."""
-    from ..mllm import MLLMError
-
     for name in INDEX_FILES:
         index = path / name
         if index.is_file():
@@ -70,8 +70,6 @@ def iter_tensors(files: list[Path], wanted: Callable[[str], bool] = lambda key: 
     """(key, tensor) of every tensor in ``files`` that ``wanted`` accepts, read one at a time (safetensors
     lazily; a ``.bin`` through ``torch.load(weights_only=True, mmap=True)``)."""
     from safetensors import SafetensorError, safe_open
-
-    from ..mllm import MLLMError
 
     for file in files:
         if file.suffix == ".safetensors":
@@ -99,8 +97,6 @@ def load_parts(files: list[Path], parts: dict[str, nn.Module], route: Route, *, 
     ``optional``: per part, keys that may be absent (a tied ``lm_head.weight``). ``only``: read just these
     parts; tensors routed elsewhere are skipped unread and counted as dropped under their part's name.
     """
-    from ..mllm import MLLMError
-
     optional = optional or {}
     targets = {name: dict(module.state_dict(keep_vars=True)) for name, module in parts.items()}
     filled: dict[str, set[str]] = {name: set() for name in parts}

@@ -44,7 +44,7 @@ def test_prompt_is_the_qwen_1_5_conversation_split_at_the_image(next_dir):
 def test_pixels_are_the_repository_processors_after_pad(next_dir):
     """image_aspect_ratio pad: expand2square with the mean colour, then SigLipImageProcessor's steps."""
     from train.image_input import ProcessorTransform
-    from train.mllm_import import llava_next_pixels
+    from train.mllm_check import llava_next_pixels
 
     mllm = load_mllm(next_dir)
     assert mllm.image_input.pad_to_square and mllm.preprocess.resize == "pad"
