@@ -125,6 +125,24 @@ def test_a_folds_affine_objective_equals_its_own_standardisation():
         assert torch.equal(fold.held_y, ty[held_rows]) and torch.equal(fold.predict(weight, bias), direct_predictions)
 
 
+@pytest.mark.parametrize("n_classes", [3, 20])
+def test_the_class_major_layout_gives_the_same_loss_and_gradient(monkeypatch, n_classes):
+    import probes.logreg as logreg
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 24, generator=generator), torch.randint(0, n_classes, (300,), generator=generator)
+    weight, bias = torch.randn(24, n_classes, generator=generator) * 0.1, torch.randn(n_classes, generator=generator)
+    affine = (torch.rand(24, generator=generator) + 0.5, torch.randn(24, generator=generator))
+    objective = logreg._Objective([(x[:100], y[:100]), (x[150:], y[150:])], n_classes, affine)
+    monkeypatch.setattr(logreg, "_CLASS_MAJOR_BELOW", 0)
+    rows_first = objective(weight, bias, 0.01)
+    monkeypatch.setattr(logreg, "_CLASS_MAJOR_BELOW", 1000)
+    classes_first = objective(weight, bias, 0.01)
+    assert rows_first[0] == pytest.approx(classes_first[0], rel=1e-6)
+    assert torch.allclose(rows_first[1], classes_first[1], atol=1e-6) and torch.allclose(rows_first[2], classes_first[2], atol=1e-6)
+    assert classes_first[1].shape == weight.shape and classes_first[1].is_contiguous()
+
+
 def test_kfold_scores_every_train_row_once_and_is_steadier_over_split_seeds_than_one_holdout():
     tx, ty = features(300, 32, 5, seed=5)  # few rows: a 30-row held-out part moves by 3.3 points per item
     ex, ey = features(600, 32, 5, seed=6)
