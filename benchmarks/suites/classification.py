@@ -2,7 +2,7 @@
 
 Per encoder, features of the train and val splits are taken from the feature store; for each feature
 (pooled output ``cls`` and mean of patch tokens ``mean``, at the last block and any ``--layers``) it fits
-a linear probe (regularisation chosen on a held-out part of train, reported on val), kNN (k = 10, 20)
+a linear probe (regularisation chosen on train, never on val, and reported on val), kNN (k = 10, 20)
 and the class-mean prototype classifier (both on the run's device), plus scikit-learn's
 LogisticRegression when ``--sklearn`` is set. Accuracies are percentages with 95% bootstrap CIs. Each
 row's trivial baseline (``extra["trivial_baseline"]``) is the accuracy of always answering the most
@@ -12,8 +12,10 @@ class's, is marked ``extra["degenerate"]`` (``evidence.baselines``).
 Linear probes, by task name (``--linear``: ``auto`` (default), ``lbfgs``, ``sgd`` or ``both``):
 
 - ``linear``: the protocol's objective (scikit-learn's L2 multinomial logistic regression) solved
-  exactly by :func:`probes.logreg.logreg_probe` (full-batch L-BFGS on the run's device); ``auto`` runs
-  it whenever the standardised train features fit the device memory budget;
+  exactly by :func:`probes.logreg.logreg_probe` (full-batch L-BFGS on the run's device), C chosen by
+  5-fold cross-validation over train below 10,000 train rows, else on one 10% held-out part as
+  scikit-learn's standard recipe (``--linear-select``); ``--linear auto`` runs it whenever the
+  standardised train features fit the device memory budget;
 - ``linear_sgd``: the one-pass grid of minibatch heads (:func:`probes.linear.linear_probe`), which
   streams rows; ``auto`` runs it instead when the features do not fit.
 """
@@ -33,8 +35,8 @@ from benchmarks.results import ResultRow
 from benchmarks.validate import layers_out_of_range, layers_problem, parse_layers
 from evidence.baselines import constant_classifier, mean_check
 from probes.knn import knn_probe, prototype_probe
-from probes.linear import DEFAULT_CS, ClassificationResult, LinearProbeConfig, fit_linear_head, linear_probe, sklearn_logreg_probe
-from probes.logreg import DEFAULT_MEMORY_BUDGET, LogRegConfig, fits_in_memory, logreg_probe
+from probes.linear import ClassificationResult, LinearProbeConfig, fit_linear_head, linear_probe, sklearn_logreg_probe
+from probes.logreg import DEFAULT_CS, DEFAULT_MEMORY_BUDGET, SELECTIONS, LogRegConfig, fits_in_memory, logreg_probe
 
 from .base import LoadedEncoder, RunContext
 from .spec import DataNeeds, register_suite
@@ -50,8 +52,9 @@ class ClsOptions:
 
     layers: str = option("", "extra blocks to probe besides the output: -1,-2,-4 (negative = from the end) or all; suites on the same split share these features", check=layers_problem, metavar="BLOCKS")
     linear: str = option("auto", "linear probe: the exact L-BFGS logistic regression (task linear), the SGD grid of heads (task linear_sgd), both, or auto: L-BFGS when the features fit the device's memory", choices=LINEAR_MODES)
-    linear_epochs: int = option(10, "linear_sgd and the loc suite's head: minimum epochs over train (every head takes at least 300 optimizer steps)", minimum=1)
-    grid_extend: bool = option(True, "extend the exact probe's C path and the SGD grid one step beyond an edge while the choice sits there (up to 3 steps)")
+    linear_epochs: int = option(LinearProbeConfig.epochs, "linear_sgd and the loc suite's head: minimum epochs over train (every head takes at least 300 optimizer steps)", minimum=1)
+    grid_extend: bool = option(LogRegConfig.path_extend, "extend the exact probe's C path and the SGD grid one step beyond an edge while the choice sits there (up to 3 steps)")
+    linear_select: str = option(LogRegConfig.selection, "how the exact probe (task linear) chooses C: kfold, 5-fold cross-validation over train and the strongest regularisation within one held-out noise of the best; holdout, one 10% held-out part of train and the first maximum (scikit-learn's standard recipe); auto, kfold below 10000 train rows, else holdout", choices=SELECTIONS)
     sklearn: bool = option(False, "also run scikit-learn's LogisticRegression reference probe (task logreg_sklearn; slow)")
 
 
@@ -159,7 +162,7 @@ def linear_results(
         mode = "lbfgs" if fits_in_memory(train_x.shape[0], train_x.shape[1], n_classes, _memory_budget(device)) else "sgd"
     results = {}
     if mode in ("lbfgs", "both"):
-        config = LogRegConfig(seed=context.seed, path_extend=options.grid_extend)
+        config = LogRegConfig(seed=context.seed, path_extend=options.grid_extend, selection=options.linear_select)
         results["linear"] = logreg_probe(train_x, train_y, eval_x, eval_y, config=config, device=device)
     if mode in ("sgd", "both"):
         config = sgd_config(options, context.seed)
@@ -206,7 +209,7 @@ def classification_suite(context: RunContext, encoders: list[LoadedEncoder]) -> 
             if context.options.sklearn:
                 started = time.perf_counter()
                 context.log(f"sklearn LogisticRegression reference on {loaded.name} / {feature}: {estimate_sklearn(train_x, n_classes)}")
-                results["logreg_sklearn"] = sklearn_logreg_probe(train_x, train_y, eval_x, eval_y, seed=context.seed, progress=context.extraction.progress)
+                results["logreg_sklearn"] = sklearn_logreg_probe(train_x, train_y, eval_x, eval_y, Cs=DEFAULT_CS, seed=context.seed, progress=context.extraction.progress)
                 context.log(f"sklearn LogisticRegression on {loaded.name} / {feature} took {time.perf_counter() - started:.1f} s")
             for task, result in results.items():
                 rows.extend(_rows_for(context, loaded, result, task, feature, eval_split, n_classes, cached, train_y, eval_y))

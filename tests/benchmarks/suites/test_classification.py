@@ -53,3 +53,23 @@ def test_grid_extend_governs_the_exact_path_too(data, monkeypatch, extend):
     monkeypatch.setattr(classification, "logreg_probe", lambda *args, config, **kwargs: seen.append(config) or real(*args, config=config, **kwargs))
     result = linear_results(context(grid_extend=extend), *data)["linear"]
     assert seen[0].path_extend is extend and "extended" in result.extra
+
+
+@pytest.mark.parametrize("select", ["kfold", "holdout"])
+def test_linear_select_governs_the_exact_probes_choice_of_C(data, monkeypatch, select):
+    seen = []
+    real = classification.logreg_probe
+    monkeypatch.setattr(classification, "logreg_probe", lambda *args, config, **kwargs: seen.append(config) or real(*args, config=config, **kwargs))
+    result = linear_results(context(linear_select=select), *data)["linear"]
+    assert seen[0].selection == select and result.extra["selection"] == ("5-fold" if select == "kfold" else "holdout")
+    assert result.extra["n_holdout"] == (120 if select == "kfold" else pytest.approx(12, abs=2))  # k-fold holds out every train row once
+
+
+def test_the_options_defaults_are_the_probe_configs():
+    from probes.linear import LinearProbeConfig
+    from probes.logreg import LogRegConfig
+
+    options = classification.ClsOptions()
+    assert options.linear_epochs == LinearProbeConfig().epochs
+    assert options.grid_extend == LogRegConfig().path_extend == LinearProbeConfig().grid_extend
+    assert options.linear_select == LogRegConfig().selection
