@@ -36,16 +36,16 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.datasets.files import set_verify_content
 from benchmarks.features import ExtractionConfig, FeatureError
 from benchmarks.loading import load_run_encoder
-from benchmarks.options import join_negative_values, negative_list_flags
 from benchmarks.plan import PLAN_KEY, Inputs, Plan, PlanFile, add_plan_flags, all_options, check_requirements, resolve
 from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED, ResultRow, append_rows, environment, write_csv
 from benchmarks.suites import LoadedEncoder, RunContext
 from benchmarks.validate import UsageError, check_arch, check_cache_dir, check_device, check_encoder_paths, check_out, make_dir, parse_layers
 from common.errors import UserError
+from common.options import join_negative_values, negative_list_flags
 from encoders import CheckpointError, EncoderSpec, ManifestError, load_manifest
+from imagesets.files import set_verify_content
 
 # What the user can fix, found while a suite runs: one line in the log and on stderr, no traceback.
 # FeatureError (too many unreadable images, NaN features) comes from benchmarks.features.

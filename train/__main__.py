@@ -21,6 +21,8 @@ import os
 import sys
 from pathlib import Path
 
+from common.console import quiet_progress_bars
+
 from .config import BOUNDS, STAGES, STRATEGIES, SettingsError, StageConfig, check_out_folder, check_settings, check_world, flag_of, stage_config
 
 STAGE_NUMBERS = (("lr", float), ("encoder-lr", float), ("epochs", float), ("global-batch", int), ("micro-batch", int), ("beta", float),
@@ -121,13 +123,14 @@ def _is_negative_number(value: str) -> bool:
 def _join_numbers(argv: list[str]) -> list[str]:
     """``["--lr", "-1e-5"]`` -> ``["--lr=-1e-5"]``: argparse takes a negative number in exponent form for a
     flag ("expected one argument"), which would hide the real cause, a value out of range."""
-    from benchmarks.options import join_negative_values
+    from common.options import join_negative_values
 
     numeric = {f"--{name}" for name, _ in STAGE_NUMBERS + PIVOT_NUMBERS} | {"--visual-layer", "--replicates", "--check-tolerance", "--image-size"}
     return join_negative_values(argv, numeric, looks_negative=_is_negative_number)
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_progress_bars()  # before transformers is imported: no progress bar in a log file
     args = build_parser().parse_args(_join_numbers(list(sys.argv[1:] if argv is None else argv)))
 
     from encoders import CheckpointError

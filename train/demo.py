@@ -145,7 +145,7 @@ def schedule_note(replicates: int = DEFAULT_REPLICATES) -> str:
 
 def _corpus(files: list[Path]) -> list[str]:
     """Every text the LM must tokenise: the training files plus the full shapes vocabulary."""
-    from benchmarks.datasets.shapes import COLOUR_NAMES, SHAPE_NAMES
+    from imagesets.shapes import COLOUR_NAMES, SHAPE_NAMES
 
     from .data import CAPTION_PROMPT
 

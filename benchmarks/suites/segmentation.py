@@ -11,7 +11,7 @@
 Train on the ``train`` split, report on ``val``. A dataset stored as an ``ADEChallengeData2016`` folder
 (``ImageSplit.seg_folder``: ``ade20k:root=DIR``) goes to mmseg as mmseg's ``ADE20KDataset``; other
 datasets with masks (the shapes world) are written once to such a folder in the cache and read by
-mmseg's ``BaseSegDataset`` with their own class names (``benchmarks.datasets.seg_folder``). Per-image
+mmseg's ``BaseSegDataset`` with their own class names (``imagesets.seg_folder``). Per-image
 scores (patch recall, mIoU) go to ``per_item/`` and a PNG of a few predicted masks to ``extra["figure"]``.
 Options: :class:`SegOptions`.
 """
@@ -24,14 +24,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.datasets import MASKS, ImageSplit
-from benchmarks.datasets.seg_folder import export_seg_folder, item_stem
 from benchmarks.features import FeatureSet, extract_features, token_grid
-from benchmarks.options import option
 from benchmarks.results import ResultRow
+from common.options import option
 from encoders import Encoder
 from encoders.base import token_stride
 from evidence.baselines import check_above
+from imagesets import MASKS, ImageSplit
+from imagesets.seg_folder import export_seg_folder, item_stem
 from probes.segmentation import (
     FastHeadConfig,
     PatchProbeConfig,
