@@ -43,7 +43,7 @@ from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED, ResultRow, append_
 from benchmarks.suites import LoadedEncoder, RunContext
 from benchmarks.validate import UsageError, check_arch, check_cache_dir, check_device, check_encoder_paths, check_out, make_dir, parse_layers
 from common.errors import UserError
-from common.options import join_negative_values, negative_list_flags
+from common.options import join_negative_values, negative_value_flags
 from encoders import CheckpointError, EncoderSpec, ManifestError, load_manifest
 from imagesets.files import set_verify_content
 
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    return build_parser().parse_args(join_negative_values(argv, negative_list_flags(all_options())))
+    return build_parser().parse_args(join_negative_values(argv, negative_value_flags(all_options())))
 
 
 def encoder_specs(inputs: Inputs, plan_file: PlanFile | None) -> list[EncoderSpec]:

@@ -309,7 +309,7 @@ def test_a_bad_dataset_for_a_suite_that_does_not_run_is_refused(tmp_path, setup,
 
 def test_a_seed_beyond_what_torch_takes_is_one_line(tmp_path, setup, capsys, no_load):
     checkpoint, out = setup
-    _assert_refused(capsys, out, _main(tmp_path, checkpoint, out, "--seed", "99999999999999999999999"), "--seed", "must be <= 9223372036854775807")
+    _assert_refused(capsys, out, _main(tmp_path, checkpoint, out, "--seed", "99999999999999999999999"), "--seed", "must be >= 0 and <= 9223372036854775807")
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="checks the no-MPS message")
