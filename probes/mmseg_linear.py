@@ -149,7 +149,6 @@ from mmseg.evaluation.metrics import IoUMetric
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import METRICS, MODELS
 
-
 # Where the families keep the norm applied to the last block's tokens (timm / dinov2, transformers,
 # open_clip, torchvision ViT).
 _FINAL_NORMS = ("norm", "post_layernorm", "layernorm", "vision_model.post_layernorm", "ln_post", "encoder.ln")

@@ -54,10 +54,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from imagesets import IMAGE_FILES, open_split
 from benchmarks.features import PRECISIONS, ExtractionConfig, extract_features
 from benchmarks.features.pipeline import TransformedSplit, uint8_transform
 from encoders import Encoder, load_encoder, save_encoder_checkpoint
+from imagesets import IMAGE_FILES, open_split
 
 ARCHS = ("vit_small_patch16_224", "vit_base_patch16_224")
 BASELINE_BATCH = 32

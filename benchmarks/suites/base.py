@@ -14,7 +14,6 @@ from benchmarks.validate import parse_layers
 from encoders import Encoder, EncoderSpec
 from imagesets import ImageSplit, open_split
 
-
 LAYERS_SUITE = "cls"  # the suite whose --layers choose the feature store's extra blocks (RunContext.layers)
 
 

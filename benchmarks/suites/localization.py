@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imagesets import BOXES, LABELS, MASKS
 from benchmarks.features import extract_features
-from common.options import option
 from benchmarks.results import ResultRow
 from benchmarks.validate import blocks_problem, layers_out_of_range
+from common.options import option
 from evidence.baselines import mean_check
 from evidence.stats import bootstrap_ci
+from imagesets import BOXES, LABELS, MASKS
 from probes.gradcam import TARGETS, TOPK, grad_cam, has_blocks, localization_scores, resolve_block
 from probes.threads import threads_for
 

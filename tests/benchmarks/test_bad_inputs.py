@@ -248,8 +248,8 @@ def _bad_values(opt) -> list[str]:
 
 
 def _suite_options():
-    from common.options import options_of
     from benchmarks.suites import suite_specs
+    from common.options import options_of
 
     return [(spec.name, opt) for spec in suite_specs() for opt in options_of(spec.options, spec.flag_prefix)]
 
