@@ -36,10 +36,10 @@ import torch
 
 from benchmarks.features import PRECISIONS
 from benchmarks.loading import FEATURE_SOURCES
-from benchmarks.options import Option, UsageError, add_flags, as_dict, build, given, hashed_part, option, options_of
 from benchmarks.results import package_version
 from benchmarks.suites.spec import SuiteSpec, suite_specs
-from common.errors import DataError
+from common.errors import DataError, UsageError
+from common.options import Option, add_flags, as_dict, build, given, hashed_part, option, options_of
 
 DEFAULT_DATA = "shapes:n=2000:seed=0"
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
@@ -353,7 +353,7 @@ def _suite_data(spec: SuiteSpec, document: dict[str, Any], suite_data: dict[str,
 def _check_unused_data(spec: SuiteSpec, table: dict[str, Any], suite_data: dict[str, str], plan_file: PlanFile | None) -> None:
     """The dataset spec given for a suite that does not run parses (kind, keys, values); its files are
     not opened. A plan's spec whose variables are not set is left alone."""
-    from benchmarks.datasets import parse_spec
+    from imagesets import parse_spec
 
     if spec.name in suite_data:
         data, where = suite_data[spec.name], f"--data {spec.name}="
@@ -456,7 +456,7 @@ def open_data(plan: Plan, item: SuitePlan) -> None:
     suites reuse these splits (``RunContext.open_split``), so a file is read once, before any model
     loads. DataError naming the file, the record and the fix (kept, so a second suite on the same
     data gets it without a second read)."""
-    from benchmarks.datasets import open_split
+    from imagesets import open_split
 
     for split in item.spec.needs.splits:
         key = (item.data, split)
@@ -471,7 +471,7 @@ def open_data(plan: Plan, item: SuitePlan) -> None:
 
 def _decode_problem(spec: SuiteSpec, data: str, decode: str) -> str:
     """'' unless ``--decode gpu`` is asked of a suite that decodes images from a dataset without image files."""
-    from benchmarks.datasets import IMAGE_FILES, dataset_capabilities
+    from imagesets import IMAGE_FILES, dataset_capabilities
 
     if decode != "gpu" or spec.needs.none or not spec.needs.decoded or IMAGE_FILES in dataset_capabilities(data):
         return ""
@@ -482,7 +482,7 @@ def unmet_data_needs(spec: SuiteSpec, data: str) -> str:
     """'' when dataset ``data`` has every capability and split ``spec`` needs, else why not (naming
     what is missing, the dataset kinds that have it, and the flag that picks another dataset).
     UsageError when the spec itself is malformed, DataError when its root or table is missing."""
-    from benchmarks.datasets import CAPABILITIES, available_splits, dataset_capabilities, kinds_with
+    from imagesets import CAPABILITIES, available_splits, dataset_capabilities, kinds_with
 
     if spec.needs.none:
         return ""

@@ -36,16 +36,16 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.datasets.files import set_verify_content
 from benchmarks.features import ExtractionConfig, FeatureError
 from benchmarks.loading import load_run_encoder
-from benchmarks.options import join_negative_values, negative_list_flags
 from benchmarks.plan import PLAN_KEY, Inputs, Plan, PlanFile, add_plan_flags, all_options, check_requirements, resolve
 from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED, ResultRow, append_rows, environment, write_csv
 from benchmarks.suites import LoadedEncoder, RunContext
-from benchmarks.validate import UsageError, check_arch, check_cache_dir, check_device, check_encoder_paths, check_out, make_dir, parse_layers
+from benchmarks.validate import UsageError, check_arch, check_cache_dir, check_device, check_encoder_paths, check_out, make_dir
 from common.errors import UserError
+from common.options import join_negative_values, negative_value_flags
 from encoders import CheckpointError, EncoderSpec, ManifestError, load_manifest
+from imagesets.files import set_verify_content
 
 # What the user can fix, found while a suite runs: one line in the log and on stderr, no traceback.
 # FeatureError (too many unreadable images, NaN features) comes from benchmarks.features.
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    return build_parser().parse_args(join_negative_values(argv, negative_list_flags(all_options())))
+    return build_parser().parse_args(join_negative_values(argv, negative_value_flags(all_options())))
 
 
 def encoder_specs(inputs: Inputs, plan_file: PlanFile | None) -> list[EncoderSpec]:
@@ -260,13 +260,12 @@ def _load_encoders(plan: Plan, log: _Log, timings: dict[str, float]) -> tuple[li
 
 def _base_context(plan: Plan, out: Path, rank: int, log: _Log) -> RunContext:
     """What every suite's context shares: where to write and cache, the extraction settings, the seed, the
-    ``cls`` blocks, the other suites' options and the splits opened before loading."""
+    suites' options and the splits opened before loading."""
     settings = plan.settings
-    cls_plan = plan.suite("cls")
     extraction = ExtractionConfig(batch_size=settings.batch_size, workers=settings.workers, precision=settings.precision, compile=settings.compile,
                                   device=settings.device, decode=settings.decode, progress=rank == 0 and sys.stderr.isatty())
     return RunContext(data="", run_dir=out, cache_dir=Path(settings.cache_dir), extraction=extraction, seed=settings.seed,
-                      layers=parse_layers(cls_plan.options.layers) if cls_plan else None, log=log, options_of=plan.options_of, opened=plan.opened)
+                      log=log, options_of=plan.options_of, opened=plan.opened)
 
 
 def _run_suites(plan: Plan, base: RunContext, loaded: list[LoadedEncoder], results: _Results, timings: dict[str, float]) -> None:
@@ -275,7 +274,8 @@ def _run_suites(plan: Plan, base: RunContext, loaded: list[LoadedEncoder], resul
     log = base.log
     for item in plan.suites:
         started = time.perf_counter()
-        context = replace(base, suite=item.name, data=item.data, options=item.options, config_hash=plan.config_hash(item.name), variant_fields=item.spec.variant_fields)
+        context = replace(base, suite=item.name, data=item.data, options=item.options, config_hash=plan.config_hash(item.name), variant_fields=item.spec.variant_fields,
+                          uses=item.spec.uses)
         if item.unmet:
             results.record([context.skipped(l, item.unmet) for l in loaded])
             log(f"suite {item.name}: skipped ({item.unmet})")

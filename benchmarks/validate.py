@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from benchmarks.options import UsageError
+from common.errors import UsageError
 
 __all__ = ["UsageError"]  # raised by every check here; benchmarks.run prints it and exits 2
 

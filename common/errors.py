@@ -11,7 +11,7 @@ second line when there is a fix; a command prints it after its name and exits 2
 
 The project's other error types are members: ``encoders.CheckpointError`` (a checkpoint),
 ``train.mllm.MLLMError`` (an MLLM directory), ``train.config.SettingsError`` (a stage setting),
-``benchmarks.datasets.BadImageError`` (an image file).
+``imagesets.BadImageError`` (an image file).
 """
 from __future__ import annotations
 

@@ -8,9 +8,10 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from common.registry import Registry
+
 from .base import EncoderOutput, PreprocessConfig
 from .layouts import RemapReport
-from .registry import Registry
 
 Adapter = Callable[[nn.Module, torch.Tensor, Sequence[int]], EncoderOutput]
 

@@ -119,6 +119,7 @@ def _through_view(tokens: Tensor, view: _GridView, prefix: int, grid: tuple[int,
 
 
 TARGETS = ("block_input", "norm1")
+TOPK = 0.15  # the share of a map's highest pixels scored against the mask (IoU), unless the caller chooses
 # A pre-norm transformer block's first LayerNorm, by family: timm, transformers, open_clip / torchvision.
 _NORM1_NAMES = ("norm1", "layer_norm1", "ln_1")
 
@@ -254,7 +255,7 @@ def top_region(values: Tensor, fraction: float) -> Tensor:
     return (values >= cut) & (values > 0)
 
 
-def localization_scores(maps: Tensor, boxes: Tensor, masks: Tensor, *, topk: float = 0.15) -> LocalizationScores:
+def localization_scores(maps: Tensor, boxes: Tensor, masks: Tensor, *, topk: float = TOPK) -> LocalizationScores:
     """Score maps (B, h, w) against object boxes (B, H, W) bool and masks (B, H, W) bool, in the maps'
     upsampled frame (H, W). ``topk`` is the fraction of pixels kept for the IoU (:func:`top_region`:
     ties at the cut-off all in, zero pixels never). A pixel tied at the map's maximum counts for the

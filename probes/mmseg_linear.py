@@ -32,6 +32,7 @@ from torch import nn
 
 from encoders import Encoder
 from encoders.base import token_stride
+from probes.segmentation import MMSegConfig  # declared beside the other heads' configs, importable without mmseg
 from probes.threads import at_most_threads
 
 
@@ -147,7 +148,6 @@ from mmengine.model import BaseModule
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import METRICS, MODELS
-
 
 # Where the families keep the norm applied to the last block's tokens (timm / dinov2, transformers,
 # open_clip, torchvision ViT).
@@ -277,24 +277,6 @@ SINGLE_THREAD_MACS = 1 << 30  # multiply-adds per image below which CPU training
 
 def _patch_pixels(encoder: Encoder) -> tuple[int, int]:
     return token_stride(encoder.model) or (16, 16)
-
-
-@dataclass
-class MMSegConfig:
-    """mmseg linear protocol: ``iters`` (40k in the literature), AdamW ``lr`` / ``weight_decay``,
-    ``warmup`` iterations then poly decay, ``batch_size`` crops, ``blocks`` (1: the last block's patch
-    map; 4: the last four concatenated), ``crop`` (0: the encoder's resolution)."""
-
-    iters: int = 40000
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup: int = 1500
-    batch_size: int = 16
-    blocks: int = 1
-    crop: int = 0
-    workers: int = 0
-    seed: int = 0
-    log_interval: int = 50
 
 
 @dataclass

@@ -7,6 +7,8 @@
 * :func:`fast_linear_head`: a BNHead (BatchNorm + 1x1 conv) on the cached patch map, logits upsampled
   to the mask, cross-entropy; mIoU / mAcc / aAcc in % as mmseg's ``IoUMetric`` computes them.
 * :func:`seg_areas` / :func:`iou_metrics` / :func:`bootstrap_miou`: the metric, per image and over a set.
+* :class:`MMSegConfig`: the settings of the third protocol, mmseg's linear head
+  (:mod:`probes.mmseg_linear`), kept here so that reading its defaults does not import mmseg.
 
 Tokens are ``(n, h*w, D)`` arrays (memory-mapped fp16 from the feature store); batches are read from
 them, so an epoch reads features, never images.
@@ -380,8 +382,26 @@ class FastHeadConfig:
     warmup_steps: int = 1500
     batch_images: int = 16
     epochs: int = 20
-    min_steps: int = 1000
+    min_steps: int = PatchProbeConfig.min_steps  # one floor for both heads on cached tokens
     seed: int = 0
+
+
+@dataclass
+class MMSegConfig:
+    """The mmseg linear protocol (:func:`probes.mmseg_linear.run_mmseg_linear`): ``iters`` (40k in the literature), AdamW ``lr`` / ``weight_decay``,
+    ``warmup`` iterations then poly decay, ``batch_size`` crops, ``blocks`` (1: the last block's patch
+    map; 4: the last four concatenated), ``crop`` (0: the encoder's resolution)."""
+
+    iters: int = 40000
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 1500
+    batch_size: int = 16
+    blocks: int = 1
+    crop: int = 0
+    workers: int = 0
+    seed: int = 0
+    log_interval: int = 50
 
 
 @dataclass

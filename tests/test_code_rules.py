@@ -4,6 +4,9 @@
   module that owns it (``probes.threads``, ``evidence.stats``, ...).
 - No import circle between modules, counting imports inside functions (a lazy import hides a circle
   from Python, not from the reader).
+- Every import between packages is one that the table of ``docs/architecture.md`` ("Layout and the
+  direction of imports") allows, and every entry of that table is used: the table is the one statement
+  of the import rules, and this file reads it (its package list too).
 - No function is 60 lines or longer without a comment saying why (functions of files other branches are
   still changing are listed in ``LONG_FUNCTIONS_ALLOWED`` until they are shortened there).
 
@@ -12,13 +15,29 @@ Library code: the packages below, without ``benchmarks/perf`` (measurement scrip
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("common", "encoders", "evidence", "probes", "benchmarks", "train", "reports")
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def import_rules(text: str | None = None) -> dict[str, set[str]]:
+    """Package or module -> the packages and modules of the project it may import: the rows
+    ``| `source` | `a`, `b` |`` of docs/architecture.md's import table."""
+    text = ARCHITECTURE.read_text(encoding="utf-8") if text is None else text
+    rules = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 2:
+            rules[cells[0].strip("`")] = set(re.findall(r"`([\w.]+)`", cells[1]))
+    return rules
+
+
+PACKAGES = tuple(name for name in import_rules() if "." not in name)
 EXCLUDED = (ROOT / "benchmarks" / "perf",)
 LONG_FUNCTION_LINES = 60
 # A function this long may stay when a comment in its first lines says why it must be (``# long: ...``).
@@ -138,6 +157,28 @@ def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return circles
 
 
+def _covers(entry: str, module: str) -> bool:
+    """``entry`` names ``module`` or a package holding it (``train.mllm`` covers ``train.mllm``, not ``train.mllm_layouts``)."""
+    return module == entry or module.startswith(entry + ".")
+
+
+def forbidden_imports(graph: dict[str, set[str]], rules: dict[str, set[str]]) -> list[str]:
+    """``module -> imported`` for every import between two packages that no row of ``rules`` covering the
+    importing module allows."""
+    found = []
+    for module, imported in sorted(graph.items()):
+        allowed = set().union(*(entries for source, entries in rules.items() if _covers(source, module)))
+        found += [f"{module} -> {target}" for target in sorted(imported)
+                  if target.split(".")[0] != module.split(".")[0] and not any(_covers(entry, target) for entry in allowed)]
+    return found
+
+
+def unused_rules(graph: dict[str, set[str]], rules: dict[str, set[str]]) -> list[str]:
+    """``source: entry`` for every entry of ``rules`` that no import of ``source``'s modules uses."""
+    return [f"{source}: {entry}" for source, entries in sorted(rules.items()) for entry in sorted(entries)
+            if not any(_covers(source, module) and any(_covers(entry, target) for target in imported) for module, imported in graph.items())]
+
+
 def long_functions(path: Path) -> list[tuple[str, int, int]]:
     """(qualified name, first line, length in lines) of the functions of ``path`` that are at least
     ``LONG_FUNCTION_LINES`` long (``def`` line to last line; decorators not counted)."""
@@ -193,6 +234,29 @@ def test_no_import_circle():
     graph = import_graph()
     assert "encoders.loader" in graph["benchmarks.loading"]  # the graph sees the imports
     assert not import_circles(graph), f"modules that import each other: {import_circles(graph)}"
+
+
+def test_every_package_has_a_row_in_the_import_table():
+    packages = {path.parent.name for path in ROOT.glob("*/__init__.py")} - {"tests"}
+    assert set(PACKAGES) == packages, "add the package to the table of docs/architecture.md (Layout and the direction of imports)"
+    assert {source.split(".")[0] for source in import_rules()} == packages
+
+
+def test_every_import_between_packages_is_one_the_architecture_doc_allows():
+    graph, rules = import_graph(), import_rules()
+    forbidden = forbidden_imports(graph, rules)
+    assert not forbidden, "imports that docs/architecture.md's table does not allow (move the code, or add the arrow there with its reason):\n" + "\n".join(forbidden)
+    unused = unused_rules(graph, rules)
+    assert not unused, "entries of docs/architecture.md's import table that no import uses (remove them):\n" + "\n".join(unused)
+
+
+def test_the_import_rule_check_finds_what_it_looks_for():
+    rules = import_rules("| `train` | `common`, `imagesets` |\n| `benchmarks` | `train.mllm` |\n| `benchmarks.demo` | `train.demo` |\n| `common` | (nothing) |\n")
+    assert rules == {"train": {"common", "imagesets"}, "benchmarks": {"train.mllm"}, "benchmarks.demo": {"train.demo"}, "common": set()}
+    graph = {"train.data": {"imagesets", "benchmarks.plan", "train.config"}, "benchmarks.demo": {"train.demo", "train.mllm"},
+             "benchmarks.plan": {"train.demo", "train.mllm_layouts"}, "common.options": {"common.errors"}}
+    assert forbidden_imports(graph, rules) == ["benchmarks.plan -> train.demo", "benchmarks.plan -> train.mllm_layouts", "train.data -> benchmarks.plan"]
+    assert unused_rules(graph, rules) == ["train: common"]
 
 
 def test_the_circle_check_finds_circles():

@@ -1,19 +1,20 @@
 """Typed configuration of a training stage, with the study's defaults (docs/protocol.md "Training").
 
-Every numeric setting declares its valid range next to its field (:class:`Bound`); :func:`check_settings`
-is the one check, used by :class:`StageConfig` itself (so ``stage_config``, ``with_overrides`` and a
-library caller are refused alike) and by ``python -m train`` before anything loads.
+Every setting is one :func:`common.options.option` field of :class:`StageConfig`: its help, its valid
+range and what a value outside it would do (``why``), and so its ``python -m train stage`` flag (the
+field's name with dashes: ``max_grad_norm`` -> ``--max-grad-norm``). The same declaration refuses a bad
+value from the command line (``train.commands``) and from a library caller (``StageConfig.__post_init__``,
+so ``stage_config``, ``with_overrides`` and ``StageConfig(...)`` are refused alike).
 """
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from common.errors import UsageError
+from common.options import field_problem, format_value, option, options_of
 
 STAGES = ("align", "pretrain", "sft", "dpo")
 STRATEGIES = ("ddp", "fsdp")
@@ -22,57 +23,6 @@ MAX_SEED = 2**32 - 1
 
 class SettingsError(UsageError, ValueError):
     """A stage setting outside its valid range; one line naming the flag, the range and the fix (exit 2)."""
-
-
-@dataclass(frozen=True)
-class Bound:
-    """The valid values of one numeric setting: ``low``/``high`` (``None``: unbounded), each included
-    unless ``*_open``; ``integer`` for counts; ``optional`` when ``None`` is allowed; ``why`` says what a
-    value outside would do to training."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    integer: bool = False
-    optional: bool = False
-    why: str = ""
-
-    def describe(self) -> str:
-        """The range in words: ``a finite number in [0, 1)``, ``an integer >= 1``."""
-        kind = "an integer" if self.integer else "a finite number"
-        low, high = (f"{v:d}" if isinstance(v, int) else f"{v:g}" for v in (self.low or 0, self.high or 0))
-        if self.low is not None and self.high is not None:
-            text = f"{kind} in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
-        elif self.low is not None:
-            text = f"{kind} {'>' if self.low_open else '>='} {low}"
-        elif self.high is not None:
-            text = f"{kind} {'<' if self.high_open else '<='} {high}"
-        else:
-            text = kind
-        return text + (" (or unset)" if self.optional else "")
-
-    def admits(self, value: Any) -> bool:
-        if value is None:
-            return self.optional
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        if self.integer and not isinstance(value, int):
-            return False
-        if not math.isfinite(value):
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
-            return False
-        return True
-
-
-def _bounded(default: Any, bound: Bound) -> Any:
-    return field(default=default, metadata={"bound": bound})
-
-
-_POSITIVE_LR = Bound(low=0, low_open=True, why="the learning rate; 0 trains nothing and a negative rate trains backwards")
 
 
 @dataclass(frozen=True)
@@ -86,39 +36,47 @@ class StageConfig:
     ``sft_weight`` (the study's ``dpo_alpha``: weight of an added SFT loss on the chosen answers),
     ``cache_reference`` (reference log-probs computed once before training instead of a frozen copy
     run every step). ``save_every`` optimiser steps between resumable checkpoints (0: only at the end).
-    The valid range of each number is the :class:`Bound` declared with its field.
+    Each field declares its valid range; ``stage`` and ``lr`` have no default (:data:`STAGE_DEFAULTS`
+    holds the study's per stage).
     """
 
-    stage: str
-    lr: float = field(metadata={"bound": _POSITIVE_LR})
-    encoder_lr: float | None = _bounded(None, Bound(low=0, low_open=True, optional=True, why="the encoder's learning rate; 0 leaves a trainable encoder unchanged (use the align stage or freeze_encoder to freeze it) and a negative rate trains backwards"))
-    epochs: float = _bounded(3.0, Bound(low=0, low_open=True, why="the number of passes over the data; 0 or less trains nothing"))
-    global_batch: int = _bounded(256, Bound(low=1, integer=True, why="items per optimiser step; fewer than 1 trains nothing"))
-    micro_batch: int = _bounded(8, Bound(low=1, integer=True, why="items per forward pass and process; fewer than 1 trains nothing"))
-    warmup_ratio: float = _bounded(0.03, Bound(low=0, high=1, high_open=True, why="the share of steps spent warming up; 1 or more skips the cosine schedule"))
-    weight_decay: float = _bounded(0.0, Bound(low=0, why="a negative decay grows the weights"))
-    max_grad_norm: float = _bounded(1.0, Bound(low=0, low_open=True, why="the L2 norm gradients are clipped to; 0 zeroes every gradient and a negative norm flips it"))
-    beta: float = _bounded(0.1, Bound(low=0, low_open=True, why="DPO's inverse temperature; 0 trains nothing and a negative beta prefers the rejected answers"))
-    sft_weight: float = _bounded(0.0, Bound(low=0, why="the weight of the SFT loss on the chosen answers; a negative weight trains them away"))
-    cache_reference: bool = True
-    max_length: int = _bounded(2048, Bound(low=1, integer=True, why="the longest sequence in tokens, visual tokens included; below 1 every item is skipped"))
-    max_bad_fraction: float = _bounded(0.05, Bound(low=0, high=1, why="the share of unusable lines a data file may hold; below 0 even a clean file is refused"))
-    gradient_checkpointing: bool = False
-    save_every: int = _bounded(50, Bound(low=0, integer=True, why="optimiser steps between resumable checkpoints; 0 saves only at the end, a negative count is meaningless"))
-    seed: int = _bounded(0, Bound(low=0, high=MAX_SEED, integer=True, why="the seed of initialisation and data order, as torch and numpy take it"))
-    strategy: str = "ddp"
-    workers: int = _bounded(0, Bound(low=0, integer=True, why="data-loading processes; 0 loads in the training process, a negative count is meaningless"))
-    freeze_encoder: bool = False  # PIVOT's evaluation protocol: train projector (+ LM) around a frozen encoder
+    stage: str = option(help="the stage to train: align (projector only), pretrain (all parameters), sft (chosen answers) or dpo (chosen vs rejected)",
+                        choices=STAGES)
+    lr: float = option(help="learning rate of every trainable parameter but the encoder's", above=0,
+                       why="0 trains nothing and a negative rate trains backwards")
+    encoder_lr: float | None = option(None, "the encoder's learning rate (unset: --lr)", above=0,
+                                      why="0 leaves a trainable encoder unchanged (use the align stage or freeze_encoder to freeze it) and a negative rate trains backwards")
+    epochs: float = option(3.0, "passes over the data", above=0, why="0 or less trains nothing")
+    global_batch: int = option(256, "items per optimiser step (reached by gradient accumulation)", minimum=1, why="fewer than 1 trains nothing")
+    micro_batch: int = option(8, "items per forward pass and process", minimum=1, why="fewer than 1 trains nothing")
+    warmup_ratio: float = option(0.03, "the share of steps spent warming up before the cosine decay", minimum=0, below=1,
+                                 why="1 or more skips the cosine schedule")
+    weight_decay: float = option(0.0, "AdamW's weight decay", minimum=0, why="a negative decay grows the weights")
+    max_grad_norm: float = option(1.0, "the L2 norm gradients are clipped to", above=0, why="0 zeroes every gradient and a negative norm flips it")
+    beta: float = option(0.1, "DPO's inverse temperature", above=0, why="0 trains nothing and a negative beta prefers the rejected answers")
+    sft_weight: float = option(0.0, "DPO: the weight of an added SFT loss on the chosen answers (the study's dpo_alpha)", minimum=0,
+                               why="a negative weight trains them away")
+    cache_reference: bool = option(True, "DPO: compute the frozen reference's log-probs once before training (--no-reference-cache: run a frozen copy every step)",
+                                   flag="--reference-cache")
+    max_length: int = option(2048, "the longest sequence in tokens, visual tokens included", minimum=1, why="below 1 every item is skipped")
+    max_bad_fraction: float = option(0.05, "the share of unusable lines a data file may hold", minimum=0, maximum=1,
+                                     why="below 0 even a clean file is refused")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory, more time)")
+    save_every: int = option(50, "optimiser steps between resumable checkpoints (0: only at the end)", minimum=0,
+                             why="a negative count is meaningless")
+    seed: int = option(0, "the seed of initialisation and data order", minimum=0, maximum=MAX_SEED, why="torch and numpy take seeds in this range")
+    strategy: str = option("ddp", "how torchrun's processes share the model: ddp (a copy each) or fsdp (torch fully_shard)", choices=STRATEGIES)
+    workers: int = option(0, "data-loading processes (0: load in the training process)", minimum=0, why="a negative count is meaningless")
+    freeze_encoder: bool = option(False, "keep the encoder frozen in every stage (PIVOT's evaluation protocol: train projector and LM around it)")
 
     def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise SettingsError(f"unknown stage {self.stage!r}; choose from {', '.join(STAGES)}")
-        if self.strategy not in STRATEGIES:
-            raise SettingsError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
-        for name in ("cache_reference", "gradient_checkpointing", "freeze_encoder"):
-            if not isinstance(getattr(self, name), bool):
-                raise SettingsError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        check_settings({name: getattr(self, name) for name in BOUNDS})
+        found = field_problem(self)
+        if found:
+            opt, trouble = found
+            raise SettingsError(f"{opt.name} = {getattr(self, opt.name)!r} ({opt.flag}): {trouble}")
+        trouble = batch_problem(self.global_batch, self.micro_batch)
+        if trouble:
+            raise SettingsError(trouble)
 
     @property
     def trains_encoder(self) -> bool:
@@ -141,30 +99,12 @@ class StageConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-BOUNDS: dict[str, Bound] = {f.name: f.metadata["bound"] for f in fields(StageConfig) if "bound" in f.metadata}
-
-
-def flag_of(name: str) -> str:
-    """The ``python -m train stage`` flag of a setting: ``max_grad_norm`` -> ``--max-grad-norm``."""
-    return "--" + name.replace("_", "-")
-
-
-def check_settings(values: Mapping[str, Any], flags: Mapping[str, str] | None = None) -> None:
-    """Refuse any value of ``values`` (setting name -> value) outside its :data:`BOUNDS`, and a global
-    batch that is not a multiple of the micro-batch; raises :class:`SettingsError` naming ``flags[name]``
-    (default: the setting and its ``stage`` flag). Names without a bound are ignored."""
-    flags = flags or {}
-
-    def given(name: str, value: Any) -> str:
-        return f"{flags[name]} {value!r}" if name in flags else f"{name} = {value!r} ({flag_of(name)})"
-
-    for name, value in values.items():
-        bound = BOUNDS.get(name)
-        if bound is not None and not bound.admits(value):
-            raise SettingsError(f"{given(name, value)} is out of range ({bound.why}); pass {bound.describe()}")
-    global_batch, micro_batch = values.get("global_batch"), values.get("micro_batch")
-    if isinstance(global_batch, int) and isinstance(micro_batch, int) and global_batch % micro_batch:
-        raise SettingsError(f"{given('global_batch', global_batch)} is not a multiple of {given('micro_batch', micro_batch)}; choose a global batch that is (e.g. {max(1, global_batch // micro_batch) * micro_batch})")
+def batch_problem(global_batch: int, micro_batch: int) -> str:
+    """'' when ``global_batch`` items split into micro-batches of ``micro_batch``; else the refusal."""
+    if global_batch % micro_batch == 0:
+        return ""
+    return (f"global_batch = {global_batch} (--global-batch) is not a multiple of micro_batch = {micro_batch} (--micro-batch); "
+            f"choose a global batch that is (e.g. {max(1, global_batch // micro_batch) * micro_batch})")
 
 
 def check_world(config: StageConfig, world: int) -> None:
@@ -200,3 +140,16 @@ def stage_config(stage: str, **overrides: Any) -> StageConfig:
     if stage not in STAGE_DEFAULTS:
         raise SettingsError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
     return STAGE_DEFAULTS[stage].with_overrides(**overrides)
+
+
+def shown_defaults(defaults: dict[str, StageConfig]) -> dict[str, str]:
+    """Field -> its default as ``--help`` shows it, for the fields whose default differs between the
+    configs of ``defaults`` (name -> config): ``align 0.001, pretrain 1e-05, ...``."""
+    shown = {}
+    for opt in options_of(StageConfig):
+        if opt.name == "stage":
+            continue
+        values = {name: getattr(config, opt.name) for name, config in defaults.items()}
+        if len(set(values.values())) > 1:
+            shown[opt.name] = ", ".join(f"{name} {'unset' if value is None else format_value(value)}" for name, value in values.items())
+    return shown

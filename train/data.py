@@ -137,7 +137,7 @@ def write_shapes_data(spec: str, split: str, out: str | os.PathLike, *, limit: i
     """Write the shapes world's ``split`` as training files under ``out``: ``images/*.png``,
     ``captions.jsonl`` (one caption per image) and ``preferences.jsonl`` (every VQA item: question,
     chosen, rejected). Returns the two file paths."""
-    from benchmarks.datasets import CAPTIONS, PREFERENCES, open_split
+    from imagesets import CAPTIONS, PREFERENCES, open_split
 
     from .config import check_out_folder
 

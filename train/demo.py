@@ -85,7 +85,7 @@ def recipe(replicates: int = DEFAULT_REPLICATES) -> dict[str, Any]:
     import transformers
 
     package = Path(__file__).parent
-    sources = sorted(package.glob("*.py")) + [package.parent / "benchmarks" / "datasets" / "shapes.py"]
+    sources = sorted(package.glob("*.py")) + [package.parent / "imagesets" / "shapes.py"]
     source_hash = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()[:16]
     return {
         "version": RECIPE_VERSION, "replicates": replicates, "vit": VIT.to_dict(), "lm": LM.__dict__, "stage1_data": STAGE1_DATA, "stage2_data": STAGE2_DATA, "prompt_layout": PROMPT_LAYOUT,
@@ -145,7 +145,7 @@ def schedule_note(replicates: int = DEFAULT_REPLICATES) -> str:
 
 def _corpus(files: list[Path]) -> list[str]:
     """Every text the LM must tokenise: the training files plus the full shapes vocabulary."""
-    from benchmarks.datasets.shapes import COLOUR_NAMES, SHAPE_NAMES
+    from imagesets.shapes import COLOUR_NAMES, SHAPE_NAMES
 
     from .data import CAPTION_PROMPT
 

@@ -22,11 +22,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from common.options import option_like
+
 from .config import StageConfig, stage_config
 
 # LLaVA-1.5's two stages with a frozen encoder (projector 1e-3; projector + LLM 2e-5), one epoch each.
 ALIGN = stage_config("align", lr=1e-3, epochs=1.0)
 INSTRUCT = stage_config("pretrain", lr=2e-5, encoder_lr=None, epochs=1.0, freeze_encoder=True)
+
+
+@dataclass(frozen=True)
+class PivotSchedule:
+    """The settings ``python -m train pivot-eval`` lets a user change: each stage's learning rate, and the
+    epochs, batches and seed of both. Each is a :class:`StageConfig` setting under its own name (its rules
+    are StageConfig's), with :data:`ALIGN` / :data:`INSTRUCT`'s value as its default."""
+
+    align_lr: float = option_like(StageConfig, "lr", ALIGN.lr, "the align stage's learning rate (projector alone)")
+    instruct_lr: float = option_like(StageConfig, "lr", INSTRUCT.lr, "the instruct stage's learning rate (projector + LM)")
+    epochs: float = option_like(StageConfig, "epochs", ALIGN.epochs, "passes over the data, each stage")
+    global_batch: int = option_like(StageConfig, "global_batch", ALIGN.global_batch)
+    micro_batch: int = option_like(StageConfig, "micro_batch", ALIGN.micro_batch)
+    seed: int = option_like(StageConfig, "seed", ALIGN.seed)
+
+    def stages(self) -> dict[str, StageConfig]:
+        """The two stages' configs: ``{"align": ..., "instruct": ...}`` (the keywords of :func:`pivot_eval`)."""
+        both = {"epochs": self.epochs, "global_batch": self.global_batch, "micro_batch": self.micro_batch, "seed": self.seed}
+        return {"align": ALIGN.with_overrides(lr=self.align_lr, **both), "instruct": INSTRUCT.with_overrides(lr=self.instruct_lr, **both)}
 
 
 PROTOCOL = "pivot-eval"  # the value of mllm.json's "protocol" for MLLMs built here

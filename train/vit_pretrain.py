@@ -48,8 +48,8 @@ def _patch_labels(mask: torch.Tensor, grid: int) -> torch.Tensor:
 
 def _render(config: VitPretrainConfig, transform: Callable, split: str, grid: int) -> tuple[torch.Tensor, ...]:
     """All images of ``split`` through the encoder's transform, with type, colour and patch labels."""
-    from benchmarks.datasets import open_split
-    from benchmarks.datasets.shapes import COLOUR_NAMES
+    from imagesets import open_split
+    from imagesets.shapes import COLOUR_NAMES
 
     data = open_split(config.data, split)
     images = torch.stack([transform(data.load_image(i)) for i in range(len(data))])

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from benchmarks.datasets import IMAGE_FILES, ImageSplit
 from encoders import Encoder
+from imagesets import IMAGE_FILES, ImageSplit
 
 from .config import DECODES, ExtractionConfig, FeatureError
 from .forward import (

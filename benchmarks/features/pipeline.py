@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.datasets import BadImageError, ImageSplit
+from imagesets import BadImageError, ImageSplit
 
 from .config import ExtractionConfig
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.datasets import ImageSplit
 from encoders import Encoder
+from imagesets import ImageSplit
 
 from .config import FeatureError
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import Image
 
-from benchmarks.datasets import open_split
+from imagesets import open_split
 
 TASKS = ("shapes_vqa", "shapes_vqa_mc")
 DEFAULT_ITEMS = 200

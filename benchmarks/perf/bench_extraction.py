@@ -54,10 +54,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from benchmarks.datasets import IMAGE_FILES, open_split
 from benchmarks.features import PRECISIONS, ExtractionConfig, extract_features
 from benchmarks.features.pipeline import TransformedSplit, uint8_transform
 from encoders import Encoder, load_encoder, save_encoder_checkpoint
+from imagesets import IMAGE_FILES, open_split
 
 ARCHS = ("vit_small_patch16_224", "vit_base_patch16_224")
 BASELINE_BATCH = 32
@@ -316,8 +316,8 @@ class JpegFolder:
     CAPABILITIES = frozenset({IMAGE_FILES})
 
     def __init__(self, root: str | Path, limit: int) -> None:
-        from benchmarks.datasets.base import hash_parts, open_rgb
-        from benchmarks.datasets.files import IMAGE_EXTENSIONS
+        from imagesets.base import hash_parts, open_rgb
+        from imagesets.files import IMAGE_EXTENSIONS
 
         self.root = Path(root)
         files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())[:limit]

@@ -181,7 +181,7 @@ def mobilenet_digits_features(size: int = 64, cache_dir: str | None = None, weig
         return SyntheticFeatures(*torch.load(cache, weights_only=True))
     from torchvision.models import mobilenet_v2
 
-    from benchmarks.datasets import open_split
+    from imagesets import open_split
 
     torch.manual_seed(0)
     model = mobilenet_v2()

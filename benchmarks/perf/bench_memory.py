@@ -74,9 +74,9 @@ def measure(n: int, size: int, batch_size: int, shard_size: int, workers: int) -
     import timm
     import torch
 
-    from benchmarks.datasets import open_split
     from benchmarks.features import ExtractionConfig, extract_features, feature_names
     from encoders import load_encoder, save_encoder_checkpoint
+    from imagesets import open_split
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:

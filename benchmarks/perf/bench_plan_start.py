@@ -61,7 +61,7 @@ def _validate_seconds(root: Path, encoder: Path, out: Path, open_data: bool) -> 
     """Seconds of one ``validate`` of ``--suite cls,seg,loc`` on ``root``, and the instances files it parsed."""
     from benchmarks import plan as plan_module
     from benchmarks import run
-    from benchmarks.datasets import coco
+    from imagesets import coco
 
     parsed: Counter = Counter()
     real_read, real_open = coco.read_instances, plan_module.open_data
@@ -79,7 +79,7 @@ def _validate_seconds(root: Path, encoder: Path, out: Path, open_data: bool) -> 
 
 def _per_suite_seconds(root: Path) -> float:
     """Seconds for cls, seg and loc each opening train and val themselves (what the run did before)."""
-    from benchmarks.datasets import open_split
+    from imagesets import open_split
 
     started = time.perf_counter()
     for _suite in ("cls", "seg", "loc"):

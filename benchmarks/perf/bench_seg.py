@@ -39,8 +39,8 @@ def _setup(work: Path, n: int, n_val: int, preset: str):
     import timm
     import torch
 
-    from benchmarks.datasets import open_split
     from encoders import load_encoder, save_encoder_checkpoint
+    from imagesets import open_split
 
     arch, options = PRESETS[preset]
     path = work / f"encoder-{preset}.safetensors"
@@ -108,7 +108,7 @@ def _child(args) -> dict:
         result = fast_linear_head(head, source, train_masks, eval_source, val_masks, grid, patch, classes, FastHeadConfig(epochs=args.epochs))
         out.update(result.metrics)
     else:  # mmseg
-        from benchmarks.datasets.seg_folder import export_seg_folder
+        from imagesets.seg_folder import export_seg_folder
         from probes.mmseg_linear import MMSegConfig, SegFolder, run_mmseg_linear
 
         folder = SegFolder(export_seg_folder(train, val, work / "folder"), list(train.seg_classes), img_suffix=".png", ade20k=False)

@@ -28,8 +28,8 @@ def random_mllm(folder: Path, data: str) -> str:
     """A randomly initialised demo-sized MLLM (64 px 4-block ViT, tiny Qwen2 over the shapes vocabulary)."""
     import timm
 
-    from benchmarks.datasets import open_split
     from encoders import save_encoder_checkpoint
+    from imagesets import open_split
     from train.mllm import IMAGE_TOKEN, build_mllm, save_mllm
     from train.tiny_lm import build_tiny_lm
 

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.datasets import CAPTIONS, dataset_capabilities
 from benchmarks.features import extract_features
-from benchmarks.options import option
 from benchmarks.results import ResultRow
-from probes.alignment import linear_cka, linear_cka_ci, mutual_knn
+from common.options import option
 from evidence.baselines import mean_check
 from evidence.stats import bootstrap_ci
+from imagesets import CAPTIONS, dataset_capabilities
+from probes.alignment import linear_cka, linear_cka_ci, mutual_knn
 
 from .base import LoadedEncoder, RunContext
 from .regions import spread_indices

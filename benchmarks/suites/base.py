@@ -8,10 +8,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.datasets import ImageSplit, open_split
 from benchmarks.features import ExtractionConfig
 from benchmarks.results import ResultRow, variant_of
+from benchmarks.validate import parse_layers
 from encoders import Encoder, EncoderSpec
+from imagesets import ImageSplit, open_split
+
+LAYERS_SUITE = "cls"  # the suite whose --layers choose the feature store's extra blocks (RunContext.layers)
 
 
 @dataclass
@@ -32,13 +35,11 @@ class RunContext:
     instance of its spec's ``options`` class), where to cache and write, the extraction settings, the
     seed, the suite's config hash and row variant fields.
 
-    ``layers``: the blocks the ``cls`` suite probes (``--layers``), so suites reading the same split
-    extract once into the same store entry. ``shared``: results that one suite of the run computes
-    and another reuses, keyed by what determines them (e.g. the linear head selection ``loc`` shares
-    with ``cls``), so the outcome never depends on the suites' order. ``options_of(name)``: another
-    suite's options, for the suites a spec declares it ``uses``. ``opened``: the splits the run opened
-    before loading any model, by (dataset spec, split), which ``open_split`` hands out instead of reading
-    the files again.
+    ``shared``: results that one suite of the run computes and another reuses, keyed by what determines
+    them (e.g. the linear head selection ``loc`` shares with ``cls``), so the outcome never depends on
+    the suites' order. ``options_of(name)``: another suite's options, for the suites in ``uses`` (the
+    spec's declaration). ``opened``: the splits the run opened before loading any model, by (dataset
+    spec, split), which ``open_split`` hands out instead of reading the files again.
     """
 
     data: str
@@ -47,14 +48,23 @@ class RunContext:
     extraction: ExtractionConfig
     seed: int
     config_hash: str = ""
-    layers: list[int] | str | None = None
     options: Any = None
     log: Callable[[str], None] = print
     suite: str = ""
     variant_fields: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
     shared: dict[Any, Any] = field(default_factory=dict)
     options_of: Callable[[str], Any] | None = None
     opened: dict[tuple[str, str], ImageSplit] = field(default_factory=dict)
+
+    @property
+    def layers(self) -> list[int] | str | None:
+        """The blocks the ``cls`` suite probes besides the output (``--layers``), for ``cls`` and the suites
+        that declare they use it (``loc`` fits its head on the same features), so they extract once into
+        the same store entry; ``None`` (the output only) for the others."""
+        if self.options_of is None or not (self.suite == LAYERS_SUITE or LAYERS_SUITE in self.uses):
+            return None
+        return parse_layers(self.options_of(LAYERS_SUITE).layers)
 
     def row(self, loaded: LoadedEncoder, **fields: Any) -> ResultRow:
         """A result row with the encoder's identity, the run's provenance and the row's variant filled in."""

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from benchmarks.datasets import LABELS
 from benchmarks.features import FeatureSet, extract_features, unreadable_items
-from benchmarks.options import option
 from benchmarks.results import ResultRow
 from benchmarks.validate import layers_out_of_range, layers_problem, parse_layers
+from common.options import option
 from evidence.baselines import constant_classifier, mean_check
+from imagesets import LABELS
 from probes.knn import knn_probe, prototype_probe
 from probes.linear import ClassificationResult, LinearProbeConfig, fit_linear_head, linear_probe, sklearn_logreg_probe
 from probes.logreg import DEFAULT_CS, DEFAULT_MEMORY_BUDGET, SELECTIONS, LogRegConfig, fits_in_memory, logreg_probe

@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.datasets import PREFERENCES
-from benchmarks.options import option
 from benchmarks.results import STATUS_SKIPPED, ResultRow
-from probes.gradients import LOSSES, SITES, Objectives, gradient_maps, map_scores, patch_cover
+from common.options import option
 from evidence.baselines import mean_check
 from evidence.stats import bootstrap_ci, paired_bootstrap
+from imagesets import PREFERENCES
+from probes.gradients import LOSSES, SITES, Objectives, gradient_maps, map_scores, patch_cover
 from probes.threads import threads_for
 
 from .base import LoadedEncoder, RunContext

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.datasets import BOXES, LABELS, MASKS
 from benchmarks.features import extract_features
-from benchmarks.options import option
 from benchmarks.results import ResultRow
 from benchmarks.validate import blocks_problem, layers_out_of_range
+from common.options import option
 from evidence.baselines import mean_check
 from evidence.stats import bootstrap_ci
-from probes.gradcam import grad_cam, has_blocks, localization_scores, resolve_block
+from imagesets import BOXES, LABELS, MASKS
+from probes.gradcam import TARGETS, TOPK, grad_cam, has_blocks, localization_scores, resolve_block
 from probes.threads import threads_for
 
 from .base import LoadedEncoder, RunContext
@@ -41,10 +41,10 @@ class LocOptions:
 
     items: int = option(500, "images of the eval split to explain, spread evenly (0 = all)", minimum=0)
     layers: tuple[int, ...] = option((-1, -2), "blocks whose input Grad-CAM explains (negative = from the end)", check=blocks_problem, metavar="BLOCKS")
-    topk: float = option(0.15, "the share of the map's highest pixels whose IoU with the object's mask is scored (metric iou_topNN)", minimum=0.01, maximum=1.0)
+    topk: float = option(TOPK, "the share of the map's highest pixels whose IoU with the object's mask is scored (metric iou_topNN)", minimum=0.01, maximum=1.0)
     figure_images: int = option(4, "images shown in the gallery figure", minimum=0)
     target: str = option("block_input", "what Grad-CAM explains in each block: its input (the residual stream; default) or its first LayerNorm's output (pytorch-grad-cam's ViT recipe, target_layers=[blocks[-1].norm1])",
-                         choices=("block_input", "norm1"))
+                         choices=TARGETS)
 
 
 def _check_loaded(options: LocOptions, encoders: list[LoadedEncoder]) -> str:

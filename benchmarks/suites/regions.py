@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.datasets import Box, ImageSplit, VQAItem
 from encoders import PreprocessConfig
+from imagesets import Box, ImageSplit, VQAItem
 
 
 def spread_indices(n: int, limit: int) -> list[int]:

@@ -11,7 +11,7 @@
 Train on the ``train`` split, report on ``val``. A dataset stored as an ``ADEChallengeData2016`` folder
 (``ImageSplit.seg_folder``: ``ade20k:root=DIR``) goes to mmseg as mmseg's ``ADE20KDataset``; other
 datasets with masks (the shapes world) are written once to such a folder in the cache and read by
-mmseg's ``BaseSegDataset`` with their own class names (``benchmarks.datasets.seg_folder``). Per-image
+mmseg's ``BaseSegDataset`` with their own class names (``imagesets.seg_folder``). Per-image
 scores (patch recall, mIoU) go to ``per_item/`` and a PNG of a few predicted masks to ``extra["figure"]``.
 Options: :class:`SegOptions`.
 """
@@ -24,16 +24,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.datasets import MASKS, ImageSplit
-from benchmarks.datasets.seg_folder import export_seg_folder, item_stem
 from benchmarks.features import FeatureSet, extract_features, token_grid
-from benchmarks.options import option
 from benchmarks.results import ResultRow
+from common.options import option
 from encoders import Encoder
 from encoders.base import token_stride
 from evidence.baselines import check_above
+from imagesets import MASKS, ImageSplit
+from imagesets.seg_folder import export_seg_folder, item_stem
 from probes.segmentation import (
     FastHeadConfig,
+    MMSegConfig,
     PatchProbeConfig,
     SegInputError,
     bootstrap_miou,
@@ -63,14 +64,14 @@ class SegOptions:
     """Options of the ``seg`` suite (flags ``--seg-...``)."""
 
     protocols: tuple[str, ...] = option(PROTOCOLS, "protocols to run (comma list)", choices=PROTOCOLS, metavar="LIST")
-    epochs: int = option(5, "patch_probe: epochs (the study: 5)", minimum=1)
-    seeds: int = option(3, "patch_probe: seeds (mean and std over them)", minimum=1)
-    head_epochs: int = option(20, "fast_linear: epochs of the BNHead on cached tokens", minimum=1)
-    min_steps: int = option(1000, "patch_probe and fast_linear: at least this many optimizer steps (epochs are raised on small datasets, where a few epochs leave a probe at its input-blind answer)", minimum=0)
-    iters: int = option(40000, "mmseg_linear: iterations (the literature: 40k-80k)", minimum=1)
-    mmseg_lr: float = option(1e-3, "mmseg_linear: AdamW peak learning rate (the literature: 1e-3 over 40k iterations; a short schedule needs more)",
-                             check=lambda lr: "" if lr > 0 else "must be > 0 (e.g. 1e-3)")
-    blocks: int = option(1, "fast_linear and mmseg_linear: heads on the last block's patch map (1) or the last four concatenated (4)", choices=(1, 4))
+    # The defaults are the probes' own (probes.segmentation's configs), written there once.
+    epochs: int = option(PatchProbeConfig.epochs, "patch_probe: epochs (the study: 5)", minimum=1)
+    seeds: int = option(PatchProbeConfig.seeds, "patch_probe: seeds (mean and std over them)", minimum=1)
+    head_epochs: int = option(FastHeadConfig.epochs, "fast_linear: epochs of the BNHead on cached tokens", minimum=1)
+    min_steps: int = option(PatchProbeConfig.min_steps, "patch_probe and fast_linear: at least this many optimizer steps (epochs are raised on small datasets, where a few epochs leave a probe at its input-blind answer)", minimum=0)
+    iters: int = option(MMSegConfig.iters, "mmseg_linear: iterations (the literature: 40k-80k)", minimum=1)
+    mmseg_lr: float = option(MMSegConfig.lr, "mmseg_linear: AdamW peak learning rate (the literature: 1e-3 over 40k iterations; a short schedule needs more)", above=0)
+    blocks: int = option(MMSegConfig.blocks, "fast_linear and mmseg_linear: heads on the last block's patch map (1) or the last four concatenated (4)", choices=(1, 4))
 
 
 def encoder_patch(encoder: Encoder, grid: tuple[int, int]) -> tuple[int, int]:
@@ -258,7 +259,7 @@ def _fast_rows(context, loaded, options, common, grid, patch, classes, train, ev
 
 
 def _mmseg_rows(context, loaded, options, common, classes, train_split, eval_split, train_masks) -> list[ResultRow]:
-    from probes.mmseg_linear import MMSegConfig, SegFolder, run_mmseg_linear
+    from probes.mmseg_linear import SegFolder, run_mmseg_linear
 
     native = train_split.seg_folder()
     if native is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from encoders.registry import Registry
+from common.registry import Registry
 
 if TYPE_CHECKING:
     from benchmarks.results import ResultRow
@@ -30,7 +30,7 @@ class NoOptions:
 
 @dataclass(frozen=True)
 class DataNeeds:
-    """What a suite requires of its dataset: every capability in ``all_of`` (``benchmarks.datasets``
+    """What a suite requires of its dataset: every capability in ``all_of`` (``imagesets``
     capability names: labels, masks, boxes, captions, preferences, image_files), at least one of
     ``any_of`` (when given), and the ``splits`` (the run opens each before any model loads and hands the
     suite the opened split). ``none`` marks a suite that reads no dataset of ours; ``decoded``: its images

@@ -36,12 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.datasets import PREFERENCES, dataset_capabilities
 from benchmarks.lmms.cambrian import BENCHMARKS, CAMBRIAN_TASKS, CATEGORIES, KNOWN_FRACTIONS, OVERALL, Benchmark, benchmark_of
 from benchmarks.lmms.results import Collected, LmmsResultsError, PerItem, TaskResult, collect_results, per_item_scores
 from benchmarks.lmms.shapes_task import DEFAULT_ITEMS, TASKS as SHAPES_TASKS, write_shapes_tasks
-from benchmarks.options import option
 from benchmarks.results import STATUS_FAILED, STATUS_SKIPPED, ResultRow
+from common.options import option
+from imagesets import PREFERENCES, dataset_capabilities
 from probes.vqa import Score, category_table
 
 from .base import LoadedEncoder, RunContext

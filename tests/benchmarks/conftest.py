@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.datasets import BadImageError, ImageSplit
 from encoders import load_encoder, save_encoder_checkpoint
-from tests.benchmarks.datasets.conftest import ade_root  # noqa: F401  (a fixture, for the seg suite's tests)
+from imagesets import BadImageError, ImageSplit
+from tests.imagesets.conftest import ade_root  # noqa: F401  (a fixture, for the seg suite's tests)
 
 TINY_ARCH = "vit_small_patch16_224"
 TINY_OPTIONS = {"img_size": 32, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2}

@@ -14,10 +14,10 @@ import pytest
 from benchmarks import run
 from benchmarks.results import read_frame
 from tests.benchmarks.conftest import write_tiny_checkpoint
-from tests.benchmarks.datasets.conftest import write_image
-from tests.benchmarks.datasets.real_layouts import write_coco, write_pairs_parquet, write_prefs
+from tests.imagesets.conftest import write_image
+from tests.imagesets.real_layouts import write_coco, write_pairs_parquet, write_prefs
 
-pytestmark = pytest.mark.filterwarnings("ignore::benchmarks.datasets.records.DataWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::imagesets.records.DataWarning")
 PREVIOUS = '{"computed": "earlier results that must survive"}\n'
 
 
@@ -193,7 +193,7 @@ def test_under_all_a_suite_whose_data_fails_is_a_skipped_row_with_the_reason(tmp
 
 
 def test_the_records_read_before_loading_are_the_ones_the_suites_use(tmp_path, checkpoint, monkeypatch):
-    from benchmarks.datasets import coco
+    from imagesets import coco
 
     reads = []
     real = coco.read_instances

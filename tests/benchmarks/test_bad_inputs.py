@@ -11,7 +11,7 @@ import torch
 
 from benchmarks import run
 from benchmarks.results import read_frame
-from benchmarks.options import join_negative_values
+from common.options import join_negative_values
 from tests.benchmarks.conftest import write_tiny_checkpoint
 
 DATA = "shapes:n=60:n_val=20:seed=0:size=32"
@@ -201,7 +201,7 @@ def test_repeated_suite_merges_and_layers_run(tmp_path):
 
 
 def test_dataset_without_a_val_split_is_refused_for_cls(tmp_path, setup, capsys):
-    from tests.benchmarks.datasets.conftest import write_image
+    from tests.imagesets.conftest import write_image
 
     checkpoint, out = setup
     root = tmp_path / "imagenet"
@@ -248,8 +248,8 @@ def _bad_values(opt) -> list[str]:
 
 
 def _suite_options():
-    from benchmarks.options import options_of
     from benchmarks.suites import suite_specs
+    from common.options import options_of
 
     return [(spec.name, opt) for spec in suite_specs() for opt in options_of(spec.options, spec.flag_prefix)]
 
@@ -309,7 +309,7 @@ def test_a_bad_dataset_for_a_suite_that_does_not_run_is_refused(tmp_path, setup,
 
 def test_a_seed_beyond_what_torch_takes_is_one_line(tmp_path, setup, capsys, no_load):
     checkpoint, out = setup
-    _assert_refused(capsys, out, _main(tmp_path, checkpoint, out, "--seed", "99999999999999999999999"), "--seed", "must be <= 9223372036854775807")
+    _assert_refused(capsys, out, _main(tmp_path, checkpoint, out, "--seed", "99999999999999999999999"), "--seed", "must be >= 0 and <= 9223372036854775807")
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="checks the no-MPS message")

@@ -142,9 +142,9 @@ def _smooth_imagenet(root, n_per_class: int = 3):
 def test_decode_on_device_reads_files_close_to_pil_and_has_its_own_key(tmp_path, tiny_encoder):
     import torch
 
-    from benchmarks.datasets import open_split
     from benchmarks.features import decode_resize_crop
     from benchmarks.features.pipeline import uint8_transform
+    from imagesets import open_split
 
     root = _smooth_imagenet(tmp_path / "imagenet")
     (root / "train" / "n01" / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")

@@ -12,9 +12,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as torch_mp
 
-from benchmarks.datasets import open_split
 from benchmarks.features import ExtractionConfig, extract_features
 from encoders import load_encoder
+from imagesets import open_split
 from tests.benchmarks.conftest import write_tiny_checkpoint
 
 SPEC = "shapes:n=40:size=32"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks import run
-from benchmarks.options import options_of
 from benchmarks.plan import Inputs, RunSettings, check_requirements, resolve
 from benchmarks.results import read_rows
 from benchmarks.suites import suite_specs
+from common.options import options_of
 from tests.benchmarks.conftest import write_tiny_checkpoint
 
 DATA = "shapes:n=60:n_val=20:seed=0:size=32"
@@ -161,9 +161,9 @@ def test_plan_config_json_runs_the_same_run_again(tmp_path):
 
 
 def test_the_splits_opened_before_loading_carry_the_verify_data_fingerprint(tmp_path):
-    from benchmarks.datasets import open_split
-    from benchmarks.datasets.files import set_verify_content
-    from tests.benchmarks.datasets.conftest import write_image
+    from imagesets import open_split
+    from imagesets.files import set_verify_content
+    from tests.imagesets.conftest import write_image
 
     root = tmp_path / "imagenet"
     for split in ("train", "val"):

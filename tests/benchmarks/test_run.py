@@ -77,7 +77,7 @@ def test_unknown_suite_and_missing_encoder_are_usage_errors(tmp_path, capsys):
 
 
 def test_all_suites_on_an_imagenet_folder_give_cls_and_loc_rows_and_skip_the_rest(tmp_path):
-    from tests.benchmarks.datasets.conftest import write_image
+    from tests.imagesets.conftest import write_image
 
     root = tmp_path / "imagenet"
     wnids = ["n01440764", "n01443537"]

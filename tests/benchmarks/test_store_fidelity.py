@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.datasets import open_split
-from benchmarks.datasets.files import set_verify_content
 from benchmarks.features import ExtractionConfig, FeatureError, extract_features, storage_dtype
 from encoders import load_encoder, save_encoder_checkpoint
+from imagesets import open_split
+from imagesets.files import set_verify_content
 from tests.benchmarks.conftest import TINY_ARCH, TINY_OPTIONS, ListSplit
-from tests.benchmarks.datasets.conftest import imagenet_root, write_image  # noqa: F401 - fixture
+from tests.imagesets.conftest import imagenet_root, write_image  # noqa: F401 - fixture
 
 CONFIG = ExtractionConfig(batch_size=4, shard_size=8, progress=False)
 
@@ -101,7 +101,7 @@ def test_unreadable_images_are_named_in_the_row_and_run_log(tmp_path):
     from benchmarks import run
     from benchmarks.results import read_frame
     from tests.benchmarks.conftest import write_tiny_checkpoint
-    from tests.benchmarks.datasets.conftest import write_image as image
+    from tests.imagesets.conftest import write_image as image
 
     root = tmp_path / "imagenet"
     for split, count in (("train", 40), ("val", 10)):

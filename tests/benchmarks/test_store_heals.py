@@ -10,10 +10,10 @@ import shutil
 import numpy as np
 import pytest
 
-from benchmarks.datasets import open_split
 from benchmarks.features import ExtractionConfig, entry_damage, extract_features
+from imagesets import open_split
 from tests.benchmarks.conftest import ListSplit
-from tests.benchmarks.datasets.conftest import write_image
+from tests.imagesets.conftest import write_image
 
 CONFIG = ExtractionConfig(batch_size=4, shard_size=8, progress=False)
 SPLIT = ListSplit(20)

@@ -28,9 +28,9 @@ def test_it_survives_pickling(err):
 
 def test_the_projects_error_types_are_members():
     from benchmarks.check import UsageError as CheckUsageError
-    from benchmarks.datasets import BadImageError
-    from benchmarks.options import UsageError as OptionsUsageError
+    from common.options import UsageError as OptionsUsageError
     from encoders import CheckpointError, ManifestError
+    from imagesets import BadImageError
     from train.config import SettingsError
     from train.data import DataError as TrainDataError
     from train.mllm import MLLMError

@@ -9,7 +9,7 @@ import pytest
 
 from common.errors import DataError
 from common.records import Caption, Preference, Skips, caption, preference, read_jsonl
-from tests.benchmarks.datasets.conftest import write_image
+from tests.imagesets.conftest import write_image
 
 
 @pytest.mark.parametrize("fields, expected", [
@@ -61,7 +61,7 @@ def test_the_threshold_and_the_file_level_errors(tmp_path: Path):
 
 
 def test_train_and_the_prefs_dataset_skip_the_same_lines_for_the_same_reasons(tmp_path: Path):
-    from benchmarks.datasets import open_split
+    from imagesets import open_split
     from train.data import read_items
 
     write_image(tmp_path / "img.png", size=(48, 40))

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.datasets import open_split
-from benchmarks.datasets.seg_folder import export_seg_folder, item_stem
+from imagesets import open_split
+from imagesets.seg_folder import export_seg_folder, item_stem
 from probes.mmseg_linear import (
     FrozenEncoderBackbone,
     MMSegConfig,

@@ -82,5 +82,5 @@ def test_replicates_must_be_a_whole_number_of_at_least_one(capsys, tmp_path):
     from train.__main__ import main
 
     assert main(["demo", "--out", str(tmp_path / "x"), "--replicates", "0"]) == 2
-    assert "--replicates 0: the number of Stage-2 training seeds per arm must be a whole number >= 1 and <= 16" in capsys.readouterr().err
+    assert "--replicates '0': must be >= 1 and <= 16 (each one adds 6 trainings" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

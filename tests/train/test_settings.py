@@ -1,12 +1,16 @@
-"""Every numeric option of ``python -m train`` has a valid range, checked before anything loads (exit 2, one line)."""
+"""Every option of ``python -m train`` is one declared field with its valid range, checked before anything loads
+(exit 2, one line), for the command line and library callers alike."""
 import argparse
-import math
 
 import pytest
 import torch
 
+from common.options import field_problem, options_of, problem, type_problem
+from train.__main__ import build_parser
 from train.__main__ import main as train_main
-from train.config import BOUNDS, STAGE_DEFAULTS, SettingsError, StageConfig, check_world, stage_config
+from train.commands import commands
+from train.config import STAGE_DEFAULTS, SettingsError, StageConfig, check_world, stage_config
+from train.pivot_eval import ALIGN, INSTRUCT, PivotSchedule
 
 from .conftest import write_tiny_encoder
 
@@ -43,30 +47,38 @@ def _one_line_error(capsys) -> str:
 
 
 BAD_STAGE_FLAGS = [
-    (["--beta", "-1"], "--beta -1.0", "negative beta prefers the rejected"),
-    (["--beta", "0"], "--beta 0.0", "0 trains nothing"),
-    (["--max-grad-norm", "-1"], "--max-grad-norm -1.0", "negative norm flips"),
-    (["--max-grad-norm", "0"], "--max-grad-norm 0.0", "0 zeroes every gradient"),
-    (["--warmup-ratio", "5"], "--warmup-ratio 5.0", "skips the cosine schedule"),
-    (["--warmup-ratio", "1"], "--warmup-ratio 1.0", "[0, 1)"),
-    (["--warmup-ratio", "-0.1"], "--warmup-ratio -0.1", "[0, 1)"),
-    (["--save-every", "-1"], "--save-every -1", "an integer >= 0"),
-    (["--max-bad-fraction", "-0.5"], "--max-bad-fraction -0.5", "even a clean file is refused"),
-    (["--max-bad-fraction", "1.5"], "--max-bad-fraction 1.5", "[0, 1]"),
-    (["--lr", "0"], "--lr 0.0", "0 trains nothing"),
-    (["--lr", "-1e-5"], "--lr -1e-05", "trains backwards"),
-    (["--lr", "nan"], "--lr nan", "a finite number > 0"),
-    (["--encoder-lr", "0"], "--encoder-lr 0.0", "freeze_encoder"),
-    (["--epochs", "0"], "--epochs 0.0", "trains nothing"),
-    (["--epochs", "inf"], "--epochs inf", "a finite number > 0"),
-    (["--global-batch", "0"], "--global-batch 0", "an integer >= 1"),
-    (["--micro-batch", "0"], "--micro-batch 0", "an integer >= 1"),
-    (["--global-batch", "6", "--micro-batch", "4"], "--global-batch 6 is not a multiple of --micro-batch 4", "e.g. 4"),
-    (["--max-length", "0"], "--max-length 0", "every item is skipped"),
-    (["--workers", "-1"], "--workers -1", "an integer >= 0"),
-    (["--seed", "-1"], "--seed -1", "an integer in [0, 4294967295]"),
-    (["--sft-weight", "-0.5"], "--sft-weight -0.5", "trains them away"),
+    (["--beta", "-1"], "--beta '-1.0'", "negative beta prefers the rejected"),
+    (["--beta", "0"], "--beta '0.0'", "0 trains nothing"),
+    (["--max-grad-norm", "-1"], "--max-grad-norm '-1.0'", "negative norm flips"),
+    (["--max-grad-norm", "0"], "--max-grad-norm '0.0'", "0 zeroes every gradient"),
+    (["--warmup-ratio", "5"], "--warmup-ratio '5.0'", "skips the cosine schedule"),
+    (["--warmup-ratio", "1"], "--warmup-ratio '1.0'", "must be >= 0 and < 1"),
+    (["--warmup-ratio", "-0.1"], "--warmup-ratio '-0.1'", "must be >= 0 and < 1"),
+    (["--weight-decay", "-0.1"], "--weight-decay '-0.1'", "a negative decay grows the weights"),
+    (["--save-every", "-1"], "--save-every '-1'", "must be >= 0"),
+    (["--max-bad-fraction", "-0.5"], "--max-bad-fraction '-0.5'", "even a clean file is refused"),
+    (["--max-bad-fraction", "1.5"], "--max-bad-fraction '1.5'", "must be >= 0 and <= 1"),
+    (["--lr", "0"], "--lr '0.0'", "0 trains nothing"),
+    (["--lr", "-1e-5"], "--lr '-1e-05'", "trains backwards"),
+    (["--lr", "nan"], "--lr 'nan'", "expected a finite number"),
+    (["--encoder-lr", "0"], "--encoder-lr '0.0'", "freeze_encoder"),
+    (["--epochs", "0"], "--epochs '0.0'", "trains nothing"),
+    (["--epochs", "inf"], "--epochs 'inf'", "expected a finite number"),
+    (["--global-batch", "0"], "--global-batch '0'", "must be >= 1"),
+    (["--micro-batch", "0"], "--micro-batch '0'", "must be >= 1"),
+    (["--micro-batch", "two"], "--micro-batch 'two'", "expected an integer"),
+    (["--global-batch", "6", "--micro-batch", "4"], "global_batch = 6 (--global-batch) is not a multiple of micro_batch = 4 (--micro-batch)", "e.g. 4"),
+    (["--max-length", "0"], "--max-length '0'", "every item is skipped"),
+    (["--workers", "-1"], "--workers '-1'", "must be >= 0"),
+    (["--seed", "-1"], "--seed '-1'", "must be >= 0 and <= 4294967295"),
+    (["--sft-weight", "-0.5"], "--sft-weight '-0.5'", "trains them away"),
+    (["--strategy", "zero3"], "--strategy 'zero3'", "choose from ddp, fsdp"),
 ]
+
+
+def _states_the_fix(err: str) -> bool:
+    """The refusal says what to pass: the valid range, the expected type or a value that works."""
+    return any(words in err for words in ("must be ", "expected ", "; choose a global batch that is", "; choose from "))
 
 
 @pytest.mark.parametrize("flags, names, cause", BAD_STAGE_FLAGS, ids=[" ".join(case[0]) for case in BAD_STAGE_FLAGS])
@@ -76,18 +88,18 @@ def test_a_stage_flag_out_of_range_is_a_usage_error_before_anything_loads(flags,
     status = train_main(["stage", "--stage", "dpo", "--init", str(tmp_path / "mllm"), "--data", str(tmp_path / "p.jsonl"), "--out", str(out), *flags])
     err = _one_line_error(capsys)
     assert status == 2 and names in err and cause in err
-    assert "; pass " in err or "; choose a global batch that is" in err  # the fix
+    assert _states_the_fix(err)
     assert no_training == []
     assert {path: path.read_bytes() for path in kept} == kept
 
 
 BAD_PIVOT_FLAGS = [
-    (["--align-lr", "-1"], "--align-lr -1.0"),
-    (["--instruct-lr", "0"], "--instruct-lr 0.0"),
-    (["--epochs", "0"], "--epochs 0.0"),
-    (["--micro-batch", "0"], "--micro-batch 0"),
+    (["--align-lr", "-1"], "--align-lr '-1.0'"),
+    (["--instruct-lr", "0"], "--instruct-lr '0.0'"),
+    (["--epochs", "0"], "--epochs '0.0'"),
+    (["--micro-batch", "0"], "--micro-batch '0'"),
     (["--global-batch", "7"], "is not a multiple of micro_batch = 8"),
-    (["--seed", "-2"], "--seed -2"),
+    (["--seed", "-2"], "--seed '-2'"),
 ]
 
 
@@ -95,51 +107,88 @@ BAD_PIVOT_FLAGS = [
 def test_a_pivot_eval_flag_out_of_range_names_its_own_flag(flags, names, tmp_path, capsys, no_training):
     status = train_main(["pivot-eval", "--encoder", str(tmp_path / "e.safetensors"), "--lm", str(tmp_path / "lm"), "--data", "shapes:n=4", "--out", str(tmp_path / "pe"), *flags])
     err = _one_line_error(capsys)
-    assert status == 2 and names in err
-    assert "; pass " in err or "; choose a global batch that is" in err
+    assert status == 2 and names in err and _states_the_fix(err)
     assert no_training == [] and not (tmp_path / "pe").exists()
 
 
-def test_every_numeric_option_of_every_command_has_a_declared_range():
-    from train import __main__ as cli
-
-    checked_elsewhere = {("build", "--visual-layer"),  # a block index, checked against the loaded encoder before the LM loads
-                         ("demo", "--replicates"),  # train.demo.check_replicates (test below)
-                         ("import-mllm", "--check-tolerance"), ("export-mllm", "--check-tolerance"), ("tiny-llava", "--image-size")}  # test below
-    subparsers = next(action for action in cli.build_parser()._actions if isinstance(action, argparse._SubParsersAction))
-    numeric = {(command, option) for command, sub in subparsers.choices.items() for action in sub._actions
-               if action.type in (int, float) for option in action.option_strings}
-    assert {command for command, _ in numeric} >= {"stage", "pivot-eval"}
-    tables = {("stage", f"--{name}") for name, _ in cli.STAGE_NUMBERS} | {("pivot-eval", f"--{name}") for name, _ in cli.PIVOT_NUMBERS}
-    assert numeric - checked_elsewhere == tables
-    for name, _ in cli.STAGE_NUMBERS + cli.PIVOT_NUMBERS:
-        assert {"align-lr": "lr", "instruct-lr": "lr"}.get(name, name).replace("-", "_") in BOUNDS, name
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    return next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)).choices
 
 
-@pytest.mark.parametrize("name", sorted(BOUNDS))
-def test_a_library_caller_is_refused_too(name):
-    bound = BOUNDS[name]
-    bad = (bound.low - 1) if bound.low is not None else (bound.high + 1)
-    if bound.integer:
-        bad = int(bad)
-    with pytest.raises(SettingsError, match=f"{name} = "):
-        stage_config("dpo", **{name: bad})
-    with pytest.raises(SettingsError, match="out of range"):
-        STAGE_DEFAULTS["sft"].with_overrides(**{name: float("nan")})
+def test_the_parser_is_the_declared_fields():
+    """Adding a flag (a training setting) is adding a field: each command's arguments are exactly the fields of
+    its options classes, the stage command's settings every field of StageConfig."""
+    parsers = _subparsers()
+    assert set(parsers) == set(commands())
+    for name, command in commands().items():
+        declared = {f"{scope}.{opt.name}" for scope, cls in (("inputs", command.inputs), ("settings", command.settings)) if cls for opt in options_of(cls)}
+        parsed = {action.dest for action in parsers[name]._actions if action.dest != "help"}
+        assert parsed == declared, name
+    stage_settings = {action.dest.split(".", 1)[1] for action in parsers["stage"]._actions if action.dest.startswith("settings.")}
+    assert stage_settings == {field.name for field in StageConfig.__dataclass_fields__.values()}
+    assert "--weight-decay" in parsers["stage"].format_help()
+
+
+def test_every_numeric_option_declares_its_valid_values():
+    checked_elsewhere = {("build", "--visual-layer")}  # a block index, checked against the loaded encoder before the LM loads
+    numeric = {(name, opt.flag): opt for name, command in commands().items() for cls in (command.inputs, command.settings) if cls
+               for opt in options_of(cls) if opt.item_type in (int, float)}
+    assert {name for name, _ in numeric} >= {"stage", "pivot-eval", "demo", "tiny-llava", "import-mllm"}
+    unchecked = {key for key, opt in numeric.items() if not (opt.spec.range_text() or opt.spec.check)}
+    assert unchecked == checked_elsewhere
+
+
+def test_the_pivot_schedule_defaults_are_the_stages_own():
+    assert PivotSchedule().stages() == {"align": ALIGN, "instruct": INSTRUCT}
+    schedule = PivotSchedule(align_lr=0.5, epochs=2.0, seed=3).stages()
+    assert (schedule["align"].lr, schedule["instruct"].lr, schedule["instruct"].epochs, schedule["align"].seed) == (0.5, INSTRUCT.lr, 2.0, 3)
+
+
+def test_the_new_flags_reach_the_config(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("train.loop.train_stage", lambda init, data, out, config, **kwargs: seen.append(config))
+    status = train_main(["stage", "--stage", "sft", "--init", str(tmp_path), "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "o"),
+                         "--weight-decay", "0.05", "--no-reference-cache", "--freeze-encoder", "--lr", "2e-5"])
+    assert status == 0 and seen == [stage_config("sft", weight_decay=0.05, cache_reference=False, freeze_encoder=True, lr=2e-5)]
+
+
+def _outside(opt) -> float:
+    """A value just outside the declared range of ``opt``."""
+    spec = opt.spec
+    for bound, step in ((spec.minimum, -1), (spec.above, 0), (spec.maximum, 1), (spec.below, 0)):
+        if bound is not None:
+            return int(bound + step) if opt.item_type is int else bound + step
+    raise AssertionError(f"{opt.name} has no range")
+
+
+RANGED = [opt for opt in options_of(StageConfig) if opt.spec.range_text()]
+
+
+@pytest.mark.parametrize("opt", RANGED, ids=[opt.name for opt in RANGED])
+def test_a_library_caller_is_refused_too(opt):
+    bad = _outside(opt)
+    assert problem(opt, bad)
+    with pytest.raises(SettingsError, match=f"{opt.name} = {bad!r} \\({opt.flag}\\): must be "):
+        stage_config("dpo", **{opt.name: bad})
+    with pytest.raises(SettingsError, match=f"{opt.name} = nan"):
+        STAGE_DEFAULTS["sft"].with_overrides(**{opt.name: float("nan")})
 
 
 @pytest.mark.parametrize("settings, cause", [({"global_batch": 2.5}, "an integer"), ({"seed": True}, "an integer"), ({"lr": "1e-3"}, "a finite number"),
-                                             ({"cache_reference": "no"}, "True or False")])
+                                             ({"cache_reference": "no"}, "true or false"), ({"stage": "rlhf"}, "choose from align, pretrain, sft, dpo"),
+                                             ({"strategy": "zero3"}, "choose from ddp, fsdp")])
 def test_a_value_of_the_wrong_type_is_refused(settings, cause):
     with pytest.raises(SettingsError, match=cause):
-        StageConfig("sft", **{"lr": 1e-3, **settings})
+        StageConfig(**{"stage": "sft", "lr": 1e-3, **settings})
 
 
 def test_the_study_defaults_and_every_bound_hold_together():
-    for config in STAGE_DEFAULTS.values():
-        assert all(BOUNDS[name].admits(getattr(config, name)) for name in BOUNDS)
-    assert not BOUNDS["warmup_ratio"].admits(1.0) and BOUNDS["warmup_ratio"].admits(0.0)
-    assert not BOUNDS["max_grad_norm"].admits(math.inf)
+    for config in (*STAGE_DEFAULTS.values(), ALIGN, INSTRUCT):
+        assert field_problem(config) is None
+    declared = {opt.name: opt for opt in options_of(StageConfig)}
+    assert problem(declared["warmup_ratio"], 1.0) and not problem(declared["warmup_ratio"], 0.0)
+    assert type_problem(declared["max_grad_norm"], float("inf")) == "expected a finite number"
+    assert not type_problem(declared["encoder_lr"], None) and type_problem(declared["lr"], None)
 
 
 def test_a_global_batch_the_processes_cannot_split_is_a_usage_error_before_loading(tmp_path, capsys, monkeypatch, no_training):
@@ -198,7 +247,7 @@ def test_demo_refuses_replicates_outside_1_to_16_before_training(value, tmp_path
     monkeypatch.setattr("train.demo.make_demo_lineage", lambda *a, **k: pytest.fail("the demo trained"))
     status = train_main(["demo", "--out", str(tmp_path / "lineage"), "--replicates", value])
     err = _one_line_error(capsys)
-    assert status == 2 and f"--replicates {value}" in err and ">= 1 and <= 16" in err and "e.g. --replicates 3" in err
+    assert status == 2 and f"--replicates '{value}'" in err and ">= 1 and <= 16" in err and "e.g. --replicates 3" in err
     assert not (tmp_path / "lineage").exists()
 
 
@@ -211,9 +260,9 @@ def test_build_checks_the_visual_layer_before_loading_the_lm(tmp_path, capsys, m
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["import-mllm", "SRC", "OUT", "--check-tolerance", "-1"], "--check-tolerance -1.0: the largest accepted |logit difference| must be a finite number >= 0"),
-    (["export-mllm", "SRC", "OUT", "--check-tolerance", "inf"], "--check-tolerance inf"),
-    (["tiny-llava", "OUT", "--image-size", "40"], "--image-size 40: the tiny tower's patches are 16 px"),
+    (["import-mllm", "SRC", "OUT", "--check-tolerance", "-1"], "--check-tolerance '-1.0': must be >= 0 (the largest accepted |logit difference|"),
+    (["export-mllm", "SRC", "OUT", "--check-tolerance", "inf"], "--check-tolerance 'inf': expected a finite number"),
+    (["tiny-llava", "OUT", "--image-size", "40"], "--image-size '40': the tiny tower's patches are 16 px"),
 ])
 def test_the_mllm_transfer_commands_check_their_numbers_first(argv, words, tmp_path, capsys):
     argv = [str(tmp_path / a) if a in ("SRC", "OUT") else a for a in argv]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from encoders.registry import Registry
+from common.registry import Registry
 
 from ..mllm_parts import MLLMError
 

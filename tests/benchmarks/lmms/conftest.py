@@ -16,8 +16,8 @@ def build_tiny_mllm(folder: Path, seed: int = 0) -> Path:
     import timm
     import torch
 
-    from benchmarks.datasets import open_split
     from encoders import save_encoder_checkpoint
+    from imagesets import open_split
     from train.mllm import IMAGE_TOKEN, build_mllm, save_mllm
     from train.tiny_lm import TinyLMConfig, build_tiny_lm
 

@@ -22,7 +22,7 @@ def write_tiny_lm(folder: Path, corpus: list[str]) -> Path:
 def write_lineage(folder: Path, *, mllm: bool = False) -> Path:
     """orig + its trained copy ``tuned`` (a different seed) as a manifest; with ``mllm`` each gets an MLLM
     directory (train.mllm: its encoder, a projector, a tiny LM over the shapes world's words)."""
-    from benchmarks.datasets import open_split
+    from imagesets import open_split
 
     write_tiny_checkpoint(folder / "orig.safetensors", seed=0)
     write_tiny_checkpoint(folder / "tuned.safetensors", seed=1)

@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks import run
 from benchmarks.results import read_frame
-from tests.benchmarks.datasets.real_layouts import write_prefs
+from tests.imagesets.real_layouts import write_prefs
 
 from .conftest import DATA
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from benchmarks import run
-from benchmarks.datasets import open_split
 from benchmarks.results import read_frame
 from encoders import PreprocessConfig
+from imagesets import open_split
 from probes.gradcam import localization_scores
-from tests.benchmarks.datasets.real_layouts import rect_mask, write_coco
+from tests.imagesets.real_layouts import rect_mask, write_coco
 
 from .conftest import DATA
 

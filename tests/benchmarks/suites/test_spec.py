@@ -16,7 +16,7 @@ from tests.benchmarks.conftest import write_tiny_checkpoint
 TOY = textwrap.dedent('''
     from dataclasses import dataclass
 
-    from benchmarks.options import option
+    from common.options import option
     from benchmarks.suites.spec import DataNeeds, SuiteSpec
 
 

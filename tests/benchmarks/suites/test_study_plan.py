@@ -9,8 +9,8 @@ import pytest
 
 from benchmarks import run
 from benchmarks.results import read_frame
-from tests.benchmarks.datasets.conftest import write_image
-from tests.benchmarks.datasets.real_layouts import write_coco, write_pairs_parquet, write_prefs
+from tests.imagesets.conftest import write_image
+from tests.imagesets.real_layouts import write_coco, write_pairs_parquet, write_prefs
 
 REPO = Path(__file__).resolve().parents[3]
 PLAN = REPO / "plans" / "pivot-study.toml"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-from encoders.registry import Registry
+from common.registry import Registry
 
 from .base import ImageSplit
 

@@ -9,7 +9,8 @@ library that does not choose (``TQDM_DISABLE``). It sets environment variables, 
 tools start (``benchmarks.run_many``'s runs, the lmms-eval subprocess, torchrun workers) inherit it.
 
 ``import benchmarks`` calls it, so every entry point under ``benchmarks`` (run, demo, run_many, check,
-the lmms-eval runner) starts with it before any of those libraries is imported.
+the lmms-eval runner) starts with it before any of those libraries is imported; ``python -m train``
+calls it first thing too (its torchrun workers included).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Preference items for the ``grad`` suite: ``prefs:file=F``, the layout ``train/`` trains on (MMPR /
 RLAIF-V: ``image``, ``question``, ``chosen``, ``rejected`` per record), as JSONL or parquet
-(``benchmarks.datasets.records``: image paths relative to the file, or embedded image bytes).
+(``imagesets.records``: image paths relative to the file, or embedded image bytes).
 
 An optional region per item says which part of the image the question is about:
 - ``box``: ``[x0, y0, x1, y1]`` in pixels of the stored image, ``x1``/``y1`` exclusive (as ``Box``);

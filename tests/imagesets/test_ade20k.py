@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.datasets import BadImageError, open_split
-from benchmarks.datasets.ade20k import ADE20K_CLASSES
 from common.errors import DataError
+from imagesets import BadImageError, open_split
+from imagesets.ade20k import ADE20K_CLASSES
 
 
 def test_reads_layout_and_reduces_zero_label(ade_root: Path):

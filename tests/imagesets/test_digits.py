@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.datasets import open_split
+from imagesets import open_split
 
 
 def test_digits_load_offline_as_rgb_with_disjoint_stratified_splits():

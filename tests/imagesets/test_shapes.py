@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks.datasets import VQA_KINDS, open_split
-from benchmarks.datasets.shapes import COLOURS, SHAPE_NAMES
+from imagesets import VQA_KINDS, open_split
+from imagesets.shapes import COLOURS, SHAPE_NAMES
 
 SPEC = "shapes:n=40:size=96"
 CHECKED = range(40)

@@ -4,6 +4,9 @@ Specs are ``kind[:key=value...]``; the kinds shipped here are ``shapes`` (genera
 (scikit-learn's bundled 8x8 digits), ``imagenet:root=...``, ``ade20k:root=...``, ``coco:root=...``,
 ``pairs:file=...`` (image-caption pairs) and ``prefs:file=...`` (preference items). See
 docs/datasets.md for each kind's classes, masks, boxes, VQA items, splits and fingerprint.
+
+A package of its own, below ``train`` and ``benchmarks`` (both read it) and importing only ``common``.
+Not named ``datasets``: that would shadow Hugging Face's ``datasets``, which lmms-eval imports.
 """
 from __future__ import annotations
 
@@ -28,9 +31,9 @@ from .registry import (
     Param,
     available_splits,
     dataset_capabilities,
-    kinds_with,
     dataset_kinds,
     get_kind,
+    kinds_with,
     open_split,
     parse_spec,
     register_dataset,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.datasets import BadImageError, Box, open_rgb, to_rgb
 from common.errors import DataError
+from imagesets import BadImageError, Box, open_rgb, to_rgb
 
 from .conftest import write_image
 

@@ -168,7 +168,7 @@ class ImageSplit:
     boxes and VQA items.
 
     Attributes:
-        spec: the dataset spec it was opened from (see ``benchmarks.datasets.parse_spec``).
+        spec: the dataset spec it was opened from (see ``imagesets.parse_spec``).
         split: ``train``, ``val`` or ``test``.
         name: the dataset kind (``shapes``, ``imagenet``, ...).
         classes: image-level class names; ``labels`` index into it. Empty when there are no image labels.

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.datasets import available_splits, dataset_capabilities, open_split
-from benchmarks.datasets.records import DataWarning
 from common.errors import DataError
+from imagesets import available_splits, dataset_capabilities, open_split
+from imagesets.records import DataWarning
 
 from .conftest import write_image
 from .real_layouts import png_bytes, write_prefs

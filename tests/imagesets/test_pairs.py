@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.datasets import BadImageError, available_splits, dataset_capabilities, open_split
-from benchmarks.datasets.records import DataWarning
 from common.errors import DataError
+from imagesets import BadImageError, available_splits, dataset_capabilities, open_split
+from imagesets.records import DataWarning
 
 from .conftest import write_image
 from .real_layouts import png_bytes, write_pairs_parquet

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.datasets import BadImageError, available_splits, dataset_capabilities, open_split
-from benchmarks.datasets.records import DataWarning
 from common.errors import DataError
+from imagesets import BadImageError, available_splits, dataset_capabilities, open_split
+from imagesets.records import DataWarning
 
 from .real_layouts import compressed_rle, rect_mask, rect_polygon, write_coco
 
-pytestmark = pytest.mark.filterwarnings("ignore::benchmarks.datasets.records.DataWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::imagesets.records.DataWarning")
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ def test_a_missing_annotation_file_is_a_usage_error_before_any_load(coco_root: P
     ([[-9.0, 1.0, 0.0, 1.0, 0.0, 4.0]], "mask outside the image"),
 ])
 def test_polygon_checks(segmentation, expected):
-    from benchmarks.datasets.coco import _polygons
+    from imagesets.coco import _polygons
 
     found = _polygons(segmentation, 32, 32)
     assert (len(found) == expected) if isinstance(expected, int) else found.startswith(expected)

@@ -1,4 +1,4 @@
-"""No progress bar in a log: where stderr is not a terminal, the entry points switch the libraries' bars off."""
+"""No progress bar in a log: where stderr is not a terminal, the entry points (benchmarks, python -m train) switch the libraries' bars off."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.console import QUIET_ENVIRONMENT, quiet_progress_bars
+from common.console import QUIET_ENVIRONMENT, quiet_progress_bars
 from tests.benchmarks.conftest import write_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,4 +64,14 @@ def test_benchmarks_run_writes_no_progress_bar_to_a_log_file(mllm_dir, tmp_path)
     logged = _stderr_of([sys.executable, "-m", "benchmarks.run", "--encoder", str(mllm_dir), "--features", "projector", "--suite", "cls",
                          "--data", "shapes:n=100:n_val=20:seed=0:size=32", "--linear-epochs", "1", "--no-grid-extend", "--out", str(tmp_path / "run"),
                          "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--no-report"], tmp_path, env)
+    assert BAR not in logged, logged[-2000:]
+
+
+def test_python_m_train_writes_no_progress_bar_to_a_log_file(mllm_dir, tmp_path):
+    """``python -m train`` switches the bars off itself (it imports nothing of benchmarks): building an MLLM
+    loads the LM, where transformers draws "Loading weights" (the unswitched load above draws it)."""
+    env = {key: value for key, value in os.environ.items() if key not in QUIET_ENVIRONMENT}
+    logged = _stderr_of([sys.executable, "-m", "train", "build", "--encoder", str(mllm_dir.parent / "enc.safetensors"), "--lm", str(mllm_dir / "lm"),
+                         "--out", str(tmp_path / "built")], tmp_path, env)
+    assert (tmp_path / "built" / "mllm.json").is_file()
     assert BAR not in logged, logged[-2000:]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.datasets import BadImageError, open_split
 from common.errors import DataError
+from imagesets import BadImageError, open_split
 
 from .conftest import write_image
 

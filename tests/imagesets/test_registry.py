@@ -4,17 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.datasets import (
+from common.errors import DataError
+from imagesets import (
     ImageSplit,
     available_splits,
     dataset_kinds,
     open_split,
     parse_spec,
     register_dataset,
+    registry,
     resolve_params,
 )
-from benchmarks.datasets import registry
-from common.errors import DataError
 
 
 def test_builtin_kinds_are_registered():

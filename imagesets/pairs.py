@@ -1,5 +1,5 @@
 """Image-caption pairs for the ``align`` suite: ``pairs:file=F``, a JSONL or parquet table with ``image``
-and ``caption`` per record (``benchmarks.datasets.records``: image paths relative to the file, or the image
+and ``caption`` per record (``imagesets.records``: image paths relative to the file, or the image
 bytes of a Hugging Face parquet export). ``train/``'s caption JSONL (``{"image", "caption"}``) is one.
 
 Every kept record is one item of the ``val`` split (the file is the split; the suites read their
