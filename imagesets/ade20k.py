@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from common.errors import DataError
 
-from .base import BOXES, IGNORE_INDEX, IMAGE_FILES, MASKS, BadImageError, Box, ImageSplit, hash_parts, image_size, open_rgb
+from .base import BOXES, IGNORE_INDEX, IMAGE_FILES, MASKS, BadImageError, Box, ImageSplit, decode_strictly, hash_parts, image_size, open_rgb
 from .files import image_files, layout_fix, name_list, require_dir
 from .registry import Param, register_dataset
 
@@ -125,7 +125,7 @@ class ADE20KSplit(ImageSplit):
         path = self.annotation_path(index)
         try:
             with Image.open(path) as ann:
-                ann.load()
+                decode_strictly(ann)
                 mode, size, raw = ann.mode, ann.size, np.array(ann)
         except UnidentifiedImageError as err:
             raise BadImageError(path, "not an image format PIL can identify") from err

@@ -7,12 +7,13 @@ on demand: ``load_image`` is the hot path of feature extraction.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from common.errors import DataError
 
@@ -124,6 +125,25 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, RGBX
 
 
+_STRICT_DECODE = threading.Lock()
+
+
+def decode_strictly(img: Image.Image) -> None:
+    """``img.load()`` with PIL's truncated-image tolerance off, whatever the process set.
+
+    lmms-eval turns ``ImageFile.LOAD_TRUNCATED_IMAGES`` on for the whole process when it is imported,
+    after which PIL pads a truncated file with grey instead of raising; the readers here promise that
+    a truncated file is an error naming it. The lock keeps two threads from restoring each other's value.
+    """
+    with _STRICT_DECODE:
+        tolerant = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            img.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
+
+
 def open_rgb(path: str | Path) -> Image.Image:
     """Decode the image file at ``path`` fully and return it as 8-bit RGB.
 
@@ -132,7 +152,7 @@ def open_rgb(path: str | Path) -> Image.Image:
     """
     try:
         with Image.open(path) as img:
-            img.load()
+            decode_strictly(img)
             return to_rgb(img)
     except FileNotFoundError:
         raise

@@ -31,7 +31,7 @@ from PIL import Image
 
 from common.records import PREFERENCE_FIELDS, preference
 
-from .base import IMAGE_FILES, PREFERENCES, BadImageError, Box, VQAItem
+from .base import IMAGE_FILES, PREFERENCES, BadImageError, Box, VQAItem, decode_strictly
 from .files import file_identity
 from .records import Record, RecordSplit, files_capability
 from .registry import Param, register_dataset
@@ -56,7 +56,7 @@ def read_mask(path, size: tuple[int, int]) -> np.ndarray | str:
     """(H, W) bool of a region mask PNG (nonzero = inside) that must be ``size`` = (W, H), or why not."""
     try:
         with Image.open(path) as img:
-            img.load()
+            decode_strictly(img)
             if img.size != size:
                 return f"mask {img.size[0]}x{img.size[1]} differs from its image {size[0]}x{size[1]}"
             mask = np.asarray(img.convert("L")) > 0

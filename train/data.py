@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from common.errors import DataError  # a training file that cannot be used: names the file and the fix
 from common.records import MAX_BAD_FRACTION, PREFERENCE_FIELDS, Skips, caption, preference, read_jsonl
+from imagesets.base import decode_strictly
 
 CAPTION_PROMPT = "Describe the image."
 DEFAULT_MAX_BAD_FRACTION = MAX_BAD_FRACTION
@@ -51,7 +52,7 @@ def _image_ok(path: Path, cache: dict[Path, str]) -> str:
         else:
             try:
                 with Image.open(path) as img:
-                    img.load()
+                    decode_strictly(img)
                 cache[path] = ""
             except Exception:  # PIL raises many types for broken files
                 cache[path] = "unreadable image"

@@ -86,6 +86,19 @@ def test_bad_files_raise_bad_image_error_naming_the_path(tmp_path: Path, damage:
     assert again.path == str(path) and str(again) == str(info.value)
 
 
+def test_a_truncated_file_is_an_error_even_after_lmms_eval_made_pil_tolerant(tmp_path: Path, monkeypatch):
+    # Importing lmms-eval sets PIL's LOAD_TRUNCATED_IMAGES for the whole process (a --suite all run
+    # imports it); the readers' promise must not depend on what ran before them.
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    path = write_image(tmp_path / "x.JPEG", size=(64, 64), fmt="JPEG")
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(BadImageError, match="x.JPEG"):
+        open_rgb(path)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # what the process had is given back
+
+
 def test_missing_file_is_not_a_bad_image(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
         open_rgb(tmp_path / "nope.jpg")
