@@ -188,11 +188,12 @@ def _row(spec: EncoderSpec, plan: Plan, suite: str, **fields) -> ResultRow:
 
 def _config(plan: Plan, out: Path, loaded: list[LoadedEncoder]) -> dict:
     """config.json: the resolved plan (``--plan`` reads it back), each suite's dataset, config hash,
-    headline and variant fields (the report reads them), the encoders' provenance, the environment."""
+    headlines and variant fields (the report reads them), the encoders' provenance, the environment."""
     names = {item.name for item in loaded}
     return {
         PLAN_KEY: plan.to_dict(), "out": str(out), "note": plan.settings.note, **environment(),
         "suites": {item.name: {"data": item.data, "config_hash": plan.config_hash(item.name), "headline": [list(h) for h in item.spec.headline],
+                               "control_headline": [list(h) for h in item.spec.control_headline],
                                "variant_fields": list(item.spec.variant_fields), "skipped": item.unmet} for item in plan.suites},
         "encoders": [{**l.spec.record(), **l.encoder.describe(), "role": l.spec.role, "base": l.spec.base} for l in loaded]
         + [spec.record() for spec in plan.encoder_specs if spec.display_name() not in names],

@@ -1,4 +1,8 @@
 """Checkpoints -> Encoders: a registry of families, safe readers, layout remapping, strict loading."""
+from common.lazy_imports import defer_slow_imports
+
+defer_slow_imports()  # before the families import timm, which imports wandb only to see that it is there
+
 from .base import Encoder, EncoderOutput, LayerTokens, PreprocessConfig, weights_hash
 from .checkpoint import CheckpointError, read_checkpoint, save_encoder_checkpoint
 from .family import FAMILIES, EncoderFamily, register_family

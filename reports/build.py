@@ -149,7 +149,7 @@ def _cache_hits(run: RunData) -> str:
     return "; ".join(parts)
 
 
-def _lineage_view(lineage, index: int, cache: PerItemCache, n_boot: int, headlines: dict[str, list]) -> dict[str, Any]:
+def _lineage_view(lineage, index: int, cache: PerItemCache, n_boot: int, headlines: dict[str, list], control_headlines: dict[str, list]) -> dict[str, Any]:
     lines, verdicts, family, arm_lines = lineage_analysis(lineage, cache, n_boot=n_boot, headlines=headlines)
     figures, figure_errors = lineage_figures(lineage)
     tests = {SIG_PAIRED: 0, SIG_CI: 0, SIG_NONE: 0, SIG_ARMS: 0}
@@ -166,7 +166,7 @@ def _lineage_view(lineage, index: int, cache: PerItemCache, n_boot: int, headlin
         "tests": {"paired": tests[SIG_PAIRED], "ci": tests[SIG_CI], "none": tests[SIG_NONE], "arms": tests[SIG_ARMS], "family": family},
         "verdicts": verdicts,
         "summary": lineage_summary(lineage, verdicts, index),
-        "controls": control_checks(lineage, lines, verdicts),
+        "controls": control_checks(lineage, lines, verdicts, control_headlines),
         "arms": lineage.arms() if arm_lines else [],
         "arm_lines": [item for item in arm_lines if item.line.layer is None],
         "replicated": bool(arm_lines),
@@ -212,7 +212,7 @@ def render_report(data: ReportData, title: str | None = None, n_boot: int = 2000
     warnings = [f"{len(data.duplicates)} row(s) appear in several runs; the later run's value is shown (see Provenance)."] if data.duplicates else []
     warnings += [note[0].upper() + note[1:] + "." for note in data.renamed]
     warnings += _edge_warnings(data)
-    lineages = [_lineage_view(lineage, index, cache, n_boot, data.headlines()) for index, lineage in enumerate(data.lineages, start=1)]
+    lineages = [_lineage_view(lineage, index, cache, n_boot, data.headlines(), data.headlines("control_headline")) for index, lineage in enumerate(data.lineages, start=1)]
     return environment.from_string(TEMPLATE).render(
         title=title or "Vision encoder evaluation report",
         alpha=ALPHA,

@@ -157,16 +157,17 @@ class ReportData:
     duplicates: list[str]
     renamed: list[str] = field(default_factory=list)  # encoder names that stood for different weights, and what they became
 
-    def headlines(self) -> dict[str, list]:
+    def headlines(self, key: str = "headline") -> dict[str, list]:
         """suite -> its headline metrics [(task, metric[, preferred variant]), ...] as the runs' config.json
-        declare them (``suites.<name>.headline``; the first run that declares a suite wins)."""
+        declare them (``suites.<name>.headline``, or ``control_headline`` for the lines positive controls are
+        judged on; the first run that declares a suite wins)."""
         found: dict[str, list] = {}
         for run in self.runs:
             suites = run.config.get("suites")
             if isinstance(suites, dict):
                 for name, entry in suites.items():
-                    if isinstance(entry, dict) and isinstance(entry.get("headline"), list):
-                        found.setdefault(name, [tuple(item) for item in entry["headline"] if isinstance(item, list) and len(item) >= 2])
+                    if isinstance(entry, dict) and isinstance(entry.get(key), list) and entry[key]:
+                        found.setdefault(name, [tuple(item) for item in entry[key] if isinstance(item, list) and len(item) >= 2])
         return found
 
 

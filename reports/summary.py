@@ -228,7 +228,7 @@ def _line_name(line: TableLine) -> str:
 
 
 def _against(cell: Cell, reference: tuple[str, Cell] | None) -> str:
-    """``24.00 vs 46.50 (demo-vit-stage1)``: the control's value and its reference's, when both are ok."""
+    """``24.00 vs 46.50 (control-stage1)``: the control's value and its reference's, when both are ok."""
     if reference is None or reference[1].status != "ok" or cell.status != "ok":
         return ""
     return f"{_value_text(cell)} vs {_value_text(reference[1])} ({reference[0]})"
@@ -267,9 +267,20 @@ def _null(suite: str, name: str, cell: Cell, metric: str, reference: tuple[str, 
     return ControlCheck(suite, NULL_CONTROL, name, True, f"{subject} left unflagged ({lines}; {headline})")
 
 
-def control_checks(lineage: Lineage, lines: list[TableLine], verdicts: list[Verdict]) -> list[ControlCheck]:
-    """One check per control encoder of the lineage and suite: on the headline cell of the verdict (the value the
-    summary shows), and on the suite's other lines (the positive control's flags there are named; for the null
+def _control_line(suite: str, lines: list[TableLine], verdict: Verdict, control_headlines: dict[str, list]) -> TableLine:
+    """The line a positive control of ``suite`` is judged on: the first of the suite's declared control
+    headline (task, metric) present among ``lines`` (its first variant), else the verdict's line."""
+    for task, metric, *_ in control_headlines.get(suite, []):
+        found = next((line for line in lines if (line.suite, line.task, line.metric) == (suite, task, metric) and line.layer is None), None)
+        if found is not None:
+            return found
+    return verdict.line
+
+
+def control_checks(lineage: Lineage, lines: list[TableLine], verdicts: list[Verdict], control_headlines: dict[str, list] | None = None) -> list[ControlCheck]:
+    """One check per control encoder of the lineage and suite: a positive control on the suite's control headline
+    (``control_headlines``, as the runs declare it; else the verdict's headline, the value the summary shows), a null
+    control on that cell and on the suite's other lines (the positive control's flags there are named; for the null
     control a flag anywhere is a false alarm)."""
     arms = verdict_arms(lineage)
     column = {info.name: index for index, info in enumerate(lineage.encoders)}
@@ -279,6 +290,7 @@ def control_checks(lineage: Lineage, lines: list[TableLine], verdicts: list[Verd
         others = [line for line in lines if line.suite == suite and line is not verdict.line]
         reference = next(((arm.names[0], cell) for arm, (_, _, cell) in zip(arms, verdict.entries) if arm.fixed), None)
         metric = _line_name(verdict.line)
+        judged_on = _control_line(suite, lines, verdict, control_headlines or {})
         for arm, (_, _, cell) in zip(arms, verdict.entries):
             kind = _arm_control(arm)
             if not kind or cell.status == "absent":
@@ -286,8 +298,12 @@ def control_checks(lineage: Lineage, lines: list[TableLine], verdicts: list[Verd
             name = arm.names[0]
             elsewhere = [(line, line.cells[column[name]]) for line in others]
             if kind == POSITIVE_CONTROL:
-                worse = [_line_name(line) for line, other in elsewhere if other.significant and other.better is False]
-                checks.append(_positive(suite, name, cell, metric, reference, worse))
+                if judged_on is not verdict.line:
+                    reference_name = reference[0] if reference else ""
+                    cell = judged_on.cells[column[name]]
+                    reference = (reference_name, judged_on.cells[column[reference_name]]) if reference_name in column else None
+                worse = [_line_name(line) for line, other in elsewhere if other.significant and other.better is False and line is not judged_on]
+                checks.append(_positive(suite, name, cell, _line_name(judged_on), reference, worse))
             else:
                 flagged = [f"{metric} ({signed(cell.delta)}, {_holm(cell)})"] if cell.significant else []
                 flagged += [f"{_line_name(line)} ({signed(other.delta)}, {_holm(other)})" for line, other in elsewhere if other.significant]

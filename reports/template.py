@@ -19,6 +19,7 @@ h3 { margin-top: 1.6rem; }
 .note { background: #fff6d6; border-left: 4px solid #e0b000; padding: .5rem .8rem; margin: .6rem 0; }
 .warn { background: #fdecea; border-left: 4px solid #c62828; padding: .5rem .8rem; margin: .6rem 0; }
 table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .86rem; }
+div.wide { overflow-x: auto; max-width: 100%; }  /* a table of many encoders scrolls inside the page, not the page */
 th, td { border: 1px solid #d0d0d0; padding: .25rem .5rem; vertical-align: top; }
 th { background: #f1f3f5; text-align: left; }
 td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
@@ -113,7 +114,7 @@ details.schedule .opening { color: #555; }
 {% endfor %}
 {% if controls %}
 <h3 class="answer-lineage">Controls: is a planted difference flagged, and only that?</h3>
-<p class="legend">On each suite's headline metric, against the encoder each control was made from, after {{ correction }} (&alpha; = {{ alpha }}): the positive control must be flagged significantly worse, the null control (a seed-only retraining) on no line of the suite. A control that does not behave is marked &#10007; in red: a finding about the instrument.</p>
+<p class="legend">On each suite's headline metric (or the line a suite declares for controls: grad's headline is DPO minus SFT, which a defect that moves both maps leaves near zero, so its positive control is judged on the SFT maps' inside mass), against the encoder each control was made from, after {{ correction }} (&alpha; = {{ alpha }}): the positive control must be flagged significantly worse, the null control (a seed-only retraining) on no line of the suite. A control that does not behave is marked &#10007; in red: a finding about the instrument.</p>
 <ul class="controls">
 {% for sc in controls %}<li><strong>{{ sc.suite }}</strong>: {% for check in sc.checks %}<span class="control-{{ 'ok' if check.behaved else ('bad' if check.behaved is false else 'unknown') }}">{{ "&#10003;"|safe if check.behaved else ("&#10007;"|safe if check.behaved is false else "?") }} {{ check.text }}</span>{% if not loop.last %}; {% endif %}{% endfor %}.</li>
 {% endfor %}
@@ -168,7 +169,7 @@ details.schedule .opening { color: #555; }
 {%- endmacro %}
 
 {% macro summary_table(lin, lines) %}
-<table class="summary">
+<div class="wide"><table class="summary">
 <thead><tr><th>Suite</th><th>Task</th><th>Dataset</th><th>Metric</th><th>n</th><th>Classes</th><th>Chance</th><th title="the score of a predictor that ignores the input (extra.trivial_baseline)">Trivial</th>
 {% for enc in lin.encoders %}<th>{{ enc.name }}{% if enc.role %}<br><span class="ci">{{ enc.role }}</span>{% endif %}</th>{% endfor %}
 </tr></thead>
@@ -181,7 +182,7 @@ details.schedule .opening { color: #555; }
 </tr>
 {% endfor %}
 </tbody>
-</table>
+</table></div>
 {% endmacro %}
 
 {% for lin in lineages %}

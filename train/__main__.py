@@ -8,6 +8,7 @@ Examples::
     python -m train stage --stage sft --init runs/pretrain/mllm --data prefs.jsonl --out runs/sft --resume
     python -m train shapes-data --data shapes:n=500:seed=1 --split train --out data/shapes
     python -m train demo --out runs/demo/lineage --replicates 3
+    python -m train demo --original-only   # regenerate the shipped original (train/assets)
     python -m train pivot-eval --encoder ckpt.safetensors --lm /models/Qwen2.5-0.5B --data data/shapes --out runs/pe
     python -m train pivot-eval --encoders lineage.toml --lm runs/demo/lineage/lm --data shapes:n=240:seed=3 --out runs/pe
     python -m train import-mllm /models/llava-onevision-qwen2-0.5b-si runs/ov --vision-config /models/siglip-so400m-patch14-384 --dtype bf16
@@ -134,6 +135,10 @@ def _run(command: str, inputs: Any, configs: dict[str, StageConfig]) -> None:
             print(f"lineage manifest: {pivot_eval_lineage(inputs.encoders, inputs.lm, data, inputs.out, device=inputs.device or None, progress=progress, **configs)}")
         else:
             print(f"MLLM: {pivot_eval(inputs.encoder, inputs.lm, data, inputs.out, arch=inputs.arch, device=inputs.device or None, progress=progress, **configs)}")
+    elif command == "demo" and inputs.original_only:
+        from .original import train_original
+
+        print(f"original encoder: {train_original(progress=progress)}")
     elif command == "demo":
         from .demo import make_demo_lineage
 

@@ -57,8 +57,9 @@ class ShapesDataCommand:
 class DemoCommand:
     out: str = option("runs/demo/lineage", "the lineage folder")
     force: bool = option(False, "retrain even when a lineage made with the same recipe exists")
+    original_only: bool = option(False, "train only the original encoder, into train/assets (the shipped demo-original.safetensors and its recipe sidecar)")
     replicates: int = option(DEFAULT_REPLICATES, "Stage-2 training seeds per arm (sft, dpo) from the one Stage-1 model; the default is what fits the demo's "
-                             "15-minute first run on 2 cores; --control needs 2", minimum=1, maximum=MAX_REPLICATES, why="each one adds 6 trainings; e.g. --replicates 3")
+                             "15-minute first run on 2 cores; the controls need 2", minimum=1, maximum=MAX_REPLICATES, why="each one adds 6 trainings; e.g. --replicates 3")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,12 +2,16 @@
 
 ``controls/lineage.toml`` inside a demo lineage folder holds two lineages:
 
-- **positive control**: ``demo-vit-stage1`` (the Stage-1 MLLM's encoder, in that MLLM) and
-  ``demo-vit-shuffled``, the same encoder with its patch tokens' order shuffled after the position embedding
+- **positive control**: ``control-stage1`` (the Stage-1 MLLM's encoder, in that MLLM) and
+  ``control-shuffled``, the same encoder with its patch tokens' order shuffled after the position embedding
   (``encoders.controls``), inside a copy of that MLLM. Every token computes what it did before, only its
   place on the grid is wrong, so ``loc``, ``seg`` and ``grad`` must call it significantly worse.
-- **null control**: ``demo-vit-sft`` and ``demo-vit-sft-s1``, the same Stage-2 SFT recipe with another
-  training seed. Nothing about the recipe differs, so no suite should call one better than the other.
+- **null control**: ``control-sft`` and ``control-sft-s1`` (the lineage's ``demo-vit-sft`` and ``demo-vit-sft-s1``),
+  the same Stage-2 SFT recipe with another training seed. Nothing about the recipe differs, so no suite should
+  call one better than the other.
+
+The names are the controls' own, so that one report can hold the lineage and its controls side by side
+(an encoder's name is its identity in a report; ``demo-vit-sft`` is an arm of the lineage there).
 """
 from __future__ import annotations
 
@@ -43,11 +47,11 @@ def write_control_lineage(lineage_dir: str | os.PathLike) -> Path:
     manifest.write_text(
         "# Controls of the demo lineage (train.controls): a positive control that must be flagged worse on\n"
         "# loc, seg and grad, and a null control (a seed-only retraining) that must not be flagged.\n"
-        '[[encoder]]\nname = "demo-vit-stage1"\ncheckpoint = "../pretrain/mllm/encoder.safetensors"\nrole = "original"\nmllm = "../pretrain/mllm"\n\n'
-        '[[encoder]]\nname = "demo-vit-shuffled"\ncheckpoint = "shuffled-mllm/encoder.safetensors"\nrole = "positive-control"\n'
-        'base = "demo-vit-stage1"\nmllm = "shuffled-mllm"\n\n'
-        '[[encoder]]\nname = "demo-vit-sft"\ncheckpoint = "../sft/encoder.safetensors"\nrole = "original"\nmllm = "../sft/mllm"\n\n'
-        '[[encoder]]\nname = "demo-vit-sft-s1"\ncheckpoint = "../sft-s1/encoder.safetensors"\nrole = "null-control"\n'
-        'base = "demo-vit-sft"\nmllm = "../sft-s1/mllm"\n'
+        '[[encoder]]\nname = "control-stage1"\ncheckpoint = "../pretrain/mllm/encoder.safetensors"\nrole = "original"\nmllm = "../pretrain/mllm"\n\n'
+        '[[encoder]]\nname = "control-shuffled"\ncheckpoint = "shuffled-mllm/encoder.safetensors"\nrole = "positive-control"\n'
+        'base = "control-stage1"\nmllm = "shuffled-mllm"\n\n'
+        '[[encoder]]\nname = "control-sft"\ncheckpoint = "../sft/encoder.safetensors"\nrole = "original"\nmllm = "../sft/mllm"\n\n'
+        '[[encoder]]\nname = "control-sft-s1"\ncheckpoint = "../sft-s1/encoder.safetensors"\nrole = "null-control"\n'
+        'base = "control-sft"\nmllm = "../sft-s1/mllm"\n'
     )
     return manifest

@@ -199,6 +199,7 @@ def _rows_for(context: RunContext, loaded: LoadedEncoder, maps: dict, cover: tor
 @register_suite(
     "grad", options=GradOptions, needs=DataNeeds(all_of=(PREFERENCES,), splits=(EVAL_SPLIT,), decoded=False), encoder_check=needs_an_mllm,
     headline=(("projector_output", "dpo_minus_sft_inside_mass"), ("projector_output", "dpo_inside_mass"), ("projector_output", "dpo_minus_sft_gini")),
+    control_headline=(("projector_output", "sft_inside_mass"), ("projector_output", "sft_gini")),
     flag_prefix="grad", order=40, summary="where the SFT and DPO losses send gradient in the image",
 )
 def gradient_suite(context: RunContext, encoders: list[LoadedEncoder]) -> list[ResultRow]:

@@ -58,6 +58,9 @@ class SuiteSpec:
     - ``flag_prefix``: flags are ``--{flag_prefix}-{field}`` (``cls`` has none: ``--linear-epochs``).
     - ``headline``: (task, metric[, preferred variant]) in order of preference: the verdict's line of this
       suite (among a task's variants, the preferred one, e.g. ``pooling=cls``, else the first).
+    - ``control_headline``: (task, metric) lines in order of preference on which a positive control is judged,
+      when the headline cannot see its planted defect (grad's headline is DPO minus SFT, and shuffled tokens
+      move both maps off the object alike: the maps' inside mass is what falls); empty: the headline.
     - ``variant_fields``: ``extra`` keys that tell apart rows of one (suite, task, dataset, metric),
       e.g. ``layer``/``pooling``; they become the row's ``variant``, its identity everywhere.
     - ``uses``: suites whose options change this suite's numbers (loc fits its head as cls does).
@@ -72,6 +75,7 @@ class SuiteSpec:
     options: type = NoOptions
     needs: DataNeeds = DataNeeds()
     headline: tuple[tuple[str, ...], ...] = ()
+    control_headline: tuple[tuple[str, ...], ...] = ()
     variant_fields: tuple[str, ...] = ()
     flag_prefix: str = ""
     uses: tuple[str, ...] = ()

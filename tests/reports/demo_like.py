@@ -1,13 +1,13 @@
 """Run directories shaped like ``python -m benchmarks.demo --replicates K --control`` writes them, without
 training anything: the four evaluation runs (seg, shapes, pivot-eval, digits) of the lineage ``demo-vit``
-(original + K seeds of +SFT and of +PIVOT) and the controls run (``demo-vit-stage1`` with its token-shuffled
-positive control, ``demo-vit-sft`` with its seed-only null control), each with results.jsonl, per_item/*.npy
+(original + K seeds of +SFT and of +PIVOT) and the controls run (``control-stage1`` with its token-shuffled
+positive control, ``control-sft`` (the lineage's +SFT) with its seed-only null control), each with results.jsonl, per_item/*.npy
 and a config.json carrying the demo's notes (texts as benchmarks/demo.py and train/demo.py wrote them at
 commit e715164), the suites' headlines, timings, hardware and versions.
 
 Values follow what the README's demo section measured (seg patch recall ~20-25 against 9.1, pointing game
-42-47.5 against 22.8, ...); the controls run reproduces issue 29's measurement: the positive control flagged
-by loc and seg, not by grad (whose reference row is degenerate), the null control flagged nowhere.
+42-47.5 against 22.8, ...); the controls run reproduces the demo's measurement: the positive control flagged
+by loc, seg and grad (on its control headline), the null control flagged nowhere (or, planted, on loc).
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ CONTROL_NOTE = ("Controls of the demo lineage: positive = the Stage-1 encoder wi
                 "which they must not flag.")
 DIGITS_NOTE = ("Demo-sized: scikit-learn digits (1078 train / 359 val, 8x8 upscaled), last block only, the exact probe's C path not extended "
                "beyond its edge (--no-grid-extend); same lineage.")
+CONTROL_HEADLINES = {"grad": [["projector_output", "sft_inside_mass"], ["projector_output", "sft_gini"]]}
 HEADLINES = {
     "cls": [["linear", "top1", "pooling=cls"], ["linear_sgd", "top1", "pooling=cls"], ["knn20", "top1", "pooling=cls"]],
     "seg": [["patch_probe", "macro_patch_recall"], ["fast_linear", "mIoU"], ["mmseg_linear", "mIoU"]],
@@ -88,8 +89,8 @@ def lineage(k: int) -> list[Enc]:
     return encoders
 
 
-CONTROLS = [Enc("demo-vit-stage1", "original"), Enc("demo-vit-shuffled", "positive-control", "demo-vit-stage1"),
-            Enc("demo-vit-sft", "original"), Enc("demo-vit-sft-s1", "null-control", "demo-vit-sft")]
+CONTROLS = [Enc("control-stage1", "original"), Enc("control-shuffled", "positive-control", "control-stage1"),
+            Enc("control-sft", "original"), Enc("control-sft-s1", "null-control", "control-sft")]
 
 
 def _rate(metric: Metric, enc: Enc) -> float:
@@ -143,7 +144,7 @@ def _config(encoders: list[Enc], suites: list[str], note: str, data: str, second
         "hardware": {"cpu": "x86_64", "cpu_capability": "AVX2", "threads": 2},
         "note": note,
         "plan": {"seed": 0, "batch_size": 100, "workers": 1, "suites": suites},
-        "suites": {name: {"config_hash": f"hash-{name}", "data": data, "headline": HEADLINES[name], "skipped": "", "variant_fields": []} for name in suites},
+        "suites": {name: {"config_hash": f"hash-{name}", "data": data, "headline": HEADLINES[name], "control_headline": CONTROL_HEADLINES.get(name, []), "skipped": "", "variant_fields": []} for name in suites},
         "timings": {f"suite {name}": value for name, value in seconds.items()},
         "versions": {"torch": "2.14.1", "timm": "1.0.31", "vision-encoder-eval": "0.1.0"},
     }
@@ -189,20 +190,19 @@ def make_demo_runs(root: Path, k: int = 2, gain: float = 0.0) -> list[Path]:
     ]
 
 
-def make_controls_run(root: Path, k: int = 2, positive_flagged_by_grad: bool = False, null_flagged_by_loc: bool = False) -> Path:
-    """The controls run (loc, seg, grad on ``CONTROLS``) as issue 29 measured it: the positive control falls on loc and
-    seg; on grad the Stage-1 row is degenerate (so nothing is compared there) unless ``positive_flagged_by_grad``;
-    ``null_flagged_by_loc`` plants a false alarm (the null control far below its reference on loc)."""
-    grad_degenerate = () if positive_flagged_by_grad else ("demo-vit-stage1",)
+def make_controls_run(root: Path, k: int = 2, null_flagged_by_loc: bool = False) -> Path:
+    """The controls run (loc, seg, grad on ``CONTROLS``) as the demo measured it on the shipped original: the positive
+    control falls on loc and seg, and on grad's control headline (the SFT maps' inside mass, down to the object's
+    share) while grad's DPO-minus-SFT headline stays near zero for both; ``null_flagged_by_loc`` plants a false alarm
+    (the null control far below its reference on loc)."""
     metrics = [
-        Metric("loc", "gradcam", "pointing_game", {"demo-vit-stage1": 0.45, "demo-vit-shuffled": 0.24, "demo-vit-sft": 0.43,
-                                                   "demo-vit-sft-s1": 0.25 if null_flagged_by_loc else 0.43}, baseline=22.8),
-        Metric("seg", "patch_probe", "macro_patch_recall", {"demo-vit-stage1": 0.23, "demo-vit-shuffled": 0.14, "demo-vit-sft": 0.21, "demo-vit-sft-s1": 0.21},
+        Metric("loc", "gradcam", "pointing_game", {"control-stage1": 0.45, "control-shuffled": 0.24, "control-sft": 0.43,
+                                                   "control-sft-s1": 0.25 if null_flagged_by_loc else 0.43}, baseline=22.8),
+        Metric("seg", "patch_probe", "macro_patch_recall", {"control-stage1": 0.23, "control-shuffled": 0.14, "control-sft": 0.21, "control-sft-s1": 0.21},
                kind="real", spread=0.05, baseline=9.1),
-        Metric("grad", "projector_output", "dpo_minus_sft_inside_mass", {"demo-vit-stage1": 0.01, "demo-vit-shuffled": -0.02 if positive_flagged_by_grad else 0.0,
-                                                                        "demo-vit-sft": 0.04, "demo-vit-sft-s1": 0.04},
-               kind="real", scale=1.0, n=64, baseline=0.0, degenerate=grad_degenerate),
+        Metric("grad", "projector_output", "dpo_minus_sft_inside_mass", {"control-stage1": 0.006, "control-shuffled": 0.0, "control-sft": 0.005, "control-sft-s1": 0.004},
+               kind="real", scale=1.0, n=64, baseline=0.0, degenerate=("control-shuffled",)),
+        Metric("grad", "projector_output", "sft_inside_mass", {"control-stage1": 0.29, "control-shuffled": 0.09, "control-sft": 0.27, "control-sft-s1": 0.27},
+               kind="real", scale=1.0, n=64, baseline=0.09, degenerate=("control-shuffled",)),
     ]
-    if positive_flagged_by_grad:
-        metrics[2].rates["demo-vit-stage1"] = 0.05
     return _write(root / "controls", CONTROLS, metrics, f"{CONTROL_NOTE} {SCHEDULE_NOTE.format(k=k)} {EVAL_NOTE}", seed=5)

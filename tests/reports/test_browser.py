@@ -112,13 +112,14 @@ def test_dom_holds_tables_and_embedded_figures(rendered):
 
 @pytest.fixture(scope="module")
 def demo_reports(tmp_path_factory) -> dict[str, Path]:
-    """The two reports ``python -m benchmarks.demo --replicates 2 --control`` builds, on demo-shaped runs."""
+    """The report ``python -m benchmarks.demo`` builds (K = 2 seeds per arm, the controls run beside the lineage's
+    runs), on demo-shaped runs; and a report of the controls run alone."""
     root = tmp_path_factory.mktemp("demo")
     runs = make_demo_runs(root, k=2)
+    controls = make_controls_run(root, k=2, null_flagged_by_loc=True)  # a control that misbehaves, painted red
     return {
-        "demo": build_report(runs, root / "report.html", title="Demo: a trained original, +SFT and +PIVOT on the shapes world and digits"),
-        "controls": build_report([make_controls_run(root, k=2)], root / "controls" / "report.html",
-                                 title="Demo controls: token-shuffled (must be flagged) and seed-only retraining (must not)"),
+        "demo": build_report([*runs, controls], root / "report.html", title="Demo: a trained original, +SFT and +PIVOT on the shapes world and digits, with controls"),
+        "controls": build_report([controls], root / "controls" / "report.html", title="Demo controls"),
     }
 
 
@@ -138,6 +139,6 @@ def test_the_answer_is_on_the_first_screen(browser, demo_reports, which, tmp_pat
     layout, pixels = _first_screen(browser, demo_reports[which], tmp_path)
     assert layout["width"] == FIRST_SCREEN[0] and pixels.shape[:2] == FIRST_SCREEN[::-1]
     assert 0 <= layout["top"] < layout["bottom"] <= FIRST_SCREEN[1], f"the answer spans {layout['top']:.0f}-{layout['bottom']:.0f} px, past the first {FIRST_SCREEN[1]} px"
-    if which == "controls":  # the positive control that grad does not flag is painted red on the first screen
-        red = (np.abs(pixels - CONTROL_RED).max(axis=-1) <= 40).sum()
-        assert red > 300, f"only {red} pixels of the misbehaving control's red on the first screen"
+    # the planted false alarm of the null control is painted red on the first screen, in both
+    red = (np.abs(pixels - CONTROL_RED).max(axis=-1) <= 40).sum()
+    assert red > 300, f"only {red} pixels of the misbehaving control's red on the first screen"

@@ -233,3 +233,30 @@ def test_a_comparison_without_per_item_scores_or_cis_says_untested(tmp_path):
     (line,) = summary.lines
     assert line.sentence.startswith("+PIVOT vs +SFT untested (no per-item scores; no CIs either): 45.00 vs 41.00 (one training run each)")
     assert line.tone == "untested" and "ahead" not in line.sentence
+
+
+def test_a_positive_control_is_judged_on_the_line_its_suite_declares_for_controls(tmp_path):
+    # grad's headline is DPO minus SFT: shuffled tokens move both maps off the object, so the difference stays put
+    # while each map's inside mass falls. A suite that declares a control headline has its positive control judged there.
+    run = _run(tmp_path / "run", _controls(positive_rate="=stage1", null_rate="=sft"))
+    rng = np.random.default_rng(1)
+    rows = []
+    for name, role, base, rate in (("stage1", "original", "", 0.5), ("shuffled", POSITIVE_CONTROL, "stage1", 0.2), ("sft", "original", "", 0.5),
+                                   ("sft-s1", NULL_CONTROL, "sft", 0.5)):
+        scores = (rng.random(N) < rate).astype(np.float32) if name != "sft-s1" else np.load(run / "per_item/sft_inside.npy")
+        np.save(run / f"per_item/{name}_inside.npy", scores)
+        rows.append(ResultRow(encoder=name, role=role, base=base, suite="loc", task="gradcam", dataset="d", metric="inside_mass",
+                              value=float(scores.mean() * 100), n=N, per_item=f"per_item/{name}_inside.npy"))
+    append_rows(run, rows)
+    data = load_runs([run])
+    for declared, flagged in (({"loc": [("gradcam", "inside_mass")]}, True), ({}, False)):
+        checks = []
+        for lineage in data.lineages:
+            lines, verdicts, _, _ = lineage_analysis(lineage, PerItemCache(), n_boot=1000)
+            checks += control_checks(lineage, lines, verdicts, declared)
+        positive = next(check for check in checks if check.kind == POSITIVE_CONTROL)
+        if flagged:
+            assert positive.behaved is True and positive.text.startswith("positive control shuffled flagged significantly worse on gradcam inside_mass: ")
+            assert "(stage1), Holm p = " in positive.text
+        else:
+            assert positive.behaved is False and "NOT flagged on gradcam pointing_game" in positive.text and "other lines of loc flag it worse: gradcam inside_mass" in positive.text

@@ -35,9 +35,9 @@ def test_the_shuffled_mllm_differs_only_in_where_its_tokens_sit(tiny_mllm_dir, t
 def test_control_lineage_pairs_each_control_with_its_reference(tiny_mllm_dir, tmp_path):
     manifest = write_control_lineage(_fake_lineage(tmp_path / "lineage", tiny_mllm_dir))
     specs = {spec.name: spec for spec in load_manifest(manifest)}
-    assert specs["demo-vit-shuffled"].base == "demo-vit-stage1" and specs["demo-vit-sft-s1"].base == "demo-vit-sft"
-    assert {specs["demo-vit-stage1"].role, specs["demo-vit-sft"].role} == {"original"}
-    assert load_mllm(specs["demo-vit-shuffled"].mllm).encoder.options["control"]["kind"] == "token_shuffle"
+    assert specs["control-shuffled"].base == "control-stage1" and specs["control-sft-s1"].base == "control-sft"
+    assert {specs["control-stage1"].role, specs["control-sft"].role} == {"original"}
+    assert load_mllm(specs["control-shuffled"].mllm).encoder.options["control"]["kind"] == "token_shuffle"
     made = (tmp_path / "lineage" / "controls" / "shuffled-mllm" / "mllm.json").stat().st_mtime_ns
     write_control_lineage(tmp_path / "lineage")  # reused, not rewritten
     assert (tmp_path / "lineage" / "controls" / "shuffled-mllm" / "mllm.json").stat().st_mtime_ns == made

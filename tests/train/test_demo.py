@@ -18,11 +18,12 @@ def toy_demo(monkeypatch):
     """train.demo with every setting shrunk (tiny ViT, 1-layer LM, 8 images, a few steps per stage)."""
     from dataclasses import replace
 
-    from train import demo
+    from train import demo, original
     from train.config import stage_config
     from train.tiny_lm import TinyLMConfig
 
-    monkeypatch.setattr(demo, "VIT", replace(demo.VIT, options={"img_size": 32, "embed_dim": 32, "depth": 2, "num_heads": 2},
+    # Another recipe than the shipped original's: the toy lineage trains its own (tests/train/test_original.py covers the copy).
+    monkeypatch.setattr(original, "ORIGINAL", replace(original.ORIGINAL, options={"img_size": 32, "embed_dim": 32, "depth": 2, "num_heads": 2},
                                              data="shapes:n=10:n_val=4:seed=3:size=32", epochs=1, batch_size=10))
     monkeypatch.setattr(demo, "LM", TinyLMConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64))
     monkeypatch.setattr(demo, "STAGE1_DATA", "shapes:n=8:seed=1:size=32")
@@ -45,7 +46,8 @@ def test_replicates_train_each_stage2_arm_k_times_from_one_stage1_model(toy_demo
     manifest = toy_demo.make_demo_lineage(out, replicates=2, progress=False, log=messages.append)
     # The count it announces before the first training is the count it runs.
     assert messages[0].startswith(f"demo lineage: {toy_demo.training_count(2)} trainings to run") and toy_demo.training_count(2) == 17
-    assert len(trainings) == 17 and trainings[0] == messages[0]  # the last message before the first training is the announcement
+    # The toy's original is another recipe than the shipped one, so it is trained too, and says why first.
+    assert len(trainings) == 17 and trainings[0].startswith("original encoder: training it (") and messages[1] == trainings[0]
     specs = load_manifest(manifest)
     assert [(s.name, s.role, s.base, s.replicate) for s in specs] == [
         ("demo-vit", "original", "", None),
