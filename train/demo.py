@@ -65,8 +65,8 @@ PIVOT_EVAL_STAGES: dict[str, StageConfig] = {
     "instruct": stage_config("pretrain", lr=5e-4, encoder_lr=None, epochs=PIVOT_EVAL_EPOCHS, freeze_encoder=True, **STAGE1_COMMON),
 }
 # Stage-2 training seeds per arm in `make demo`: two, which the controls need (the null control is a second seed) and
-# which let the report test arms across seeds. With the shipped original, K=2 trains in about 200 s on 2 cores and
-# the first run ends in about 9 minutes (docs/demo.md); each more seed adds 6 trainings and 2 encoders to every run.
+# which let the report test arms across seeds. With the shipped original, K=2 trains in about 310 s on 2 cores and
+# the first run ends in about 11 minutes (docs/demo.md); each more seed adds 6 trainings and 2 encoders to every run.
 DEFAULT_REPLICATES = 2
 MAX_REPLICATES = 16  # each replicate adds 6 trainings (sft, dpo, and PIVOT's two stages for each of their encoders)
 DONE_FILE = "demo.json"
