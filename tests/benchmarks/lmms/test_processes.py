@@ -181,8 +181,16 @@ def test_a_timeout_stops_every_process_of_the_launch(varied_mllm, tasks, tmp_pat
 
     from benchmarks.lmms.runner import Job, run_jobs
 
+    # A task whose every image takes a minute to load: the launch is still running when its 15 s are up, on any machine.
+    slow = tmp_path / "slow_tasks"
+    shutil.copytree(tasks.include_path, slow)
+    (slow / "slow_visual.py").write_text("import time\nfrom benchmarks.lmms.shapes_task import doc_to_visual as shown\n\n\n"
+                                         "def doc_to_visual(doc):\n    time.sleep(60)\n    return shown(doc)\n")
+    yaml = slow / "shapes_vqa.yaml"
+    yaml.write_text(yaml.read_text().replace("!function benchmarks.lmms.shapes_task.doc_to_visual", "!function slow_visual.doc_to_visual"))
+    assert "slow_visual" in yaml.read_text()
     job = Job("m", str(varied_mllm), str(tmp_path / "out"), ["shapes_vqa"], batch_size=4)
-    (outcome,) = run_jobs([job], tasks.include_path, tmp_path / "work", tmp_path / "hf", log=lambda message: None, processes=2, timeout=15)
+    (outcome,) = run_jobs([job], slow, tmp_path / "work", tmp_path / "hf", log=lambda message: None, processes=2, timeout=15)
     assert "timed out after 15 s" in outcome.error
     spec = str(tmp_path / "work" / "lmms_jobs.json")
     left = [p.pid for p in psutil.process_iter(["cmdline"]) if spec in " ".join(p.info["cmdline"] or [])]
