@@ -298,12 +298,12 @@ def control_checks(lineage: Lineage, lines: list[TableLine], verdicts: list[Verd
             name = arm.names[0]
             elsewhere = [(line, line.cells[column[name]]) for line in others]
             if kind == POSITIVE_CONTROL:
+                judged, against = cell, reference  # the verdict's cells, unless the suite declares another line for controls
                 if judged_on is not verdict.line:
-                    reference_name = reference[0] if reference else ""
-                    cell = judged_on.cells[column[name]]
-                    reference = (reference_name, judged_on.cells[column[reference_name]]) if reference_name in column else None
+                    judged = judged_on.cells[column[name]]
+                    against = (reference[0], judged_on.cells[column[reference[0]]]) if reference and reference[0] in column else None
                 worse = [_line_name(line) for line, other in elsewhere if other.significant and other.better is False and line is not judged_on]
-                checks.append(_positive(suite, name, cell, _line_name(judged_on), reference, worse))
+                checks.append(_positive(suite, name, judged, _line_name(judged_on), against, worse))
             else:
                 flagged = [f"{metric} ({signed(cell.delta)}, {_holm(cell)})"] if cell.significant else []
                 flagged += [f"{_line_name(line)} ({signed(other.delta)}, {_holm(other)})" for line, other in elsewhere if other.significant]

@@ -260,3 +260,23 @@ def test_a_positive_control_is_judged_on_the_line_its_suite_declares_for_control
             assert "(stage1), Holm p = " in positive.text
         else:
             assert positive.behaved is False and "NOT flagged on gradcam pointing_game" in positive.text and "other lines of loc flag it worse: gradcam inside_mass" in positive.text
+
+
+def test_both_controls_of_one_lineage_keep_their_own_lines_and_references(tmp_path):
+    # The positive control judged on a declared line must not lend that line's reference to the null control.
+    run = _run(tmp_path / "run", [("o", "original", "", None, 0.5), ("p", POSITIVE_CONTROL, "o", None, "=o"), ("n", NULL_CONTROL, "o", None, "=o")])
+    rng = np.random.default_rng(2)
+    rows = []
+    for name, role, rate in (("o", "original", 0.6), ("p", POSITIVE_CONTROL, 0.2), ("n", NULL_CONTROL, 0.6)):
+        scores = (rng.random(N) < rate).astype(np.float32)
+        np.save(run / f"per_item/{name}_inside.npy", scores)
+        rows.append(ResultRow(encoder=name, role=role, base="o" if name != "o" else "", suite="loc", task="gradcam", dataset="d", metric="inside_mass",
+                              value=float(scores.mean() * 100), n=N, per_item=f"per_item/{name}_inside.npy"))
+    append_rows(run, rows)
+    (lineage,) = load_runs([run]).lineages
+    lines, verdicts, _, _ = lineage_analysis(lineage, PerItemCache(), n_boot=1000)
+    checks = {check.kind: check for check in control_checks(lineage, lines, verdicts, {"loc": [("gradcam", "inside_mass")]})}
+    column = [info.name for info in lineage.encoders].index("o")
+    pointing, inside = (next(line for line in lines if line.metric == metric).cells[column].value for metric in ("pointing_game", "inside_mass"))
+    assert "flagged significantly worse on gradcam inside_mass" in checks[POSITIVE_CONTROL].text and f"vs {inside:.2f} (o)" in checks[POSITIVE_CONTROL].text
+    assert f"vs {pointing:.2f} (o)" in checks[NULL_CONTROL].text and round(pointing, 2) != round(inside, 2)
