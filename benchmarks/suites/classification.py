@@ -54,7 +54,7 @@ class ClsOptions:
     linear: str = option("auto", "linear probe: the exact L-BFGS logistic regression (task linear), the SGD grid of heads (task linear_sgd), both, or auto: L-BFGS when the features fit the device's memory", choices=LINEAR_MODES)
     linear_epochs: int = option(LinearProbeConfig.epochs, "linear_sgd and the loc suite's head: minimum epochs over train (every head takes at least 300 optimizer steps)", minimum=1)
     grid_extend: bool = option(LogRegConfig.path_extend, "extend the exact probe's C path and the SGD grid one step beyond an edge while the choice sits there (up to 3 steps)")
-    linear_select: str = option(LogRegConfig.selection, "how the exact probe (task linear) chooses C: kfold, 5-fold cross-validation over train and the strongest regularisation within one held-out noise of the best; holdout, one 10% held-out part of train and the first maximum (scikit-learn's standard recipe); auto, kfold below 10000 train rows, else holdout", choices=SELECTIONS)
+    linear_select: str = option(LogRegConfig.selection, "how the exact probe (task linear) chooses C: kfold, 5-fold cross-validation over train and the strongest regularisation within half a held-out noise of the best; holdout, one 10% held-out part of train and the first maximum (scikit-learn's standard recipe); auto, kfold below 10000 train rows, else holdout", choices=SELECTIONS)
     sklearn: bool = option(False, "also run scikit-learn's LogisticRegression reference probe (task logreg_sklearn; slow)")
 
 

@@ -248,6 +248,21 @@ def test_the_refit_starts_from_zeros_as_scikit_learns(problem):
     assert single.top1 == result.top1 and np.array_equal(single.correct, result.correct)
 
 
+def test_the_refit_does_not_move_with_the_order_of_the_train_rows():
+    """The split seed orders the train rows fold by fold; the refit's predictions must not follow it.
+    On these features (512 dims, rank-48 classes, C = 1) a refit stopped at the path's ``tol`` (1e-4)
+    gave 1 of 1,000 eval items differently for this row order (3 for others); at ``refit_tol`` none."""
+    from benchmarks.perf.bench_linear_grid import make_features
+
+    data = make_features(1000, 1000, 512, 10)
+    order = torch.randperm(1000, generator=torch.Generator().manual_seed(1))
+    config = LogRegConfig(Cs=(1.0,), selection="holdout", path_extend=False, path_patience=None, threads=1)
+    as_given = logreg_probe(data.train_x, data.train_y, data.eval_x, data.eval_y, config=config)
+    reordered = logreg_probe(data.train_x[order], data.train_y[order], data.eval_x, data.eval_y, config=config)
+    assert as_given.extra["refit_converged"] and reordered.extra["refit_converged"]
+    assert np.array_equal(as_given.correct, reordered.correct), int((as_given.correct != reordered.correct).sum())
+
+
 # ------------------------------------------------------------------ threads
 
 
