@@ -52,8 +52,8 @@ eval top-1 93.59 to 95.54 over 5 split seeds (issue 28). Pooling 5 folds scores 
 4. *Choice* (:func:`select_c`). Under ``kfold``, the strongest regularisation whose score is within
    ``choice_tolerance`` held-out noises (default 0.5) of the best: a weaker C that is better only by
    noise is not preferred. Half a noise, not the one-standard-error rule's one: on the curve's steep,
-   strongly regularised side one noise reached C values 1-3 points of eval top-1 below the best, and
-   their choice moved with the split seed (spread over 5 seeds 1.6-3.5 points on synthetic features,
+   strongly regularised side one noise reached C values 1-3.5 points of eval top-1 below the best, and
+   their choice moved with the split seed (spread over 5 seeds 1.6-3.5 points on 3 of 4 synthetic sets,
    1.1 on MobileNetV2 features of digits at 64 px, against 0-0.9 at half a noise and 0.1-0.9 at the
    first maximum; benchmarks/perf/README.md).
    Under ``holdout``, the first maximum (the strongest regularisation among exact ties), as scikit-learn.
